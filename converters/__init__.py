@@ -1,0 +1,1 @@
+"""Deployment target profiles, one TOML file per target (shipped as package data)."""
