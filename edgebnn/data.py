@@ -156,7 +156,8 @@ def _read_cifar_pickle(path: Path) -> dict:
         with open(path, "rb") as f:
             return pickle.load(f, encoding="bytes")
     except FileNotFoundError:
-        raise EdgebnnError(f"cifar10: {path} is missing; the folder must hold data_batch_1..5 and test_batch")
+        raise EdgebnnError(f"cifar10: {path} is missing; the folder must hold data_batch_1..5 and test_batch") \
+            from None
     except Exception as err:  # truncated or not a pickle at all
         raise EdgebnnError(f"cifar10: cannot read {path} ({type(err).__name__}); it looks truncated or "
                            f"corrupt, download the python batches again") from None
@@ -227,8 +228,7 @@ def _check_images(paths: list[str], progress: bool) -> set[tuple[int, int]]:
             with Image.open(p) as im:
                 sizes.add(im.size)
         except (UnidentifiedImageError, OSError) as err:
-            raise EdgebnnError(f"folder: cannot read image {p} ({type(err).__name__}); remove or replace it") \
-                from None
+            raise EdgebnnError(f"folder: cannot read image {p} ({type(err).__name__}); remove or replace it") from None
     return sizes
 
 

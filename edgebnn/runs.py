@@ -1,0 +1,155 @@
+"""Run folders: what ``edgebnn train`` writes and ``convert``/``eval``/``report`` read.
+
+A run folder (default ``runs/<name>-<YYYYmmdd-HHMMSS>``) holds everything needed to understand and resume it::
+
+    run.json          what the run is: name, registry model, recipe, data set, input shape, class names,
+                      normalisation, seed, status, epochs done, best top-1, edgebnn version, machine
+    recipe.toml       the resolved recipe
+    metrics.csv       one row per epoch
+    tb/               TensorBoard logs
+    checkpoints/last/ and checkpoints/best/
+    model.keras       the final model, reloadable with edgebnn's custom objects
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from edgebnn.errors import EdgebnnError
+
+RUN_INFO = "run.json"
+RECIPE = "recipe.toml"
+METRICS = "metrics.csv"
+TENSORBOARD = "tb"
+CHECKPOINTS = "checkpoints"
+FINAL_MODEL = "model.keras"
+MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
+
+
+def is_run_dir(path: str | os.PathLike) -> bool:
+    return (Path(path) / RUN_INFO).is_file()
+
+
+def new_run_dir(name: str, out: str | os.PathLike | None = None, root: str | os.PathLike = "runs") -> Path:
+    """Create and return a fresh run folder: ``out`` when given (it must not hold a run already), else
+    ``<root>/<name>-<timestamp>`` (with a numeric suffix when two runs start in the same second)."""
+    if out is not None:
+        path = Path(out)
+        if is_run_dir(path):
+            raise EdgebnnError(f"{path} already holds a run; resume it with --resume {path} or pick another --out")
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    stem = Path(root) / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    path, n = stem, 1
+    while True:
+        try:
+            path.mkdir(parents=True, exist_ok=False)
+            return path
+        except FileExistsError:
+            n += 1
+            path = stem.with_name(f"{stem.name}-{n}")
+
+
+def write_info(run_dir: str | os.PathLike, info: dict) -> None:
+    """Write ``run.json`` atomically (a crash leaves the old file or the new one, never half of one)."""
+    path = Path(run_dir) / RUN_INFO
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(info, indent=2, default=_jsonable) + "\n")
+    os.replace(tmp, path)
+
+
+def update_info(run_dir: str | os.PathLike, **changes) -> dict:
+    info = read_info(run_dir)
+    info.update(changes)
+    write_info(run_dir, info)
+    return info
+
+
+def read_info(run_dir: str | os.PathLike) -> dict:
+    path = Path(run_dir) / RUN_INFO
+    if not path.is_file():
+        raise EdgebnnError(f"{run_dir} is not a run folder (no {RUN_INFO}); give a folder that edgebnn train wrote")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise EdgebnnError(f"{path} is corrupt ({err.__class__.__name__}); the run cannot be read") from None
+
+
+def _jsonable(value):
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, (set, tuple)):
+        return list(value)
+    return str(value)
+
+
+def custom_objects() -> dict:
+    """Everything a saved edgebnn model needs to reload: Larq's objects and edgebnn's own layers."""
+    import larq  # noqa: F401  (importing larq registers its layers, quantizers and constraints)
+
+    from edgebnn import archs
+
+    return archs.custom_objects()
+
+
+def _load_keras(path: Path):
+    import tensorflow as tf
+
+    try:
+        return tf.keras.models.load_model(path, custom_objects=custom_objects(), compile=False)
+    except EdgebnnError:
+        raise
+    except Exception as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise EdgebnnError(f"{path} is not a Keras model edgebnn can read ({first})") from None
+
+
+def model_file(path: str | os.PathLike) -> Path:
+    """The model file of a run folder, or ``path`` itself when it is a model file or a SavedModel folder."""
+    path = Path(path)
+    if not path.exists():
+        raise EdgebnnError(f"{path} does not exist; give a run folder (runs/NAME-TIME) or a saved model "
+                           f"({', '.join(MODEL_SUFFIXES)} or a SavedModel folder)")
+    if path.is_dir():
+        if is_run_dir(path):
+            final = path / FINAL_MODEL
+            if not final.is_file():
+                status = read_info(path).get("status", "unknown")
+                raise EdgebnnError(f"run {path} has no final model yet (status: {status}); resume it with "
+                                   f"edgebnn train --resume {path}")
+            return final
+        if (path / "saved_model.pb").is_file():
+            return path
+        raise EdgebnnError(f"{path} is neither a run folder nor a SavedModel folder")
+    if path.suffix.lower() not in MODEL_SUFFIXES:
+        raise EdgebnnError(f"{path} is not a Keras model file (expected {', '.join(MODEL_SUFFIXES)})")
+    return path
+
+
+def load_model(path: str | os.PathLike):
+    """``(model, info)`` from a run folder or a saved model file.
+
+    For a run folder ``info`` is its ``run.json``; for a bare model it holds what the model itself tells:
+    its name, input shape and number of outputs, with no data set.
+    """
+    path = Path(path)
+    file = model_file(path)
+    model = _load_keras(file)
+    if is_run_dir(path):
+        info = read_info(path)
+        info.setdefault("run_dir", str(path))
+        return model, info
+    return model, {
+        "name": path.stem,
+        "model": None,
+        "dataset": None,
+        "input_shape": list(model.input_shape[1:]),
+        "num_classes": int(model.output_shape[-1]),
+        "class_names": None,
+        "mean": None,
+        "std": None,
+        "model_file": str(file),
+    }
