@@ -35,8 +35,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 # Mean and std of the digits training split, scaled to [0, 1] (computed by tests/test_data.py's check).
-DIGITS_MEAN = (0.3037,) * 3
-DIGITS_STD = (0.3803,) * 3
+DIGITS_MEAN = (0.3058,) * 3
+DIGITS_STD = (0.3764,) * 3
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 AUGMENTATIONS = ("none", "cifar", "imagenet")
