@@ -1,0 +1,326 @@
+"""Training recipes: ``models/<name>.toml`` (shipped as package data) or any recipe file.
+
+A recipe names a registered architecture and says how the paper trains it::
+
+    model = "reactnet-18"            # registry name (edgebnn.archs)
+    dataset = "tfds:imagenet2012"    # default data set (edgebnn.data names)
+    input_size = 224
+    augment = "imagenet"             # none | cifar | imagenet
+    flip = true                      # horizontal flips when augmenting
+    real = false                     # true: train the real-valued twin (same layers, float weights/activations)
+    sync_batchnorm = false           # synchronised BatchNorm across replicas (--strategy)
+    ours = ""                        # non-empty: a recipe of our own, not the paper's (says why)
+    [arch]                           # extra arguments of edgebnn.archs.build (width, input_shape, ...)
+    [paper]                          # reported figures: top1, top5, dataset, source, note
+    [[steps]]                        # one or more training steps, run in order
+    name = "step1"
+    binary_weights = false
+    binary_activations = true
+    epochs = 128
+    batch_size = 512
+    optimizer = "adam"               # adam | sgd | adamw (adamw: decoupled weight decay)
+    lr = 2.5e-3
+    schedule = "linear"              # linear (to 0) | cosine (to 0) | constant
+    momentum = 0.9                   # sgd only
+    weight_decay = 1e-5
+    weight_decay_on = "kernels"      # kernels | all | none
+    label_smoothing = 0.0
+    loss = "distributional"          # crossentropy | distributional (needs teacher)
+    teacher = "resnet-34"            # registry name (trained first), run folder or saved model
+    init_from_previous = true        # copy the previous step's weights by layer name
+
+A ``[digits]`` table holds the small recipe for the embedded digits data (ours, minutes on 2 cores): its keys
+replace the top-level ones (``[digits.arch]`` is merged into ``[arch]``, ``[[digits.steps]]`` replaces the
+steps) when the data set is ``digits``. ``--set KEY=VALUE`` overrides use dotted keys: ``lr``-like step keys
+as ``steps.0.lr`` (one step, 0-based) or ``steps.lr`` (every step); ``arch.width``; top-level ``real``.
+Values are TOML (``--set steps.lr=1e-3``, ``--set augment=none``; a bare word is a string).
+"""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from importlib import resources
+from pathlib import Path
+
+from edgebnn.errors import EdgebnnError
+
+OPTIMIZERS = ("adam", "sgd", "adamw")
+SCHEDULES = ("linear", "cosine", "constant")
+LOSSES = ("crossentropy", "distributional")
+DECAY_ON = ("kernels", "all", "none")
+AUGMENTS = ("none", "cifar", "imagenet")
+
+# key -> (accepted types, default); a default of ... means required.
+TOP_KEYS = {
+    "model": (str, ...),
+    "description": (str, ""),
+    "dataset": (str, "digits"),
+    "input_size": (int, None),
+    "augment": (str, "none"),
+    "flip": (bool, True),
+    "real": (bool, False),
+    "sync_batchnorm": (bool, False),
+    "ours": (str, ""),
+    "arch": (dict, {}),
+    "paper": (dict, {}),
+    "steps": (list, ...),
+    "digits": (dict, None),
+}
+STEP_KEYS = {
+    "name": (str, None),
+    "binary_weights": (bool, True),
+    "binary_activations": (bool, True),
+    "epochs": (int, ...),
+    "batch_size": (int, ...),
+    "optimizer": (str, "adam"),
+    "lr": ((float, int), ...),
+    "schedule": (str, "linear"),
+    "momentum": ((float, int), 0.9),
+    "weight_decay": ((float, int), 0.0),
+    "weight_decay_on": (str, "kernels"),
+    "label_smoothing": ((float, int), 0.0),
+    "loss": (str, "crossentropy"),
+    "teacher": (str, ""),
+    "init_from_previous": (bool, True),
+}
+PAPER_KEYS = {
+    "top1": ((float, int), None),
+    "top5": ((float, int), None),
+    "dataset": (str, ""),
+    "source": (str, ""),
+    "note": (str, ""),
+}
+ARCH_KEYS = {  # build() arguments; other keys are passed on as **kw and checked by the builder
+    "width": ((float, int), None),
+    "input_shape": (list, None),
+    "num_classes": (int, None),
+}
+CHOICES = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "loss": LOSSES, "weight_decay_on": DECAY_ON,
+           "augment": AUGMENTS}
+
+
+def _models_dir():
+    return resources.files("edgebnn.models")
+
+
+def names() -> list[str]:
+    """Every recipe shipped with edgebnn (file stems of ``models/*.toml``)."""
+    return sorted(p.name[:-5] for p in _models_dir().iterdir() if p.name.endswith(".toml"))
+
+
+def _type_name(types) -> str:
+    types = types if isinstance(types, tuple) else (types,)
+    return " or ".join({str: "string", int: "integer", float: "number", bool: "true/false", list: "array",
+                        dict: "table"}[t] for t in types)
+
+
+def _check_table(table: dict, spec: dict, where: str, prefix: str, *, open_keys: bool = False) -> dict:
+    """Check keys and types of one table; return it with defaults filled in."""
+    out = {}
+    for key, value in table.items():
+        if key not in spec:
+            if open_keys:
+                out[key] = value
+                continue
+            raise EdgebnnError(f"{where}: unknown key {prefix}{key!r}; known keys: {', '.join(spec)}")
+        types, _ = spec[key]
+        ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in
+                                                (types if isinstance(types, tuple) else (types,)))
+        if not ok:
+            raise EdgebnnError(f"{where}: key {prefix}{key} must be a {_type_name(types)}, got {value!r}")
+        if key in CHOICES and value not in CHOICES[key]:
+            raise EdgebnnError(f"{where}: key {prefix}{key} = {value!r} is not one of: {', '.join(CHOICES[key])}")
+        out[key] = value
+    for key, (_, default) in spec.items():
+        if key not in out:
+            if default is ...:
+                raise EdgebnnError(f"{where}: missing key {prefix}{key}")
+            out[key] = copy.deepcopy(default)
+    return out
+
+
+def validate(raw: dict, where: str) -> dict:
+    """A recipe with every key checked and every default filled in (``digits`` table left unmerged)."""
+    recipe = _check_table(raw, TOP_KEYS, where, "")
+    recipe["arch"] = _check_table(recipe["arch"], ARCH_KEYS, where, "arch.", open_keys=True)
+    recipe["paper"] = _check_table(recipe["paper"], PAPER_KEYS, where, "paper.")
+    if not recipe["steps"]:
+        raise EdgebnnError(f"{where}: steps is empty; give at least one [[steps]] table")
+    steps = []
+    for i, step in enumerate(recipe["steps"]):
+        if not isinstance(step, dict):
+            raise EdgebnnError(f"{where}: steps.{i} must be a table ([[steps]]), got {step!r}")
+        step = _check_table(step, STEP_KEYS, where, f"steps.{i}.")
+        step["name"] = step["name"] or f"step{i + 1}"
+        for key in ("epochs", "batch_size"):
+            if step[key] < 1:
+                raise EdgebnnError(f"{where}: steps.{i}.{key} must be at least 1, got {step[key]}")
+        for key in ("lr", "momentum", "weight_decay", "label_smoothing"):
+            step[key] = float(step[key])
+            if step[key] < 0:
+                raise EdgebnnError(f"{where}: steps.{i}.{key} must not be negative, got {step[key]}")
+        if step["loss"] == "distributional" and not step["teacher"]:
+            raise EdgebnnError(f"{where}: steps.{i}.loss = 'distributional' needs steps.{i}.teacher "
+                               f"(a registered model, a run folder or a saved model)")
+        steps.append(step)
+    recipe["steps"] = steps
+    if recipe["input_size"] is not None and recipe["input_size"] < 1:
+        raise EdgebnnError(f"{where}: input_size must be at least 1, got {recipe['input_size']}")
+    if recipe["digits"] is not None:
+        for key in recipe["digits"]:
+            if key not in TOP_KEYS or key in ("model", "digits"):
+                raise EdgebnnError(f"{where}: unknown key digits.{key!r}; known keys: "
+                                   f"{', '.join(k for k in TOP_KEYS if k not in ('model', 'digits'))}")
+        validate(_merge(raw, recipe["digits"]), f"{where} [digits]")
+    return recipe
+
+
+def _merge(base: dict, over: dict) -> dict:
+    """``over``'s keys replace ``base``'s; ``arch`` and ``paper`` tables are merged key by key."""
+    out = {k: copy.deepcopy(v) for k, v in base.items() if k != "digits"}
+    for key, value in over.items():
+        if key in ("arch", "paper") and isinstance(value, dict):
+            out[key] = {**out.get(key, {}), **copy.deepcopy(value)}
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def read(name_or_path: str) -> tuple[dict, str]:
+    """The raw TOML table of recipe ``name_or_path`` and where it came from (for error messages)."""
+    text, where = None, name_or_path
+    if name_or_path.endswith(".toml") or "/" in name_or_path:
+        path = Path(name_or_path)
+        if not path.is_file():
+            raise EdgebnnError(f"recipe file {name_or_path} does not exist")
+        text = path.read_text()
+    else:
+        if name_or_path not in names():
+            raise EdgebnnError(f"unknown model {name_or_path!r}: no recipe models/{name_or_path}.toml; known: "
+                               f"{', '.join(names())} (or give a recipe .toml path)")
+        text = (_models_dir() / f"{name_or_path}.toml").read_text()
+        where = f"models/{name_or_path}.toml"
+    try:
+        return tomllib.loads(text), where
+    except tomllib.TOMLDecodeError as err:
+        raise EdgebnnError(f"{where} is not valid TOML: {err}") from None
+
+
+def parse_value(text: str):
+    """A ``--set`` value as TOML (``1e-3``, ``true``, ``[32, 32, 3]``, ``"x"``); a bare word is a string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_set(raw: dict, assignment: str, where: str) -> None:
+    """Apply one ``KEY=VALUE`` override in place (see the module docstring for the key scheme)."""
+    key, eq, text = assignment.partition("=")
+    key = key.strip()
+    if not eq or not key:
+        raise EdgebnnError(f"--set {assignment!r} must look like KEY=VALUE (for example steps.lr=1e-3)")
+    value = parse_value(text.strip())
+    parts = key.split(".")
+    if parts[0] == "steps":
+        steps = raw.get("steps") or []
+        if len(parts) == 2:
+            for step in steps:
+                step[parts[1]] = value
+            return
+        if len(parts) == 3 and parts[1].isdigit():
+            i = int(parts[1])
+            if i >= len(steps):
+                raise EdgebnnError(f"--set {key}: {where} has {len(steps)} step(s), numbered from 0")
+            steps[i][parts[2]] = value
+            return
+        raise EdgebnnError(f"--set {key}: use steps.KEY (every step) or steps.N.KEY (step N, from 0)")
+    if parts[0] in ("arch", "paper") and len(parts) == 2:
+        raw.setdefault(parts[0], {})[parts[1]] = value
+        return
+    if len(parts) != 1:
+        raise EdgebnnError(f"--set {key}: unknown key; use a top-level key, arch.KEY, paper.KEY or steps[.N].KEY")
+    raw[key] = value
+
+
+def load(name_or_path: str, *, dataset: str | None = None, sets: list[str] | tuple = (),
+         epochs: int | None = None, batch_size: int | None = None, real: bool | None = None) -> dict:
+    """The resolved recipe: file, then its ``[digits]`` table when training on digits, then overrides.
+
+    Every key and type is checked; a misspelled or ill-typed key is an :class:`EdgebnnError` naming the key
+    and the file. The result carries ``source`` (where it came from) and has no ``digits`` table.
+    """
+    raw, where = read(name_or_path)
+    validate(raw, where)  # the file as written, before any override
+    dataset_name = dataset or raw.get("dataset", "digits")
+    if dataset_name.split(":")[0] == "digits" and isinstance(raw.get("digits"), dict):
+        raw = _merge(raw, raw["digits"])
+        where_used = f"{where} [digits]"
+    else:
+        raw = {k: v for k, v in raw.items() if k != "digits"}
+        where_used = where
+    if dataset:
+        raw["dataset"] = dataset
+    for assignment in sets:
+        apply_set(raw, assignment, where_used)
+    if real is not None:
+        raw["real"] = real
+    for step in raw.get("steps") or []:
+        if isinstance(step, dict):
+            if epochs is not None:
+                step["epochs"] = epochs
+            if batch_size is not None:
+                step["batch_size"] = batch_size
+    label = where_used + (" with --set " + ", ".join(sets) if sets else "")
+    recipe = validate(raw, label)
+    recipe.pop("digits", None)
+    if recipe["real"]:
+        recipe = real_twin(recipe)
+    recipe["source"] = where_used
+    return recipe
+
+
+def real_twin(recipe: dict) -> dict:
+    """The recipe of the real-valued twin: one step with the last step's optimiser, float weights and
+    activations, cross-entropy (no teacher), for the gap-to-float figures."""
+    out = copy.deepcopy(recipe)
+    last = dict(out["steps"][-1])
+    last.update(name="real", binary_weights=False, binary_activations=False, loss="crossentropy", teacher="",
+                init_from_previous=False, epochs=sum(s["epochs"] for s in recipe["steps"]))
+    out["steps"] = [last]
+    out["real"] = True
+    return out
+
+
+def total_epochs(recipe: dict) -> int:
+    return sum(s["epochs"] for s in recipe["steps"])
+
+
+def dumps(recipe: dict) -> str:
+    """The resolved recipe as TOML (written to the run folder as ``recipe.toml``)."""
+    lines, tables = [], []
+    for key, value in recipe.items():
+        if value is None:
+            continue
+        if isinstance(value, dict):
+            tables.append((key, value))
+        elif key != "steps":
+            lines.append(f"{key} = {_toml(value)}")
+    for key, table in tables:
+        lines += ["", f"[{key}]"] + [f"{k} = {_toml(v)}" for k, v in table.items() if v is not None]
+    for step in recipe.get("steps", []):
+        lines += ["", "[[steps]]"] + [f"{k} = {_toml(v)}" for k, v in step.items() if v is not None]
+    return "\n".join(lines) + "\n"
+
+
+def _toml(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} as TOML")
