@@ -1,0 +1,90 @@
+"""The results database: real sqlite, one row per model x device x threads, transactions, skip/force."""
+
+import sqlite3
+
+import pytest
+
+import edgebnn  # noqa: F401
+from edgebnn.errors import EdgebnnError
+from edgebnn.profile import store
+
+
+def _result(**kw):
+    r = dict(model_sha256="ab" * 32, model_name="tiny", model_path="/m/tiny.tflite", model_size_mb=0.03,
+             device="local", threads=1, target="x86_64", runner="lce-python", machine="x86_64 test CPU, 2 cores",
+             kernels="LCE reference kernels (not ARM64)", runs=20, warmup=3, min_ms=1.0, median_ms=1.2,
+             mean_ms=1.25, p90_ms=1.5, std_ms=0.1, max_ms=2.0, first_ms=3.0, init_ms=0.5,
+             board={"machine": "x86_64", "cores": 2}, warnings=["governor is powersave"], versions={"edgebnn": "0.1.0"})
+    r.update(kw)
+    return r
+
+
+OPS = [dict(node_type="LceBconv2d", name="b1", index=1, first_ms=1.0, avg_ms=0.6, pct=60.0, mem_kb=0.0,
+            times_called=1),
+       dict(node_type="LceBconv2d", name="b2", index=2, avg_ms=0.2, pct=20.0),
+       dict(node_type="CONV_2D", name="c", index=3, avg_ms=0.2, pct=20.0)]
+
+
+def test_save_read_back_with_ops(tmp_path):
+    db = tmp_path / "r.db"
+    conn = store.connect(db)
+    rid = store.save(conn, _result(), OPS)
+    assert store.exists(conn, "ab" * 32, "local", 1) and not store.exists(conn, "ab" * 32, "local", 4)
+    [row] = store.results(conn)
+    assert row["id"] == rid and row["mean_ms"] == 1.25 and row["p90_ms"] == 1.5
+    assert row["board"] == {"machine": "x86_64", "cores": 2} and row["warnings"] == ["governor is powersave"]
+    assert [o["name"] for o in store.ops(conn, rid)] == ["b1", "b2", "c"]
+    totals = store.op_totals(conn, rid)
+    assert totals[0]["node_type"] == "LceBconv2d" and totals[0]["nodes"] == 2
+    assert totals[0]["avg_ms"] == pytest.approx(0.8) and totals[0]["pct"] == pytest.approx(80.0)
+    assert totals[0]["kind"] == "binary" and totals[1]["kind"] == "float"
+    conn.close()
+    # A fresh connection (another process, later) sees the same: it was committed.
+    raw = sqlite3.connect(db)
+    assert raw.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("1",)
+    assert raw.execute("SELECT COUNT(*) FROM op_profile").fetchone() == (3,)
+
+
+def test_one_row_per_key_and_replace_drops_old_ops(tmp_path):
+    conn = store.connect(tmp_path / "r.db")
+    store.save(conn, _result(), OPS)
+    store.save(conn, _result(threads=4, mean_ms=0.7))
+    rid = store.save(conn, _result(mean_ms=1.1), OPS[:1])
+    rows = store.results(conn)
+    assert [(r["threads"], r["mean_ms"]) for r in rows] == [(4, 0.7), (1, 1.1)]
+    assert conn.execute("SELECT COUNT(*) FROM op_profile").fetchone()[0] == 1
+    assert len(store.ops(conn, rid)) == 1
+    assert len(store.results(conn, device="local")) == 2 and store.results(conn, device="pi") == []
+
+
+def test_a_failed_write_keeps_what_was_there(tmp_path):
+    conn = store.connect(tmp_path / "r.db")
+    store.save(conn, _result(), OPS)
+    bad_ops = [dict(OPS[0]), {"name": "no node type"}]
+    with pytest.raises(KeyError):
+        store.save(conn, _result(mean_ms=9.9), bad_ops)
+    [row] = store.results(conn)
+    assert row["mean_ms"] == 1.25 and len(store.ops(conn, row["id"])) == 3
+    with pytest.raises(ValueError, match="lacks mean_ms"):
+        store.save(conn, _result(mean_ms=None))
+    assert len(store.results(conn)) == 1
+
+
+def test_not_a_database_is_one_clear_error(tmp_path):
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(EdgebnnError, match="junk.db cannot be opened"):
+        store.connect(junk)
+    with pytest.raises(EdgebnnError, match="folder .*nope does not exist"):
+        store.connect(tmp_path / "nope" / "r.db")
+
+
+def test_newer_schema_is_refused(tmp_path):
+    db = tmp_path / "r.db"
+    store.connect(db).close()
+    raw = sqlite3.connect(db)
+    with raw:
+        raw.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
+    raw.close()
+    with pytest.raises(EdgebnnError, match="schema version 99"):
+        store.connect(db)
