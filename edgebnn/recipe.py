@@ -50,6 +50,7 @@ SCHEDULES = ("linear", "cosine", "constant")
 LOSSES = ("crossentropy", "distributional")
 DECAY_ON = ("kernels", "all", "none")
 AUGMENTS = ("none", "cifar", "imagenet")
+TWIN_SUFFIX = "-real"  # NAME-real: the real-valued twin of NAME (its recipe with real = true)
 
 # key -> (accepted types, default); a default of ... means required.
 TOP_KEYS = {
@@ -196,6 +197,11 @@ def read(name_or_path: str) -> tuple[dict, str]:
             raise EdgebnnError(f"recipe file {name_or_path} does not exist")
         text = path.read_text()
     else:
+        if name_or_path not in names() and name_or_path.endswith(TWIN_SUFFIX) and \
+                name_or_path.removesuffix(TWIN_SUFFIX) in names():
+            raw, where = read(name_or_path.removesuffix(TWIN_SUFFIX))
+            raw["real"] = True
+            return raw, f"{where} (real-valued twin)"
         if name_or_path not in names():
             raise EdgebnnError(f"unknown model {name_or_path!r}: no recipe models/{name_or_path}.toml; known: "
                                f"{', '.join(names())} (or give a recipe .toml path)")

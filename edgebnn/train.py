@@ -1,0 +1,550 @@
+"""Training with a recipe (``edgebnn train``): a custom ``tf.function`` loop so that resuming is exact.
+
+Per recipe step (``edgebnn.recipe``), the model is built by ``edgebnn.archs.build`` with the step's binarization
+(step 1 of ReActNet/SD-BNN: binary activations, real weights; step 2: both binary), its weights copied by layer
+name from the previous step (``init_from_previous``), and trained with:
+
+- Adam / SGD (momentum) / AdamW, Keras' legacy optimizers (what Larq supports), epsilon 1e-8 as in PyTorch;
+- learning rate ``lr * (1 - t/T)`` (linear), ``lr * (1 + cos(pi t/T)) / 2`` (cosine) or constant, t the step
+  within the recipe step, T its total number of steps;
+- weight decay ``wd`` on the chosen parameters (``kernels``: every weight of rank > 1, i.e. conv and FC kernels;
+  ``all``; ``none``): added to the gradient (g + wd w, PyTorch's coupled decay) for adam/sgd, decoupled
+  (w <- w - lr_t wd w) for adamw;
+- cross-entropy with label smoothing, or ReActNet's distributional loss against a teacher,
+  L = -1/n sum_i sum_k softmax(t_i)_k log softmax(s_i)_k (``edgebnn.archs.common.distributional_loss``).
+
+A run folder (``edgebnn.runs``) gets ``run.json``, ``recipe.toml``, ``metrics.csv`` (one row per epoch),
+TensorBoard logs, ``checkpoints/last`` and ``checkpoints/best`` (model + optimizer + epoch and step counters)
+and ``model.keras``. Order at the end of an epoch: metrics row, then checkpoint, then run.json; on resume, rows
+after the checkpoint's epoch are dropped and that epoch is trained again, so metrics.csv has no gaps or repeats.
+Data order is exact on resume too: the epoch's shuffle is reached by opening (and dropping) one iterator per
+epoch already done.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from edgebnn import recipe as recipes
+from edgebnn import runs
+from edgebnn.errors import EdgebnnError
+
+METRIC_FIELDS = ("epoch", "step", "loss", "top1", "top5", "val_loss", "val_top1", "val_top5", "lr", "seconds")
+STRATEGIES = ("default", "mirrored", "multiworker")
+
+
+class Diverged(EdgebnnError):
+    """The loss became NaN or infinite."""
+
+
+# ------------------------------------------------------------------------------------------- pieces
+def learning_rate(kind: str, base: float, total_steps: int):
+    """A Keras schedule of the step counter: linear to 0, cosine to 0, or constant."""
+    import tensorflow as tf
+
+    class Schedule(tf.keras.optimizers.schedules.LearningRateSchedule):
+        def __call__(self, step):
+            t = tf.minimum(tf.cast(step, tf.float32) / float(max(1, total_steps)), 1.0)
+            if kind == "linear":
+                return base * (1.0 - t)
+            if kind == "cosine":
+                return base * 0.5 * (1.0 + tf.cos(math.pi * t))
+            return tf.constant(base, tf.float32)
+
+        def get_config(self):
+            return {"kind": kind, "base": base, "total_steps": total_steps}
+
+    return Schedule()
+
+
+def make_optimizer(step: dict, schedule):
+    import tensorflow as tf
+
+    if step["optimizer"] == "sgd":
+        return tf.keras.optimizers.legacy.SGD(schedule, momentum=step["momentum"])
+    return tf.keras.optimizers.legacy.Adam(schedule, epsilon=1e-8)  # adam and adamw (decay applied by us)
+
+
+def decayed_variables(model, which: str) -> list:
+    """The variables that get weight decay: ``kernels`` (rank > 1: conv and FC kernels), ``all`` or ``none``."""
+    if which == "none":
+        return []
+    if which == "all":
+        return list(model.trainable_variables)
+    return [v for v in model.trainable_variables if len(v.shape) > 1]
+
+
+def copy_weights_by_name(source, target) -> list[str]:
+    """Copy every variable of ``source`` into the layer of ``target`` with the same name and shapes.
+
+    Returns the names of the layers copied. Layers of ``target`` with no match keep their initial weights.
+    """
+    by_name = {layer.name: layer for layer in source.layers}
+    copied = []
+    for layer in target.layers:
+        other = by_name.get(layer.name)
+        if other is None or not layer.weights:
+            continue
+        src, dst = other.get_weights(), layer.get_weights()
+        if len(src) == len(dst) and all(a.shape == b.shape for a, b in zip(src, dst, strict=True)):
+            layer.set_weights(src)
+            copied.append(layer.name)
+    return copied
+
+
+def _sync_batchnorm(model):
+    """The same model with every BatchNormalization synchronised across replicas."""
+    import tensorflow as tf
+
+    def clone(layer):
+        config = layer.get_config()
+        if isinstance(layer, tf.keras.layers.BatchNormalization):
+            config["synchronized"] = True
+        return layer.__class__.from_config(config)
+
+    return tf.keras.models.clone_model(model, clone_function=clone)
+
+
+def build_model(recipe: dict, step: dict, input_shape, num_classes: int):
+    """The recipe's architecture with the step's binarization (``real = true``: both off)."""
+    from edgebnn import archs
+
+    kw = {k: v for k, v in recipe["arch"].items() if v is not None and k not in ("input_shape", "num_classes")}
+    try:
+        return archs.build(recipe["model"], input_shape=tuple(input_shape), num_classes=num_classes,
+                           binary_weights=step["binary_weights"], binary_activations=step["binary_activations"],
+                           **kw)
+    except EdgebnnError:
+        raise
+    except TypeError as err:
+        raise EdgebnnError(f"model {recipe['model']}: bad [arch] arguments {kw} ({err})") from None
+
+
+def check_model_name(name: str) -> None:
+    from edgebnn import archs
+
+    if name not in archs.names():
+        raise EdgebnnError(f"unknown model {name!r} in the recipe; registered: {', '.join(archs.names())}")
+
+
+def make_strategy(name: str | None):
+    """``default`` (one device), ``mirrored`` (all local devices) or ``multiworker`` (TF_CONFIG)."""
+    import tensorflow as tf
+
+    name = name or "default"
+    if name not in STRATEGIES:
+        raise EdgebnnError(f"unknown strategy {name!r}; use one of: {', '.join(STRATEGIES)}")
+    if name == "mirrored":
+        gpus = tf.config.list_logical_devices("GPU")
+        devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(devices=devices)
+    if name == "multiworker":
+        if not os.environ.get("TF_CONFIG"):
+            raise EdgebnnError("--strategy multiworker needs TF_CONFIG (cluster worker addresses and this "
+                               "worker's task index) in the environment")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def _is_chief(strategy) -> bool:
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    return resolver.task_type == "chief" or (resolver.task_type == "worker" and resolver.task_id == 0)
+
+
+# --------------------------------------------------------------------------------------- metrics csv
+def read_metrics(run_dir) -> list[dict]:
+    path = Path(run_dir) / runs.METRICS
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _rewrite_metrics(run_dir, rows: list[dict]) -> None:
+    path = Path(run_dir) / runs.METRICS
+    tmp = path.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=METRIC_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def _append_metrics(run_dir, row: dict) -> None:
+    path = Path(run_dir) / runs.METRICS
+    with open(path, "a", newline="") as f:
+        csv.DictWriter(f, fieldnames=METRIC_FIELDS).writerow(row)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+# ------------------------------------------------------------------------------------------ teacher
+def resolve_teacher(spec: str, recipe: dict, run_dir: Path | None, *, dataset: str, input_shape, num_classes,
+                    seed: int, strategy_name: str | None, progress: bool, verbose: bool):
+    """The teacher model: a run folder or saved model, or a registered model trained first (in the run folder's
+    ``teacher-NAME/``, reused or resumed when already there)."""
+    from edgebnn import archs
+
+    path = Path(spec)
+    if path.exists():
+        model, _ = runs.load_model(path)
+    elif spec in archs.names():
+        if run_dir is None:
+            raise EdgebnnError(f"teacher {spec} must be trained first, which needs a run folder")
+        teacher_dir = run_dir / f"teacher-{spec}"
+        if not (teacher_dir / runs.FINAL_MODEL).is_file():
+            if verbose:
+                print(f"training the teacher {spec} first, in {teacher_dir}", flush=True)
+            if runs.is_run_dir(teacher_dir):
+                train(resume=teacher_dir, strategy=strategy_name, progress=progress, verbose=verbose)
+            else:
+                train(spec, dataset=dataset, out=teacher_dir, seed=seed, strategy=strategy_name,
+                      sets=[f"input_size={input_shape[0]}"], progress=progress, verbose=verbose)
+        model, _ = runs.load_model(teacher_dir)
+    else:
+        raise EdgebnnError(f"teacher {spec!r} of {recipe.get('model')} is neither a registered model nor an "
+                           f"existing run folder or saved model; train it first or fix steps.teacher")
+    if tuple(model.input_shape[1:]) != tuple(input_shape) or int(model.output_shape[-1]) != num_classes:
+        raise EdgebnnError(f"teacher {spec} takes {tuple(model.input_shape[1:])} and gives "
+                           f"{model.output_shape[-1]} classes; the student needs {tuple(input_shape)} and "
+                           f"{num_classes}")
+    model.trainable = False
+    return model
+
+
+# -------------------------------------------------------------------------------------------- train
+def train(name_or_path: str | None = None, *, dataset: str | None = None, epochs: int | None = None,
+          batch_size: int | None = None, out: str | os.PathLike | None = None, seed: int = 0,
+          sets=(), resume: str | os.PathLike | None = None, strategy: str | None = None,
+          real: bool | None = None, progress: bool = True, verbose: bool = True, runs_root="runs") -> Path:
+    """Train a recipe (registry name or ``.toml`` path) or resume the run folder ``resume``; returns the run
+    folder. See the module docstring for what it writes."""
+    import edgebnn  # noqa: F401  (Keras 2 before TensorFlow)
+
+    if resume is not None:
+        run_dir = Path(resume)
+        info = runs.read_info(run_dir)
+        path = run_dir / runs.RECIPE
+        if not path.is_file():
+            raise EdgebnnError(f"{run_dir} has no {runs.RECIPE}; it cannot be resumed")
+        import tomllib
+
+        try:
+            raw = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as err:
+            raise EdgebnnError(f"{path} is not valid TOML: {err}") from None
+        raw.pop("source", None)
+        recipe = recipes.validate(raw, str(path))
+        recipe.pop("digits", None)
+        recipe["source"] = info.get("recipe", str(path))
+        seed = int(info.get("seed", seed))
+        strategy = strategy or info.get("strategy")
+        if info.get("status") == "done" and (run_dir / runs.FINAL_MODEL).is_file():
+            if verbose:
+                print(f"{run_dir} is already complete ({info.get('epochs_done')} epochs)", flush=True)
+            return run_dir
+    else:
+        if name_or_path is None:
+            raise EdgebnnError("give a model name or recipe file to train, or --resume DIR")
+        recipe = recipes.load(name_or_path, dataset=dataset, sets=list(sets), epochs=epochs,
+                              batch_size=batch_size, real=real)
+        run_dir = None
+    check_model_name(recipe["model"])
+    return _Trainer(recipe, run_dir=run_dir, out=out, seed=seed, strategy_name=strategy, progress=progress,
+                    verbose=verbose, runs_root=runs_root, resuming=resume is not None).run()
+
+
+class _Trainer:
+    def __init__(self, recipe, *, run_dir, out, seed, strategy_name, progress, verbose, runs_root, resuming):
+        self.recipe, self.seed, self.progress, self.verbose = recipe, seed, progress, verbose
+        self.strategy_name = strategy_name or "default"
+        self.run_dir, self.out, self.runs_root, self.resuming = run_dir, out, runs_root, resuming
+
+    def log(self, text: str) -> None:
+        if self.verbose and self.chief:
+            print(text, flush=True)
+
+    # ------------------------------------------------------------------------------------ set-up
+    def run(self) -> Path:
+        import tensorflow as tf
+
+        from edgebnn import data
+
+        recipe = self.recipe
+        tf.get_logger().setLevel("ERROR")  # AutoGraph's notes about Larq's QuantizedVariable are noise
+        tf.keras.utils.set_random_seed(self.seed)
+        tf.config.experimental.enable_op_determinism()
+        self.strategy = make_strategy(self.strategy_name)
+        self.replicas = self.strategy.num_replicas_in_sync
+        self.chief = _is_chief(self.strategy)
+        for i, step in enumerate(recipe["steps"]):
+            if step["batch_size"] % self.replicas:
+                raise EdgebnnError(f"steps.{i}.batch_size = {step['batch_size']} is not divisible by the "
+                                   f"{self.replicas} replicas of --strategy {self.strategy_name}; use a "
+                                   f"multiple of {self.replicas}")
+        # The data set: statistics and classes (pipelines are made per step, for the step's batch size).
+        self.data_kw = dict(input_size=recipe["input_size"], augment=recipe["augment"], flip=recipe["flip"],
+                            seed=self.seed, drop_remainder=self.strategy_name != "default")
+        probe = data.load(recipe["dataset"], batch_size=recipe["steps"][0]["batch_size"], **self.data_kw)
+        self.input_shape, self.num_classes = probe.input_shape, probe.num_classes
+
+        if self.run_dir is None:
+            name = recipe["model"] + ("-real" if recipe["real"] else "")
+            if self.chief:
+                self.run_dir = runs.new_run_dir(name, self.out, root=self.runs_root)
+            else:
+                self.run_dir = Path(self.out) if self.out else Path(self.runs_root) / name
+        self.write_dir = self.run_dir if self.chief else Path(tempfile.mkdtemp(prefix="edgebnn-worker-"))
+        if not self.resuming and self.chief:
+            from edgebnn.machine import host_label
+
+            (self.run_dir / runs.RECIPE).write_text(recipes.dumps({k: v for k, v in recipe.items()
+                                                                     if k != "source"}))
+            _rewrite_metrics(self.run_dir, [])
+            runs.write_info(self.run_dir, {
+                "name": self.run_dir.name, "model": recipe["model"], "recipe": recipe.get("source"),
+                "real": recipe["real"], "dataset": recipe["dataset"], "input_shape": list(self.input_shape),
+                "num_classes": self.num_classes, "class_names": probe.class_names, "mean": list(probe.mean),
+                "std": list(probe.std), "augment": recipe["augment"], "seed": self.seed,
+                "strategy": self.strategy_name, "replicas": self.replicas, "status": "running",
+                "epochs_done": 0, "total_epochs": recipes.total_epochs(recipe), "best_val_top1": None,
+                "final_val_top1": None, "paper": recipe["paper"], "ours": recipe["ours"],
+                "edgebnn_version": __import__("edgebnn").__version__, "machine": host_label(),
+                "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+            })
+        try:
+            self._train_steps()
+        except Diverged:
+            if self.chief:
+                runs.update_info(self.run_dir, status="diverged")
+            raise
+        except BaseException:
+            if self.chief and runs.is_run_dir(self.run_dir):
+                runs.update_info(self.run_dir, status="interrupted")
+            raise
+        finally:
+            if not self.chief:
+                shutil.rmtree(self.write_dir, ignore_errors=True)
+        return self.run_dir
+
+    def _resume_point(self) -> tuple[int, int, str | None]:
+        """(recipe step index, epochs done overall, checkpoint path) from checkpoints/last, or (0, 0, None)."""
+        import tensorflow as tf
+
+        path = tf.train.latest_checkpoint(str(self.run_dir / runs.CHECKPOINTS / "last"))
+        if not path:
+            return 0, 0, None
+        reader = tf.train.load_checkpoint(path)
+        return (int(reader.get_tensor("recipe_step/.ATTRIBUTES/VARIABLE_VALUE")),
+                int(reader.get_tensor("epoch/.ATTRIBUTES/VARIABLE_VALUE")), path)
+
+    def _train_steps(self) -> None:
+        import tensorflow as tf
+
+        recipe = self.recipe
+        start_step, epochs_done, ckpt_path = self._resume_point() if self.resuming else (0, 0, None)
+        if self.chief:
+            rows = [r for r in read_metrics(self.run_dir) if int(r["epoch"]) <= epochs_done]
+            _rewrite_metrics(self.run_dir, rows)
+            if self.resuming:
+                self.log(f"resuming {self.run_dir} after epoch {epochs_done} (step "
+                         f"{recipe['steps'][start_step]['name']})")
+        self.tb = tf.summary.create_file_writer(str(self.write_dir / runs.TENSORBOARD))
+        teachers = {}
+        for step in recipe["steps"]:
+            if step["loss"] == "distributional" and step["teacher"] not in teachers:
+                teachers[step["teacher"]] = None
+        for spec in teachers:
+            with self.strategy.scope():
+                teachers[spec] = resolve_teacher(
+                    spec, recipe, self.run_dir, dataset=recipe["dataset"], input_shape=self.input_shape,
+                    num_classes=self.num_classes, seed=self.seed, strategy_name=None
+                    if self.strategy_name == "default" else self.strategy_name, progress=self.progress,
+                    verbose=self.verbose)
+
+        offset, previous = 0, None
+        for index, step in enumerate(recipe["steps"]):
+            first_epoch = offset
+            offset += step["epochs"]
+            if index < start_step:
+                continue
+            tf.keras.utils.set_random_seed(self.seed + index)
+            model = self._train_step(index, step, first_epoch, epochs_done, ckpt_path if index == start_step
+                                     else None, previous, teachers.get(step["teacher"]))
+            previous = model
+        self._finish(previous)
+
+    def _build(self, step):
+        model = build_model(self.recipe, step, self.input_shape, self.num_classes)
+        if self.recipe["sync_batchnorm"] and self.replicas > 1:
+            model = _sync_batchnorm(model)
+        return model
+
+    # --------------------------------------------------------------------------------- one step
+    def _train_step(self, index, step, first_epoch, epochs_done, ckpt_path, previous, teacher):
+        import tensorflow as tf
+
+        from edgebnn import archs, data
+        from edgebnn.progress import progress_bar
+
+        recipe, strategy = self.recipe, self.strategy
+        ds = data.load(recipe["dataset"], batch_size=step["batch_size"], **self.data_kw)
+        steps_per_epoch = ds.num_train // step["batch_size"] if self.data_kw["drop_remainder"] \
+            else math.ceil(ds.num_train / step["batch_size"])
+        if steps_per_epoch < 1:
+            raise EdgebnnError(f"steps.{index}.batch_size = {step['batch_size']} is larger than the "
+                               f"{ds.num_train} training images")
+        schedule = learning_rate(step["schedule"], step["lr"], steps_per_epoch * step["epochs"])
+
+        with strategy.scope():
+            model = self._build(step)
+            optimizer = make_optimizer(step, schedule)
+            optimizer._create_all_weights(model.trainable_variables)  # slots exist before a restore
+            epoch_var = tf.Variable(first_epoch, dtype=tf.int64, trainable=False, name="epoch")
+            step_var = tf.Variable(index, dtype=tf.int64, trainable=False, name="recipe_step")
+            best_var = tf.Variable(-1.0, dtype=tf.float32, trainable=False, name="best_val_top1")
+        checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_var, recipe_step=step_var,
+                                         best_val_top1=best_var)
+        last = tf.train.CheckpointManager(checkpoint, str(self.write_dir / runs.CHECKPOINTS / "last"), 1)
+        best = tf.train.CheckpointManager(checkpoint, str(self.write_dir / runs.CHECKPOINTS / "best"), 1)
+        if ckpt_path:
+            checkpoint.restore(ckpt_path).assert_existing_objects_matched()
+        elif previous is not None and step["init_from_previous"]:
+            from edgebnn import archs
+
+            copied = (archs.carry_over_weights if hasattr(archs, "carry_over_weights") else
+                      copy_weights_by_name)(previous, model)
+            self.log(f"{step['name']}: {len(copied)} weights initialised from "
+                     f"{self.recipe['steps'][index - 1]['name']} (copied by layer name)")
+        if self.chief and self.verbose:
+            import larq
+
+            print(f"== {recipe['model']}{' (real-valued twin)' if recipe['real'] else ''} | step "
+                  f"{index + 1}/{len(recipe['steps'])} {step['name']}: binary weights {step['binary_weights']}, "
+                  f"binary activations {step['binary_activations']}, {step['epochs']} epochs, "
+                  f"{step['optimizer']} lr {step['lr']:g} {step['schedule']}, batch {step['batch_size']}, "
+                  f"loss {step['loss']}" + (f" (teacher {step['teacher']})" if teacher is not None else ""),
+                  flush=True)
+            larq.models.summary(model)
+
+        decay_vars = decayed_variables(model, step["weight_decay_on"]) if step["weight_decay"] > 0 else []
+        decay_ids = {id(v) for v in decay_vars}
+        wd, decoupled = step["weight_decay"], step["optimizer"] == "adamw"
+        smoothing, replicas = step["label_smoothing"], self.replicas
+        num_classes, k5 = self.num_classes, min(5, self.num_classes)
+        distill = step["loss"] == "distributional"
+
+        def replica_step(x, y):
+            with tf.GradientTape() as tape:
+                logits = model(x, training=True)
+                if distill:
+                    t_logits = teacher(x, training=False)
+                    loss = archs.common.distributional_loss(t_logits, logits)
+                else:
+                    loss = tf.reduce_mean(tf.keras.losses.categorical_crossentropy(
+                        tf.one_hot(y, num_classes), logits, from_logits=True, label_smoothing=smoothing))
+                total = loss + (tf.add_n(model.losses) if model.losses else 0.0)
+                scaled = total / replicas
+            variables = model.trainable_variables
+            grads = tape.gradient(scaled, variables)
+            lr_t = schedule(optimizer.iterations)
+            if wd and not decoupled:
+                grads = [g + wd * v if id(v) in decay_ids and g is not None else g
+                         for g, v in zip(grads, variables, strict=True)]
+            if wd and decoupled:
+                for v in decay_vars:
+                    v.assign_sub(lr_t * wd * v)
+            optimizer.apply_gradients([(g, v) for g, v in zip(grads, variables, strict=True) if g is not None])
+            n = tf.cast(tf.shape(y)[0], tf.float32)
+            top1 = tf.reduce_sum(tf.cast(tf.math.in_top_k(y, logits, 1), tf.float32))
+            top5 = tf.reduce_sum(tf.cast(tf.math.in_top_k(y, logits, k5), tf.float32))
+            return loss * n, top1, top5, n
+
+        @tf.function
+        def train_batch(iterator):
+            results = strategy.run(replica_step, args=next(iterator))
+            return [strategy.reduce(tf.distribute.ReduceOp.SUM, r, axis=None) for r in results]
+
+        @tf.function
+        def eval_batch(x, y):
+            logits = model(x, training=False)
+            loss = tf.keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
+            return (tf.reduce_sum(loss), tf.reduce_sum(tf.cast(tf.math.in_top_k(y, logits, 1), tf.float32)),
+                    tf.reduce_sum(tf.cast(tf.math.in_top_k(y, logits, k5), tf.float32)),
+                    tf.cast(tf.shape(y)[0], tf.float32))
+
+        train_ds = strategy.experimental_distribute_dataset(ds.train)
+        done_here = max(0, epochs_done - first_epoch)
+        for _ in range(done_here):  # reach this epoch's shuffle: one (dropped) iterator per epoch done
+            iter(train_ds)
+        for local in range(done_here, step["epochs"]):
+            epoch = first_epoch + local + 1
+            if hasattr(archs, "set_training_progress"):
+                archs.set_training_progress(model, local / step["epochs"])
+            lr_now = float(schedule(optimizer.iterations))
+            started = time.perf_counter()
+            sums = [0.0, 0.0, 0.0, 0.0]
+            iterator = iter(train_ds)
+            bar = progress_bar(range(steps_per_epoch), desc=f"epoch {epoch}/{recipes.total_epochs(recipe)}",
+                               unit="batch", enable=self.progress and self.chief)
+            for _ in bar:
+                out = [float(v) for v in train_batch(iterator)]
+                if not math.isfinite(out[0]):
+                    bar.close()
+                    good = tf.train.latest_checkpoint(str(self.run_dir / runs.CHECKPOINTS / "last"))
+                    raise Diverged(f"loss became {out[0] / max(out[3], 1):g} in epoch {epoch} ({step['name']}, "
+                                   f"lr {float(schedule(optimizer.iterations)):.3g}); stopped. "
+                                   + (f"Last good checkpoint: {good}; lower the learning rate "
+                                      f"(--set steps.lr=...) and start again" if good else
+                                      "No epoch had completed; lower the learning rate (--set steps.lr=...)"))
+                sums = [a + b for a, b in zip(sums, out, strict=True)]
+                bar.set_postfix(loss=f"{sums[0] / sums[3]:.4f}", top1=f"{sums[1] / sums[3]:.3f}")
+            bar.close()
+            vals = [0.0, 0.0, 0.0, 0.0]
+            for x, y in ds.val:
+                vals = [a + float(b) for a, b in zip(vals, eval_batch(x, y), strict=True)]
+            seconds = time.perf_counter() - started
+            row = {"epoch": epoch, "step": step["name"], "loss": sums[0] / sums[3], "top1": sums[1] / sums[3],
+                   "top5": sums[2] / sums[3], "val_loss": vals[0] / vals[3], "val_top1": vals[1] / vals[3],
+                   "val_top5": vals[2] / vals[3], "lr": lr_now, "seconds": seconds}
+            row = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in row.items()}
+            self.log(f"epoch {epoch}/{recipes.total_epochs(recipe)} {step['name']}: loss {row['loss']:.4f} "
+                     f"top1 {row['top1']:.2%} | val loss {row['val_loss']:.4f} top1 {row['val_top1']:.2%} "
+                     f"top5 {row['val_top5']:.2%} | lr {lr_now:.3g} | {seconds:.1f}s")
+            with self.tb.as_default(step=epoch):
+                for key in METRIC_FIELDS[2:]:
+                    tf.summary.scalar(key, row[key])
+            self.tb.flush()
+            if self.chief:
+                _append_metrics(self.run_dir, row)
+            epoch_var.assign(epoch)
+            improved = row["val_top1"] > float(best_var)
+            if improved:
+                best_var.assign(row["val_top1"])
+            last.save()
+            if improved:
+                best.save()
+            if self.chief:
+                runs.update_info(self.run_dir, epochs_done=epoch, recipe_step=index, step_name=step["name"],
+                                 best_val_top1=float(best_var), final_val_top1=row["val_top1"])
+        return model
+
+    def _finish(self, model) -> None:
+        if model is None:
+            return
+        path = self.write_dir / runs.FINAL_MODEL
+        model.save(path)
+        if self.chief:
+            runs.update_info(self.run_dir, status="done", finished=time.strftime("%Y-%m-%d %H:%M:%S"))
+            rows = read_metrics(self.run_dir)
+            if rows:
+                self.log(f"done: {self.run_dir} (val top-1 {float(rows[-1]['val_top1']):.2%} after "
+                         f"{rows[-1]['epoch']} epochs)")
