@@ -1,1 +1,264 @@
-"""Latency profiling on this host and on boards over SSH (filled in below)."""
+"""Latency profiling: converted models timed on this host (LCE's Python interpreter) and on boards over SSH
+(``lce_benchmark_model`` or ``python -m edgebnn.runner``), every result stored in a SQLite database.
+
+``profile(models, devices)`` returns one dict per model x device x threads: status ("measured" or "skipped",
+already in the database), model name and sha256, device, threads, min/median/mean/p90/std ms, the machine the
+figures came from and which LCE kernels ran, warnings, and the per-op totals when an op profile was taken.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import edgebnn
+from edgebnn.errors import EdgebnnError
+from edgebnn.profile import store
+from edgebnn.profile.parse import op_totals
+
+__all__ = ["profile", "check_device", "DEFAULT_DB"]
+DEFAULT_DB = store.DEFAULT_DB
+
+
+def _model_info(path: str | Path) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise EdgebnnError(f"model file {p} does not exist: pass a .tflite file from `edgebnn convert`")
+    data = p.read_bytes()
+    if len(data) < 8 or data[4:8] != b"TFL3":
+        raise EdgebnnError(f"model file {p} is not a TFLite flatbuffer (no TFL3 identifier): it is corrupt or not "
+                           "a converted model; re-run `edgebnn convert`")
+    return {"path": p, "model_path": str(p.resolve()), "model_name": p.stem,
+            "model_sha256": hashlib.sha256(data).hexdigest(), "model_size_mb": len(data) / 1e6}
+
+
+def _stats_from_parsed(parsed: dict) -> dict:
+    runs = parsed["runs"]
+    pct = parsed.get("percentiles_us") or {}
+    warm = parsed.get("warmup") or {}
+    first = warm.get("first_us", runs.get("first_us"))
+    return {"runs": runs["count"], "warmup": warm.get("count", 0), "min_ms": runs["min_us"] / 1e3,
+            "mean_ms": runs["avg_us"] / 1e3, "max_ms": runs["max_us"] / 1e3,
+            "std_ms": runs["std_us"] / 1e3 if "std_us" in runs else None,
+            "median_ms": pct["median"] / 1e3 if "median" in pct else None,
+            "p90_ms": pct["p90"] / 1e3 if "p90" in pct else None,
+            "first_ms": first / 1e3 if first is not None else None, "init_ms": parsed.get("init_ms")}
+
+
+def _versions(extra: dict | None = None) -> dict:
+    out = {"edgebnn": edgebnn.__version__, "python": sys.version.split()[0]}
+    out.update(extra or {})
+    return out
+
+
+def _public(row: dict, status: str, totals: list[dict] | None = None) -> dict:
+    keys = ("model_name", "model_sha256", "model_path", "device", "threads", "target", "machine", "kernels",
+            "runner", "runs", "warmup", "min_ms", "median_ms", "mean_ms", "p90_ms", "std_ms", "max_ms", "first_ms",
+            "init_ms", "warnings")
+    out = {"status": status, **{k: row.get(k) for k in keys}}
+    out["temp_before_c"] = (row.get("board") or {}).get("temp_before_c")
+    out["temp_after_c"] = (row.get("board") or {}).get("temp_after_c")
+    out["op_totals"] = totals or []
+    return out
+
+
+class _Sweep:
+    """Shared state of one ``profile`` call: the DB path, the progress bar, the collected results."""
+
+    def __init__(self, db, force, total, progress, warn):
+        self.db, self.force, self.warn = db, force, warn
+        self.lock = threading.Lock()
+        self.results: list[dict] = []
+        from edgebnn.progress import progress_bar
+
+        self.bar = progress_bar(total=total, desc="profiling", unit="run", enable=progress)
+
+    def stored(self, conn, model, device, threads) -> bool:
+        if self.force or not store.exists(conn, model["model_sha256"], device, threads):
+            return False
+        row = store.results(conn, model["model_sha256"], device)
+        row = next(r for r in row if r["threads"] == threads)
+        self.add(_public(row, "skipped", store.op_totals(conn, row["id"])))
+        return True
+
+    def add(self, result: dict) -> None:
+        with self.lock:
+            self.results.append(result)
+            self.bar.update(1)
+
+
+def _profile_local(sweep, models, threads, runs, warmup, op_profile) -> None:
+    from edgebnn.profile import local
+
+    conn = store.connect(sweep.db)
+    try:
+        for model in models:
+            for n in threads:
+                if sweep.stored(conn, model, "local", n):
+                    continue
+                r = local.profile_file(model["path"], threads=n, runs=runs, warmup=warmup)
+                warnings = []
+                if op_profile:
+                    warnings.append("no op profile on device local: LCE's Python interpreter has no per-op timer")
+                row = {**model, **{k: r[k] for k in ("min_ms", "median_ms", "mean_ms", "p90_ms", "std_ms", "max_ms",
+                                                     "first_ms", "init_ms", "runs", "warmup", "machine", "kernels",
+                                                     "runner", "board")},
+                       "device": "local", "threads": n, "target": "host", "warnings": warnings,
+                       "versions": _versions(r["versions"])}
+                store.save(conn, row)
+                sweep.add(_public(row, "measured"))
+    finally:
+        conn.close()
+
+
+def _profile_ssh(sweep, device, models, threads, runs, warmup, op_profile, runner, target, timeout,
+                 connect_timeout) -> None:
+    from edgebnn.profile.remote import BoardSession
+
+    conn = store.connect(sweep.db)
+    try:
+        todo = [(m, threads) for m in models]
+        if threads is not None:
+            todo = [(m, [n for n in threads if not sweep.stored(conn, m, device.name, n)]) for m in models]
+            todo = [(m, ns) for m, ns in todo if ns]
+            if not todo:
+                return
+        with BoardSession(device, runner=runner, target=target, timeout=timeout, connect_timeout=connect_timeout,
+                          warn=lambda w: sweep.warn(w)) as session:
+            t = session.target
+            default_threads = list(t.threads) if t else [1]
+            n_runs = runs if runs is not None else (t.num_runs if t and t.num_runs else 50)
+            n_warm = warmup if warmup is not None else (t.warmup_runs if t else 1)
+            xnnpack = t.use_xnnpack if t else None
+            fields = session.result_fields()
+            for model, ns in todo:
+                ns = ns if ns is not None else [n for n in default_threads
+                                                if not sweep.stored(conn, model, device.name, n)]
+                if not ns:
+                    continue
+                remote = session.upload_model(model["path"], model["model_sha256"])
+                for n in ns:
+                    parsed = session.benchmark(remote, n, n_runs, n_warm, op_profile, use_xnnpack=xnnpack)
+                    board_facts = {**fields["board"], "temp_before_c": parsed["temp_before_c"],
+                                   "temp_after_c": parsed["temp_after_c"],
+                                   "throttled_after": parsed["throttled_after"]}
+                    warnings = list(fields["warnings"])
+                    if op_profile and not parsed["ops"]:
+                        warnings.append(f"no op profile from {session.runner.name}: "
+                                        + (parsed["notes"][-1] if parsed["notes"] else "it printed no Run Order table"))
+                    notes = [x for x in parsed["notes"] if x.startswith("edgebnn runner")]
+                    row = {**model, **_stats_from_parsed(parsed), **fields, "board": board_facts,
+                           "device": device.name, "threads": n, "warnings": warnings,
+                           "versions": _versions({"runner_output": notes[0] if notes else session.runner.name})}
+                    if row["model_size_mb"] is None:
+                        row["model_size_mb"] = parsed.get("model_size_mb")
+                    store.save(conn, row, parsed["ops"])
+                    sweep.add(_public(row, "measured", op_totals(parsed["ops"])))
+                session.remove(remote)
+    finally:
+        conn.close()
+
+
+def profile(models, devices=("local",), threads=None, runs=None, warmup=None, op_profile=False,
+            db=DEFAULT_DB, force=False, runner=None, target=None, timeout=600, connect_timeout=10,
+            devices_file=None, ssh_config=None, progress=False, warn=None) -> list[dict]:
+    """Profile every model on every device (boards in parallel, one thread each) at each thread count.
+
+    ``threads``: a list of counts (default: the target profile's, 1 on the host). ``runs``/``warmup``: measured
+    and warm-up inferences (default: the target profile's). A stored model x device x threads is skipped unless
+    ``force``. Each result is committed as soon as it is measured; when a device fails, the others carry on and
+    an :class:`EdgebnnError` naming every failure is raised at the end (what finished stays stored).
+    """
+    from edgebnn.profile import devices as devmod
+
+    warn = warn or (lambda msg: print(f"warning: {msg}", file=sys.stderr))
+    infos = [_model_info(m) for m in models]
+    if not infos:
+        raise EdgebnnError("no model given: pass one or more .tflite files")
+    resolved = []
+    for spec in devices or ("local",):
+        dev = devmod.resolve(spec, devices_file, ssh_config=ssh_config)
+        if dev.name not in [d.name for d in resolved]:
+            resolved.append(dev)
+    threads = [int(t) for t in threads] if threads else None
+    if threads is not None and any(t < 1 for t in threads):
+        raise EdgebnnError("--threads takes counts of 1 or more, e.g. --threads 1,4")
+    if runs is not None and runs < 1:
+        raise EdgebnnError("--runs must be 1 or more")
+    store.connect(db).close()  # a bad --db fails here, before any board is touched
+    total = len(infos) * sum(len(threads or [1]) for _ in resolved)
+    sweep = _Sweep(db, force, total, progress, warn)
+    failures: list[str] = []
+
+    def job(dev):
+        try:
+            if dev.kind == "local":
+                local_runs = runs if runs is not None else 20
+                local_warm = warmup if warmup is not None else 3
+                _profile_local(sweep, infos, threads or [1], local_runs, local_warm, op_profile)
+            else:
+                _profile_ssh(sweep, dev, infos, threads, runs, warmup, op_profile, runner, target, timeout,
+                             connect_timeout)
+        except EdgebnnError as err:
+            with sweep.lock:
+                failures.append(str(err))
+
+    started = time.monotonic()
+    if len(resolved) == 1:
+        job(resolved[0])
+    else:
+        with ThreadPoolExecutor(max_workers=len(resolved)) as pool:
+            list(pool.map(job, resolved))
+    sweep.bar.close()
+    if failures:
+        done = sum(1 for r in sweep.results if r["status"] == "measured")
+        kept = f" ({done} result(s) measured before it were stored in {db})" if done else ""
+        if len(failures) == 1:
+            raise EdgebnnError(failures[0] + kept)
+        raise EdgebnnError(f"{len(failures)} devices failed: " + "; ".join(failures) + kept)
+    for r in sweep.results:
+        r["elapsed_s"] = round(time.monotonic() - started, 3)
+    return sweep.results
+
+
+def check_device(name: str, runner: str | None = None, target: str | None = None, devices_file=None,
+                 ssh_config=None, connect_timeout: int = 10) -> dict:
+    """Board facts of one device and the problems/warnings the checks find (nothing is uploaded or run)."""
+    from edgebnn.profile import board
+    from edgebnn.profile import devices as devmod
+    from edgebnn.profile.local import host_facts
+    from edgebnn.profile.remote import BoardSession, pick_target, runner_spec
+
+    dev = devmod.resolve(name, devices_file, ssh_config=ssh_config)
+    if dev.kind == "local":
+        return {"device": "local", "facts": host_facts(), "problems": [], "warnings": [],
+                "target": None, "runner": "LCE Python interpreter (in process)"}
+    session = BoardSession(dev, runner=runner, target=target, connect_timeout=connect_timeout)
+    facts = session.facts_only(session.runner_text)
+    tgt = pick_target(facts, session.target_name)
+    runner_text = session.runner_text or (tgt.runner if tgt else None)
+    if runner_text and not session.runner_text:
+        facts = session.facts_only(runner_text)
+    problems, warnings = [], []
+    head = None
+    if runner_text:
+        spec = runner_spec(runner_text)
+        if spec.local_file is not None:
+            head = spec.local_file.open("rb").read(20)
+        elif not facts.get("runner_path"):
+            problems.append(f"runner {spec.words[0]} not found on {session.url}: install it there or pass --runner "
+                            "PATH to a local build to upload")
+        else:
+            head = facts.get("runner_head")
+        p, warnings = board.check(facts, tgt, head if spec.checks_elf else None, runner_name=spec.name,
+                                  where=session.url)
+        problems += p
+    elif tgt is None:
+        problems.append(f"no target profile matches {facts.get('machine')}: pass --target")
+    shown = {k: v for k, v in facts.items() if k != "runner_head"}
+    return {"device": dev.name, "ssh": session.url, "notes": dev.notes, "facts": shown, "problems": problems,
+            "warnings": warnings, "target": tgt.name if tgt else None, "runner": runner_text}

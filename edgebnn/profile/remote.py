@@ -1,0 +1,250 @@
+"""One profiling session on a board over SSH.
+
+Open: read the board facts (one call), pick the target profile, find the runner (on the board, else upload
+the local file), refuse before running when a check fails, make a fresh ``mktemp -d`` work directory. Per
+model: upload, check its sha256 on the board, run the benchmark once per thread count (temperature before and
+after, under ``timeout``), parse. Close: remove the work directory, whatever happened.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgebnn.errors import EdgebnnError
+from edgebnn.profile import board
+from edgebnn.profile.local import kernels_label, sha256
+from edgebnn.profile.parse import parse
+from edgebnn.profile.ssh import Connection
+
+
+@dataclass
+class RunnerSpec:
+    """The benchmark command: its words, and the local file to upload when the board lacks it."""
+
+    words: list[str]
+    local_file: Path | None = None
+
+    @property
+    def name(self) -> str:
+        return Path(self.words[0]).name
+
+    @property
+    def checks_elf(self) -> bool:
+        # A `python -m ...` command or any command with arguments is not one binary: no ELF check.
+        return len(self.words) == 1
+
+
+def runner_spec(text: str) -> RunnerSpec:
+    """``--runner`` / devices.toml ``runner``: a local file (uploaded when the board lacks it), or a path or
+    command on the board (``lce_benchmark_model``, ``~/bin/lce_benchmark_model``, ``python3 -m edgebnn.runner``)."""
+    text = (text or "").strip()
+    if not text:
+        raise EdgebnnError("no runner given: pass --runner PATH (lce_benchmark_model for the board) or set "
+                           "runner in devices.toml")
+    local = Path(text).expanduser()
+    if not text.startswith("~") and local.is_file():
+        return RunnerSpec([text], local_file=local.resolve())
+    try:
+        words = shlex.split(text)
+    except ValueError as err:
+        raise EdgebnnError(f"runner {text!r} is not a valid command: {err}") from None
+    return RunnerSpec(words)
+
+
+def pick_target(facts: dict, name: str | None):
+    """The target profile named, else the one whose machines include the board's ``uname -m``."""
+    from edgebnn import targets
+
+    if name:
+        return targets.load(name)
+    machine = facts.get("machine")
+    if machine in ("aarch64", "arm64") and facts.get("long_bit") == 32:
+        return targets.load("armv7")
+    for candidate in targets.names():
+        t = targets.load(candidate)
+        if machine in t.machines:
+            return t
+    return None
+
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^\w.\-]", "_", name)[:80] or "runner"
+
+
+def _signal_name(num: int) -> str:
+    try:
+        return signal.Signals(num).name
+    except ValueError:
+        return f"signal {num}"
+
+
+class BoardSession:
+    """Profiles models on one board; use as a context manager (the work directory is removed on exit)."""
+
+    def __init__(self, device, runner: str | None = None, target: str | None = None, timeout: float = 600,
+                 connect_timeout: int = 10, warn=None):
+        self.device = device
+        self.conn = Connection(device.ssh_target(), connect_timeout=connect_timeout)
+        self.runner_text = runner or device.runner
+        self.target_name = target or device.target
+        self.timeout = float(timeout)
+        self.warn = warn or (lambda msg: None)
+        self.workdir: str | None = None
+        self.facts: dict = {}
+        self.target = None
+        self.runner: RunnerSpec | None = None
+        self.command: list[str] = []
+        self.warnings: list[str] = []
+
+    @property
+    def url(self) -> str:
+        return self.conn.target.url
+
+    def facts_only(self, runner_text: str | None = None) -> dict:
+        """Board facts (and the runner's presence) without touching the board's files."""
+        word = None
+        if runner_text:
+            spec = runner_spec(runner_text)
+            word = board.quote_remote(spec.name if spec.local_file else spec.words[0])
+        proc = self.conn.run(board.facts_script(word), timeout=60, what="reading board facts")
+        return board.parse_facts(proc.stdout)
+
+    def __enter__(self):
+        try:
+            self._open()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _open(self) -> None:
+        if not self.runner_text:
+            self.facts = self.facts_only()
+            self.target = pick_target(self.facts, self.target_name)
+            self.runner_text = self.target.runner if self.target else None
+        self.runner = runner_spec(self.runner_text)
+        self.facts = self.facts_only(self.runner_text)
+        self.target = pick_target(self.facts, self.target_name)
+        spec, facts = self.runner, self.facts
+        on_board = facts.get("runner_path")
+        head = facts.get("runner_head") or b""
+        upload = False
+        if spec.local_file is not None:
+            local_sha = sha256(spec.local_file)
+            if on_board and self._remote_sha(on_board) == local_sha:
+                self.command = [on_board]
+            else:
+                upload = True
+                head = spec.local_file.open("rb").read(20)
+        elif not on_board:
+            raise EdgebnnError(f"runner {spec.words[0]} not found on {self.url}: install it there, or pass "
+                               "--runner PATH to a local build (e.g. lce_benchmark_model_aarch64) to upload")
+        else:
+            self.command = list(spec.words)
+        problems, self.warnings = board.check(facts, self.target, head if spec.checks_elf else None,
+                                              runner_name=spec.name, where=self.url)
+        if problems:
+            more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+            raise EdgebnnError(problems[0] + more)
+        for w in self.warnings:
+            self.warn(w)
+        proc = self.conn.run('mktemp -d "${TMPDIR:-/tmp}/edgebnn.XXXXXXXX"', timeout=60,
+                             what="making a work directory")
+        workdir = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+        if not re.fullmatch(r"/[\w./\-]+", workdir):
+            raise EdgebnnError(f"{self.url}: mktemp -d returned {workdir!r}; is /tmp writable there?")
+        self.workdir = workdir
+        if upload:
+            remote = f"{workdir}/{_safe_name(spec.name)}"
+            self._put(spec.local_file, remote, local_sha, "uploading the runner")
+            self.conn.run(f"chmod +x {shlex.quote(remote)}", timeout=60, what="making the runner executable")
+            self.command = [remote]
+
+    def _remote_sha(self, path: str) -> str:
+        q = board.quote_remote(path)
+        proc = self.conn.run(f"(sha256sum {q} 2>/dev/null || shasum -a 256 {q}) | cut -d' ' -f1", timeout=120,
+                             what="checking a sha256", check=False)
+        return proc.stdout.strip()
+
+    def _put(self, local: Path, remote: str, sha: str, what: str) -> None:
+        self.conn.upload(local, remote, timeout=max(self.timeout, 60), what=what)
+        got = self._remote_sha(remote)
+        if got != sha:
+            raise EdgebnnError(f"{local.name} arrived corrupted on {self.url} (sha256 {got[:12] or 'unreadable'} "
+                               f"!= {sha[:12]}): check the board's disk space and retry")
+
+    def close(self) -> None:
+        if self.workdir:
+            workdir, self.workdir = self.workdir, None
+            try:
+                self.conn.run(f"rm -rf -- {shlex.quote(workdir)}", timeout=30, what="removing the work directory")
+            except EdgebnnError as err:
+                self.warn(f"could not remove {workdir} on {self.url}: {err}")
+
+    def upload_model(self, path: Path, sha: str) -> str:
+        remote = f"{self.workdir}/model-{sha[:16]}.tflite"
+        self._put(path, remote, sha, f"uploading {path.name}")
+        return remote
+
+    def remove(self, remote: str) -> None:
+        self.conn.run(f"rm -f -- {shlex.quote(remote)}", timeout=30, what="removing a model", check=False)
+
+    def benchmark(self, remote_model: str, threads: int, runs: int, warmup: int, op_profile: bool,
+                  use_xnnpack: bool | None = None) -> dict:
+        """Run the benchmark once; the parsed output plus the board's temperature before and after."""
+        flags = [f"--graph={remote_model}", f"--num_threads={int(threads)}", f"--num_runs={int(runs)}",
+                 f"--warmup_runs={int(warmup)}", "--min_secs=0", "--warmup_min_secs=0"]
+        if op_profile:
+            flags.append("--enable_op_profiling=true")
+        if use_xnnpack is not None:
+            flags.append(f"--use_xnnpack={'true' if use_xnnpack else 'false'}")
+        words = [board.quote_remote(self.command[0])] + [shlex.quote(w) for w in self.command[1:] + flags]
+        limit = int(self.timeout)
+        run = " ".join(words)
+        if self.facts.get("has_timeout"):
+            run = f"timeout -k 5 {limit} {run}"
+        script = "; ".join([f"cd {shlex.quote(self.workdir)} || exit 96", board.temperature_script("before"),
+                            "echo '@@output'", f"{run}", "rc=$?", board.temperature_script("after"),
+                            "exit $rc"])
+        proc = self.conn.run(script, timeout=limit + 45, what=f"running {self.runner.name}", check=False)
+        s = board.sections(proc.stdout)
+        output = s.get("output", "")
+        rc = proc.returncode
+        if rc != 0:
+            raise EdgebnnError(self._failure(rc, output, proc.stderr, limit))
+        parsed = parse(output)
+        parsed["temp_before_c"] = board.temperature_c(s.get("temp_before"))
+        parsed["temp_after_c"] = board.temperature_c(s.get("temp_after"))
+        parsed["throttled_after"] = s.get("throttled_after") or None
+        parsed["raw"] = output
+        return parsed
+
+    def _failure(self, rc: int, output: str, stderr: str, limit: int) -> str:
+        name = self.runner.name
+        lines = [ln.strip() for ln in (stderr + "\n" + output).splitlines() if ln.strip()]
+        errs = [ln for ln in lines if ln.startswith(("ERROR", "error", "Error")) or "rror:" in ln]
+        detail = (errs or lines or ["no output"])[-1][:200]
+        if rc in (124, 137) and self.facts.get("has_timeout"):
+            return (f"{name} on {self.url} gave no result within {limit} s (--timeout): the board stopped answering "
+                    "or the model is too slow; nothing was stored for it")
+        if rc == 96:
+            return f"the work directory on {self.url} vanished: is something cleaning /tmp there?"
+        if rc == 127 or rc == 126:
+            return f"{name} cannot be executed on {self.url} (exit {rc}): {detail}"
+        if rc > 128:
+            return f"{name} crashed on {self.url} ({_signal_name(rc - 128)}): {detail}"
+        return f"{name} failed on {self.url} (exit {rc}): {detail}"
+
+    def result_fields(self) -> dict:
+        """What every result from this board records besides the timings."""
+        keep = {k: v for k, v in self.facts.items() if k not in ("runner_head",)}
+        return {"machine": self.facts.get("label") or self.url, "kernels": kernels_label(self.facts.get("machine", "")),
+                "target": self.target.name if self.target else None, "runner": " ".join(self.command),
+                "board": keep, "warnings": list(self.warnings)}

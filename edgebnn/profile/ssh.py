@@ -1,0 +1,187 @@
+"""Boards over SSH, with the system's OpenSSH ``ssh`` and ``scp`` run as argument lists.
+
+The user's ``~/.ssh/config``, agent and ``known_hosts`` apply. ``BatchMode=yes`` (never a prompt) and
+``StrictHostKeyChecking=yes`` unless the user's own configuration sets another value: an unknown or changed
+host key is refused, never silently accepted. Every remote argument is quoted with :func:`shlex.quote`.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from edgebnn.errors import EdgebnnError
+
+
+@dataclass
+class SshTarget:
+    """Where a board is: ``[user@]host`` (a host alias of the user's ssh config works), port, extra options."""
+
+    host: str
+    user: str | None = None
+    port: int | None = None
+    config_file: str | None = None
+    options: list[str] = field(default_factory=list)
+
+    @property
+    def destination(self) -> str:
+        return f"{self.user}@{self.host}" if self.user else self.host
+
+    @property
+    def url(self) -> str:
+        return f"ssh://{self.destination}" + (f":{self.port}" if self.port else "")
+
+
+def parse_url(text: str, config_file: str | None = None) -> SshTarget:
+    """``ssh://user@host[:port]`` (or ``user@host[:port]``) -> :class:`SshTarget`."""
+    raw = text if text.startswith("ssh://") else f"ssh://{text}"
+    try:
+        parts = urlsplit(raw)
+        port = parts.port
+    except ValueError:
+        raise EdgebnnError(f"device {text!r} is not ssh://[user@]host[:port]: fix the port or the address") from None
+    host = parts.hostname or ""
+    if parts.netloc.rsplit("@", 1)[-1].startswith("["):
+        host = parts.netloc.rsplit("@", 1)[-1].split("]")[0][1:]
+    elif parts.netloc:
+        host = parts.netloc.rsplit("@", 1)[-1].rsplit(":", 1)[0] if port else parts.netloc.rsplit("@", 1)[-1]
+    if not host or host.startswith("-") or parts.path not in ("", "/") or not re.fullmatch(r"[\w.\-:%]+", host):
+        raise EdgebnnError(f"device {text!r} is not ssh://[user@]host[:port]: give a host name or address")
+    user = unquote(parts.username) if parts.username else None
+    if user is not None and (not user or user.startswith("-")):
+        raise EdgebnnError(f"device {text!r} has an invalid user name")
+    return SshTarget(host=host, user=user, port=port, config_file=config_file)
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name)
+    if not path:
+        raise EdgebnnError(f"OpenSSH's {name} client is not installed: install openssh-client")
+    return path
+
+
+def _first_line(text: str, *needles: str) -> str:
+    for line in text.splitlines():
+        if any(n.lower() in line.lower() for n in needles):
+            return line.strip()
+    return ""
+
+
+def explain_failure(stderr: str, target: SshTarget, what: str) -> str:
+    """OpenSSH's stderr (exit status 255) -> one line naming the problem and what to do."""
+    where = f"{target.url}"
+    err = stderr or ""
+    low = err.lower()
+    if "remote host identification has changed" in low or "host key for" in low and "has changed" in low:
+        return (f"host key of {where} does not match known_hosts (possible impostor or a reinstalled board): "
+                f"check the board, then remove the old key with `ssh-keygen -R {target.host}`")
+    if "host key verification failed" in low or "no " in low and "host key is known" in low:
+        return (f"host key of {where} is not in known_hosts: connect once with `ssh {target.destination}`"
+                f"{' -p ' + str(target.port) if target.port else ''} to verify and accept it")
+    if "connection refused" in low:
+        return f"cannot reach {where}: connection refused (is sshd running there, and is the port right?)"
+    if "permission denied" in low:
+        return (f"{where} refused the SSH key ({_first_line(err, 'permission denied')}): add your public key to the "
+                "board's ~/.ssh/authorized_keys or set IdentityFile in ~/.ssh/config")
+    if "could not resolve hostname" in low or "name or service not known" in low:
+        return f"cannot resolve the host name of {where}: check the address or your ~/.ssh/config"
+    if "timed out" in low or "no route to host" in low or "network is unreachable" in low:
+        return f"cannot reach {where}: {_first_line(err, 'timed out', 'no route', 'unreachable') or 'timed out'}"
+    if "broken pipe" in low or "connection reset" in low or "closed by remote host" in low or "timeout" in low:
+        return f"{where} stopped answering while {what}: check the board's power and network"
+    last = [ln for ln in err.splitlines() if ln.strip()]
+    return f"ssh to {where} failed while {what}: {last[-1].strip() if last else 'no message from ssh'}"
+
+
+class Connection:
+    """Runs shell commands on a board and copies files to it; one OpenSSH process per call."""
+
+    def __init__(self, target: SshTarget, connect_timeout: int = 10, alive_interval: int = 5):
+        self.target = target
+        self.connect_timeout = int(connect_timeout)
+        self.alive_interval = int(alive_interval)
+        self._options: list[str] | None = None
+
+    def _config_args(self) -> list[str]:
+        return ["-F", self.target.config_file] if self.target.config_file else []
+
+    def options(self) -> list[str]:
+        """The ``-o`` options for every call; StrictHostKeyChecking=yes unless the user's config says otherwise."""
+        if self._options is None:
+            opts = ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={self.connect_timeout}",
+                    "-o", f"ServerAliveInterval={self.alive_interval}", "-o", "ServerAliveCountMax=3"]
+            for opt in self.target.options:
+                opts += ["-o", opt]
+            if self._user_strict_setting() in ("ask", "yes", "true"):
+                opts += ["-o", "StrictHostKeyChecking=yes"]
+            self._options = opts
+        return self._options
+
+    def _user_strict_setting(self) -> str:
+        # `ssh -G` prints the configuration ssh would use (no connection); "ask" is OpenSSH's own default.
+        for opt in self.target.options:
+            if opt.lower().startswith("stricthostkeychecking"):
+                return opt.split("=", 1)[-1].strip().lower()
+        args = [_tool("ssh"), "-G", *self._config_args()]
+        if self.target.port:
+            args += ["-p", str(self.target.port)]
+        try:
+            out = subprocess.run([*args, "--", self.target.destination], capture_output=True, text=True,
+                                 timeout=20).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            return "ask"
+        for line in out.splitlines():
+            key, _, value = line.partition(" ")
+            if key == "stricthostkeychecking":
+                return value.strip().lower()
+        return "ask"
+
+    def ssh_args(self, command: str) -> list[str]:
+        args = [_tool("ssh"), *self._config_args(), *self.options(), "-T"]
+        if self.target.port:
+            args += ["-p", str(self.target.port)]
+        return [*args, "--", self.target.destination, command]
+
+    def run(self, command: str, timeout: float, what: str, check: bool = True) -> subprocess.CompletedProcess:
+        """Run one shell command on the board (already quoted). OpenSSH failures and timeouts raise
+        :class:`EdgebnnError`; the command's own exit status is left to the caller unless ``check``."""
+        try:
+            proc = subprocess.run(self.ssh_args(command), capture_output=True, text=True, timeout=timeout,
+                                  stdin=subprocess.DEVNULL, errors="replace")
+        except subprocess.TimeoutExpired:
+            raise EdgebnnError(f"{self.target.url} stopped answering while {what}: no reply within {timeout:.0f} s "
+                               "(raise --timeout for slow models)") from None
+        if proc.returncode == 255:
+            raise EdgebnnError(explain_failure(proc.stderr, self.target, what))
+        if check and proc.returncode != 0:
+            last = [ln for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip()]
+            raise EdgebnnError(f"{what} failed on {self.target.url} (exit {proc.returncode}): "
+                               f"{last[-1].strip() if last else 'no message'}")
+        return proc
+
+    def upload(self, local: str | Path, remote_path: str, timeout: float, what: str) -> None:
+        """Copy a local file to ``remote_path`` on the board (a path of safe characters, made by edgebnn)."""
+        if not re.fullmatch(r"[\w./\-]+", remote_path):
+            raise ValueError(f"unsafe remote path {remote_path!r}")
+        args = [_tool("scp"), "-q", *self._config_args(), *self.options()]
+        if self.target.port:
+            args += ["-P", str(self.target.port)]
+        host = f"[{self.target.host}]" if ":" in self.target.host else self.target.host
+        dest = f"{self.target.user}@{host}" if self.target.user else host
+        # An absolute local path: scp never mistakes it for host:path, whatever characters it holds.
+        args += ["--", str(Path(local).resolve()), f"{dest}:{remote_path}"]
+        try:
+            proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+                                  errors="replace")
+        except subprocess.TimeoutExpired:
+            raise EdgebnnError(f"{self.target.url} stopped answering while {what}: no reply within {timeout:.0f} s"
+                               ) from None
+        if proc.returncode != 0:
+            if proc.returncode == 255 or "connect" in proc.stderr.lower() or "host key" in proc.stderr.lower():
+                raise EdgebnnError(explain_failure(proc.stderr, self.target, what))
+            last = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+            raise EdgebnnError(f"{what} to {self.target.url} failed: {last[-1].strip() if last else 'scp failed'}")
