@@ -63,5 +63,111 @@ def data_command(name, input_size, as_json):
         click.echo(data.format_summary(summary))
 
 
+# -------------------------------------------------------------------------------------------- profile
+def _thread_counts(text):
+    if not text:
+        return None
+    try:
+        return [int(t) for t in text.replace(" ", "").split(",") if t]
+    except ValueError:
+        raise EdgebnnError(f"--threads {text!r} is not a list of counts like 1,4") from None
+
+
+@main.command("profile")
+@click.argument("models", nargs=-1, required=True, metavar="FILE.tflite...")
+@click.option("--device", "-d", "devices", multiple=True, default=("local",), show_default=True,
+              help="local, ssh://user@host[:port] or a NAME from devices.toml; repeat to profile boards in parallel.")
+@click.option("--runner", default=None, help="Benchmark runner: a local lce_benchmark_model build (uploaded when "
+              "the board lacks it) or a command on the board (default: the target's).")
+@click.option("--target", default=None, help="Target profile for the board checks (default: from `uname -m`).")
+@click.option("--threads", default=None, help="Thread counts, e.g. 1,4 (default: the target's; 1 on local).")
+@click.option("--runs", type=int, default=None, help="Measured inferences (default: the target's).")
+@click.option("--warmup", type=int, default=None, help="Warm-up inferences (default: the target's).")
+@click.option("--op-profile", is_flag=True, help="Per-op profile (lce_benchmark_model --enable_op_profiling).")
+@click.option("--db", default="results.db", show_default=True, help="SQLite results database.")
+@click.option("--force", is_flag=True, help="Measure again what the database already holds.")
+@click.option("--timeout", type=float, default=600, show_default=True, help="Seconds one benchmark run may take.")
+@click.option("--devices-file", default=None, help="devices.toml (default: ./ then ~/.config/edgebnn/).")
+@click.option("--ssh-config", default=None, help="An ssh -F config file for ssh:// devices.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+def profile_command(models, devices, runner, target, threads, runs, warmup, op_profile, db, force, timeout,
+                    devices_file, ssh_config, as_json):
+    """Time converted models on this host and on boards over SSH; every result goes into --db."""
+    from edgebnn.profile import profile
+
+    results = profile(list(models), list(devices), threads=_thread_counts(threads), runs=runs, warmup=warmup,
+                      op_profile=op_profile, db=db, force=force, runner=runner, target=target, timeout=timeout,
+                      devices_file=devices_file, ssh_config=ssh_config, progress=not as_json)
+    if as_json:
+        _print_json(results)
+        return
+    click.echo(f"{'model':<20} {'device':<28} {'thr':>3} {'mean':>9} {'median':>9} {'min':>9} {'p90':>9} "
+               f"{'std':>8}  (ms)")
+    fmt = lambda v: f"{v:9.3f}" if v is not None else f"{'-':>9}"
+    for r in results:
+        skipped = "  (stored; --force to re-measure)" if r["status"] == "skipped" else ""
+        click.echo(f"{r['model_name'][:20]:<20} {r['device'][:28]:<28} {r['threads']:>3} {fmt(r['mean_ms'])} "
+                   f"{fmt(r['median_ms'])} {fmt(r['min_ms'])} {fmt(r['p90_ms'])} {fmt(r['std_ms'])[1:]}{skipped}")
+    for machine in dict.fromkeys((r["device"], r["machine"], r["kernels"]) for r in results):
+        click.echo(f"{machine[0]}: {machine[1]}; {machine[2]}")
+    for r in results:
+        for t in r["op_totals"]:
+            click.echo(f"  {r['model_name']} @ {r['device']} x{r['threads']}: {t['node_type']:<16} {t['kind']:<6} "
+                       f"{t['nodes']:>3} nodes {t['avg_ms']:9.3f} ms {t['pct']:5.1f}%")
+    click.echo(f"results in {db}")
+
+
+@main.group("devices")
+def devices_group():
+    """Boards by name (devices.toml): list them, check one."""
+
+
+@devices_group.command("list")
+@click.option("--devices-file", default=None, help="devices.toml (default: ./ then ~/.config/edgebnn/).")
+def devices_list_command(devices_file):
+    """The boards of devices.toml."""
+    from edgebnn.profile import devices
+
+    known = devices.load(devices_file)
+    if not known:
+        click.echo("no devices.toml found (./devices.toml or ~/.config/edgebnn/devices.toml); `local` always works")
+        return
+    for d in known.values():
+        click.echo(f"{d.name:<16} {d.ssh:<32} runner={d.runner or '(target default)'} target={d.target or 'auto'}"
+                   + (f"  # {d.notes}" if d.notes else ""))
+    click.echo(f"from {next(iter(known.values())).source}")
+
+
+@devices_group.command("check")
+@click.argument("name")
+@click.option("--runner", default=None, help="Runner to check (default: the device's, else the target's).")
+@click.option("--target", default=None, help="Target profile (default: from `uname -m`).")
+@click.option("--devices-file", default=None, help="devices.toml (default: ./ then ~/.config/edgebnn/).")
+@click.option("--ssh-config", default=None, help="An ssh -F config file.")
+@click.option("--json", "as_json", is_flag=True, help="Print facts and problems as JSON.")
+@click.pass_context
+def devices_check_command(ctx, name, runner, target, devices_file, ssh_config, as_json):
+    """Print board NAME's facts and any problem (runner architecture, glibc, 32-bit OS, governor, throttling)."""
+    from edgebnn.profile import check_device
+    from edgebnn.profile.board import describe
+
+    report = check_device(name, runner=runner, target=target, devices_file=devices_file, ssh_config=ssh_config)
+    if as_json:
+        _print_json(report)
+    else:
+        click.echo(f"{report['device']}" + (f"  # {report['notes']}" if report.get("notes") else ""))
+        click.echo(describe(report["facts"]) if report["device"] != "local" else f"  board        "
+                   f"{report['facts']['label']}")
+        click.echo(f"  target       {report['target'] or 'host'}\n  runner       {report['runner'] or 'none'}")
+        for w in report["warnings"]:
+            click.echo(f"warning: {w}")
+        for p in report["problems"]:
+            click.echo(f"problem: {p}")
+        if not report["problems"]:
+            click.echo("ok: ready to profile")
+    if report["problems"]:
+        ctx.exit(1)
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
