@@ -249,6 +249,7 @@ def check_device(name: str, runner: str | None = None, target: str | None = None
         spec = runner_spec(runner_text)
         if spec.local_file is not None:
             head = spec.local_file.open("rb").read(20)
+            runner_text = f"{runner_text} (local file, uploaded unless the board has the same build)"
         elif not facts.get("runner_path"):
             problems.append(f"runner {spec.words[0]} not found on {session.url}: install it there or pass --runner "
                             "PATH to a local build to upload")

@@ -228,7 +228,7 @@ def describe(facts: dict) -> str:
             ("memory", f"{facts['mem_available_mb']:.0f} MB free of {facts.get('mem_total_mb') or 0:.0f} MB"
              if facts.get("mem_available_mb") else "n/a")]
     if "runner_path" in facts:
-        rows.append(("runner", facts.get("runner_path") or "not found on the board"))
+        rows.append(("on board", facts.get("runner_path") or "runner not found on the board"))
     return "\n".join(f"  {k:<12} {v}" for k, v in rows)
 
 

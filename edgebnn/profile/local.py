@@ -173,7 +173,8 @@ def host_facts() -> dict:
             "os": platform.platform(), "hostname": platform.node()}
 
 
-def profile_file(path: str | Path, threads: int = 1, runs: int = 50, warmup: int = 1, use_xnnpack: bool = False) -> dict:
+def profile_file(path: str | Path, threads: int = 1, runs: int = 50, warmup: int = 1,
+                 use_xnnpack: bool = False) -> dict:
     """Time one .tflite file here; a result dict for :func:`edgebnn.profile.store.save`."""
     from edgebnn.machine import host_label
 

@@ -80,8 +80,9 @@ def explain_failure(stderr: str, target: SshTarget, what: str) -> str:
         return (f"host key of {where} does not match known_hosts (possible impostor or a reinstalled board): "
                 f"check the board, then remove the old key with `ssh-keygen -R {target.host}`")
     if "host key verification failed" in low or "no " in low and "host key is known" in low:
-        return (f"host key of {where} is not in known_hosts: connect once with `ssh {target.destination}`"
-                f"{' -p ' + str(target.port) if target.port else ''} to verify and accept it")
+        port = f"-p {target.port} " if target.port else ""
+        return (f"host key of {where} is not in known_hosts: connect once with `ssh {port}{target.destination}` "
+                "to verify and accept it")
     if "connection refused" in low:
         return f"cannot reach {where}: connection refused (is sshd running there, and is the port right?)"
     if "permission denied" in low:

@@ -1,0 +1,27 @@
+"""Shared by the profile tests: one tiny Larq model converted by the real LCE converter per test session."""
+
+import functools
+import tempfile
+from pathlib import Path
+
+import edgebnn  # noqa: F401
+
+
+@functools.lru_cache(maxsize=1)
+def tiny_tflite() -> Path:
+    """A 16x16x3 -> 10 binary net (float conv, two binary convs, dense), converted with target="arm"."""
+    import larq as lq
+    import larq_compute_engine as lce
+    import tensorflow as tf
+
+    tf.random.set_seed(0)
+    kw = dict(input_quantizer="ste_sign", kernel_quantizer="ste_sign", kernel_constraint="weight_clip",
+              pad_values=1.0, padding="same", use_bias=False)
+    model = tf.keras.Sequential([
+        tf.keras.layers.Input((16, 16, 3)), tf.keras.layers.Conv2D(32, 3, padding="same"),
+        tf.keras.layers.BatchNormalization(), lq.layers.QuantConv2D(32, 3, **kw),
+        tf.keras.layers.BatchNormalization(), lq.layers.QuantConv2D(32, 3, **kw),
+        tf.keras.layers.BatchNormalization(), tf.keras.layers.GlobalAveragePooling2D(), tf.keras.layers.Dense(10)])
+    path = Path(tempfile.mkdtemp(prefix="edgebnn-test-model-")) / "tiny.tflite"
+    path.write_bytes(lce.convert_keras_model(model, target="arm"))
+    return path
