@@ -1,0 +1,86 @@
+"""XNOR-Net++ (Bulat & Tzimiropoulos, BMVC 2019): one learned scale Gamma in place of XNOR-Net's analytic scales.
+
+A binary conv is approximated as (sign(I) * sign(W)) (.) Gamma, with Gamma learned by backpropagation (init ones)
+in one of four shapes at the same compute, for an output of o channels and h x w positions:
+  case 1: Gamma in R^o;  case 2: Gamma in R^(o x h x w);  case 3: Gamma = alpha (x) beta, alpha in R^o, beta in R^(h w);
+  case 4: Gamma = alpha (x) beta (x) gamma, alpha in R^o, beta in R^h, gamma in R^w (reportedly best).
+Sign: STE (d/dx = 1 where |x| <= 1) on activations and weights, no other scale.
+
+The block itself is not given by any source we found. We follow the practice of the author's ``bnn`` library and
+Larq Zoo's Real-to-Binary (ours, not confirmed as the paper's): ResNet-18 in the Bi-Real layout with one
+pre-activation binary block per shortcut, x -> BN -> sign -> bconv3x3 -> Gamma -> PReLU -> + shortcut, real stem,
+real downsample shortcut, real head. Cases 2-4 tie the model to its input size and stay float ops after conversion.
+"""
+
+from __future__ import annotations
+
+import larq as lq
+import tensorflow as tf
+
+from edgebnn.archs.common import Binarization, batch_norm, binary_conv, bireal_layout, downsample_shortcut
+
+GAMMA_CASES = (1, 2, 3, 4)
+
+
+@lq.utils.register_keras_custom_object
+class LearnedScale(tf.keras.layers.Layer):
+    """y = x (.) Gamma, Gamma broadcast over (h, w, o) in one of XNOR-Net++'s four shapes (init ones)."""
+
+    def __init__(self, case: int = 1, **kwargs):
+        super().__init__(**kwargs)
+        if case not in GAMMA_CASES:
+            raise ValueError(f"Gamma case must be one of {GAMMA_CASES}, not {case}")
+        self.case = case
+
+    def build(self, input_shape):
+        h, w, o = (int(d) for d in input_shape[1:])
+        ones = "ones"
+        if self.case == 1:
+            self.alpha = self.add_weight(name="alpha", shape=(o,), initializer=ones)
+        elif self.case == 2:
+            self.alpha = self.add_weight(name="alpha", shape=(h, w, o), initializer=ones)
+        elif self.case == 3:
+            self.alpha = self.add_weight(name="alpha", shape=(o,), initializer=ones)
+            self.beta = self.add_weight(name="beta", shape=(h * w,), initializer=ones)
+        else:
+            self.alpha = self.add_weight(name="alpha", shape=(o,), initializer=ones)
+            self.beta = self.add_weight(name="beta", shape=(h,), initializer=ones)
+            self.gamma = self.add_weight(name="gamma", shape=(w,), initializer=ones)
+        self._hw = (h, w)
+        super().build(input_shape)
+
+    def scale(self) -> tf.Tensor:
+        """Gamma as an (h, w, o) tensor (or (o,) for case 1)."""
+        h, w = self._hw
+        if self.case in (1, 2):
+            return self.alpha
+        if self.case == 3:
+            return tf.reshape(self.beta, (h, w, 1)) * self.alpha
+        return self.beta[:, None, None] * self.gamma[None, :, None] * self.alpha
+
+    def call(self, inputs):
+        return inputs * self.scale()
+
+    def get_config(self):
+        return {**super().get_config(), "case": self.case}
+
+
+def xnorpp_block(mode: Binarization, case: int):
+    def block(x, filters: int, strides: int, *, name: str):
+        shortcut = downsample_shortcut(x, filters, strides, name=f"{name}_down")
+        y = batch_norm(f"{name}_bn")(x)
+        y = binary_conv(filters, 3, strides=strides, name=name, mode=mode, input_quantizer="ste_sign",
+                        kernel_quantizer="ste_sign")(y)
+        y = LearnedScale(case, name=f"{name}_gamma")(y)
+        y = tf.keras.layers.PReLU(alpha_initializer=tf.keras.initializers.Constant(0.25), shared_axes=[1, 2],
+                                  name=f"{name}_prelu")(y)
+        return tf.keras.layers.Add(name=f"{name}_add")([y, shortcut])
+
+    return block
+
+
+def xnorpp(input_shape=(224, 224, 3), num_classes: int = 1000, *, depth: int = 18, case: int = 4,
+           width: float = 1.0, mode: Binarization = Binarization()):
+    """XNOR-Net++ ResNet-``depth`` with Gamma ``case`` (1-4)."""
+    return bireal_layout(input_shape, num_classes, depth=depth, width=width, block=xnorpp_block(mode, case),
+                         name=f"xnorpp-{depth}-case{case}")
