@@ -3,7 +3,8 @@
 Block: y = BN(bconv3x3(sign(x))) + shortcut(x), with no nonlinearity; shortcut = x, or AvgPool 2x2 s2 -> 1x1 conv
 -> BN when the block downsamples. Activations: ApproxSign, sign(x) forward with
 d/dx = 2 + 2x on [-1, 0), 2 - 2x on [0, 1), 0 elsewhere. Weights: magnitude-aware, mean(|W_o|) * sign(W).
-Stem 7x7 s2 -> BN -> MaxPool, head GAP -> FC. Bi-Real-18: [4, 4, 4, 4] binary convs per stage; Bi-Real-34: [6, 8, 12, 6].
+Stem 7x7 s2 -> BN -> MaxPool, head GAP -> FC. Bi-Real-18: [4, 4, 4, 4] binary convs per stage;
+Bi-Real-34: [6, 8, 12, 6].
 There is no CIFAR variant in the paper's code: on small images we use the CIFAR stem (3x3 s1, no max-pool), ours.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from edgebnn.archs.common import Binarization, batch_norm, binary_conv, bireal_layout, downsample_shortcut
+from edgebnn.archs.common import BINARY, Binarization, batch_norm, binary_conv, bireal_layout, downsample_shortcut
 
 
 def bireal_block(mode: Binarization):
@@ -25,7 +26,7 @@ def bireal_block(mode: Binarization):
 
 
 def bireal(input_shape=(224, 224, 3), num_classes: int = 1000, *, depth: int = 18, width: float = 1.0,
-           mode: Binarization = Binarization()):
+           mode: Binarization = BINARY):
     """Bi-Real-``depth`` (18 or 34)."""
     return bireal_layout(input_shape, num_classes, depth=depth, width=width, block=bireal_block(mode),
                          name=f"bireal-{depth}")

@@ -37,6 +37,9 @@ class Binarization:
         return self.weights or self.activations
 
 
+BINARY = Binarization()
+
+
 def channels(c: int, width: float) -> int:
     """Scale a channel count by the width multiplier, keeping a multiple of 8 (at least 8)."""
     if width == 1.0:
@@ -165,7 +168,7 @@ def bireal_layout(
     small = is_small_image(input_shape) if small is None else small
     inputs = tf.keras.Input(shape=input_shape, name="image")
     x = stem(inputs, channels(64, width), small=small)
-    for stage, (n, filters) in enumerate(zip(BIREAL_DEPTHS[depth], BIREAL_FILTERS), start=1):
+    for stage, (n, filters) in enumerate(zip(BIREAL_DEPTHS[depth], BIREAL_FILTERS, strict=True), start=1):
         for i in range(n):
             strides = 2 if stage > 1 and i == 0 else 1
             x = block(x, channels(filters, width), strides, name=f"stage{stage}_conv{i + 1}")

@@ -19,6 +19,7 @@ import larq as lq
 import tensorflow as tf
 
 from edgebnn.archs.common import (
+    BINARY,
     Binarization,
     batch_norm,
     binary_conv,
@@ -82,7 +83,7 @@ def reactnet_a_block(x, out_channels: int, strides: int, *, name: str, mode: Bin
 
 
 def reactnet_a(input_shape=(224, 224, 3), num_classes: int = 1000, *, width: float = 1.0,
-               mode: Binarization = Binarization()):
+               mode: Binarization = BINARY):
     """ReActNet-A."""
     inputs = tf.keras.Input(shape=input_shape, name="image")
     x = real_conv(channels(32, width), 3, strides=1 if is_small_image(input_shape) else 2, name="stem_conv")(inputs)
@@ -107,7 +108,7 @@ def reactnet_resnet_block(mode: Binarization):
 
 
 def reactnet_resnet(input_shape=(224, 224, 3), num_classes: int = 1000, *, depth: int = 18, width: float = 1.0,
-                    mode: Binarization = Binarization()):
+                    mode: Binarization = BINARY):
     """ReActNet on the Bi-Real-``depth`` layout."""
     return bireal_layout(input_shape, num_classes, depth=depth, width=width, block=reactnet_resnet_block(mode),
                          name=f"reactnet-{depth}")

@@ -32,7 +32,7 @@ def resnet(input_shape=(224, 224, 3), num_classes: int = 1000, *, depth: int = 1
     inputs = tf.keras.Input(shape=input_shape, name="image")
     x = stem(inputs, channels(64, width), small=is_small_image(input_shape))
     x = tf.keras.layers.ReLU(name="stem_relu")(x)
-    for stage, (n, filters) in enumerate(zip(RESNET_BLOCKS[depth], BIREAL_FILTERS), start=1):
+    for stage, (n, filters) in enumerate(zip(RESNET_BLOCKS[depth], BIREAL_FILTERS, strict=True), start=1):
         for i in range(n):
             strides = 2 if stage > 1 and i == 0 else 1
             x = basic_block(x, channels(filters, width), strides, name=f"stage{stage}_block{i + 1}")

@@ -23,6 +23,7 @@ import larq as lq
 import tensorflow as tf
 
 from edgebnn.archs.common import (
+    BINARY,
     Binarization,
     HardTanh,
     batch_norm,
@@ -186,7 +187,7 @@ def _cifar_stem(inputs, filters: int):
 
 
 def sdbnn_resnet20(input_shape=(32, 32, 3), num_classes: int = 10, *, width: float = 1.0,
-                   mode: Binarization = Binarization(), ratio: int = 16):
+                   mode: Binarization = BINARY, ratio: int = 16):
     """SD-BNN ResNet-20 (CIFAR-10): 18 binary convs, each with its own option-A residual."""
     inputs = tf.keras.Input(shape=input_shape, name="image")
     x = _cifar_stem(inputs, channels(16, width))
@@ -205,7 +206,7 @@ def sdbnn_resnet20(input_shape=(32, 32, 3), num_classes: int = 10, *, width: flo
 
 
 def sdbnn_resnet18(input_shape=(32, 32, 3), num_classes: int = 10, *, width: float = 1.0,
-                   mode: Binarization = Binarization(), ratio: int = 16):
+                   mode: Binarization = BINARY, ratio: int = 16):
     """SD-BNN ResNet-18 (CIFAR-10): basic blocks of two binary convs, real 1x1 conv + BN downsample."""
     inputs = tf.keras.Input(shape=input_shape, name="image")
     x = _cifar_stem(inputs, channels(64, width))
@@ -233,7 +234,7 @@ VGG_SMALL = ((128, False), (128, True), (256, False), (256, True), (512, False),
 
 
 def sdbnn_vgg_small(input_shape=(32, 32, 3), num_classes: int = 10, *, width: float = 1.0,
-                    mode: Binarization = Binarization(), ratio: int = 16):
+                    mode: Binarization = BINARY, ratio: int = 16):
     """SD-BNN VGG-Small (CIFAR-10): real first conv, five binary convs, real FC."""
     inputs = tf.keras.Input(shape=input_shape, name="image")
     x = inputs
@@ -263,7 +264,7 @@ def sdbnn_bireal_block(mode: Binarization, ratio: int):
 
 
 def sdbnn_bireal(input_shape=(224, 224, 3), num_classes: int = 1000, *, depth: int = 18, width: float = 1.0,
-                 mode: Binarization = Binarization(), ratio: int = 8):
+                 mode: Binarization = BINARY, ratio: int = 8):
     """SD-BNN on the Bi-Real-``depth`` layout (ImageNet)."""
     return bireal_layout(input_shape, num_classes, depth=depth, width=width, block=sdbnn_bireal_block(mode, ratio),
                          name=f"sdbnn-{depth}")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import larq as lq
 import tensorflow as tf
 
-from edgebnn.archs.common import Binarization, batch_norm, binary_conv, bireal_layout, downsample_shortcut
+from edgebnn.archs.common import BINARY, Binarization, batch_norm, binary_conv, bireal_layout, downsample_shortcut
 
 GAMMA_CASES = (1, 2, 3, 4)
 
@@ -80,7 +80,7 @@ def xnorpp_block(mode: Binarization, case: int):
 
 
 def xnorpp(input_shape=(224, 224, 3), num_classes: int = 1000, *, depth: int = 18, case: int = 4,
-           width: float = 1.0, mode: Binarization = Binarization()):
+           width: float = 1.0, mode: Binarization = BINARY):
     """XNOR-Net++ ResNet-``depth`` with Gamma ``case`` (1-4)."""
     return bireal_layout(input_shape, num_classes, depth=depth, width=width, block=xnorpp_block(mode, case),
                          name=f"xnorpp-{depth}-case{case}")
