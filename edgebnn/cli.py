@@ -37,6 +37,7 @@ def main():
     \b
     The flow:
       edgebnn data NAME                      what a data set holds
+      edgebnn convert RUN --target arm64     bitpacked flatbuffer, with proof
     """
 
 
@@ -61,6 +62,33 @@ def data_command(name, input_size, as_json):
         _print_json(summary)
     else:
         click.echo(data.format_summary(summary))
+
+
+# -------------------------------------------------------------------------------------------- convert
+@main.command("convert")
+@click.argument("source", metavar="RUN|MODEL")
+@click.option("--target", "-t", default="arm64", show_default=True,
+              help="Target profile: arm64, armv7, x86_64, xcore (converters/*.toml) or a .toml file.")
+@click.option("--output", "-o", default=None, help="The .tflite to write (default: beside the model).")
+@click.option("--check-samples", type=int, default=100, show_default=True,
+              help="Data set samples run through LCE's interpreter and Keras to prove the flatbuffer (0: skip).")
+@click.option("--baselines", default="", help="Also write float and/or int8 TFLite of the real-valued twin.")
+@click.option("--dataset", default=None, help="Data set for the proof (default: the run's; digits for a model file).")
+@click.option("--json", "as_json", is_flag=True, help="Print the conversion report as JSON.")
+def convert_command(source, target, output, check_samples, baselines, dataset, as_json):
+    """Convert RUN|MODEL into an LCE flatbuffer for --target, and prove it answers like the Keras model.
+
+    Writes FILE.tflite and its report FILE.tflite.json (op histogram, binary convs that became LceBconv2d,
+    sizes, the proof on real samples, class names and normalisation, sha256).
+    """
+    from edgebnn import convert
+
+    report = convert.convert(source, target=target, output=output, check_samples=check_samples,
+                             baselines=baselines, dataset=dataset, progress=not as_json)
+    if as_json:
+        _print_json(report)
+    else:
+        click.echo(convert.format_report(report))
 
 
 # -------------------------------------------------------------------------------------------- profile
