@@ -112,8 +112,8 @@ def names() -> list[str]:
 
 def _type_name(types) -> str:
     types = types if isinstance(types, tuple) else (types,)
-    return " or ".join({str: "string", int: "integer", float: "number", bool: "true/false", list: "array",
-                        dict: "table"}[t] for t in types)
+    return " or ".join({str: "a string", int: "an integer", float: "a number", bool: "true or false",
+                        list: "an array", dict: "a table"}[t] for t in types)
 
 
 def _check_table(table: dict, spec: dict, where: str, prefix: str, *, open_keys: bool = False) -> dict:
@@ -129,7 +129,7 @@ def _check_table(table: dict, spec: dict, where: str, prefix: str, *, open_keys:
         ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in
                                                 (types if isinstance(types, tuple) else (types,)))
         if not ok:
-            raise EdgebnnError(f"{where}: key {prefix}{key} must be a {_type_name(types)}, got {value!r}")
+            raise EdgebnnError(f"{where}: key {prefix}{key} must be {_type_name(types)}, got {value!r}")
         if key in CHOICES and value not in CHOICES[key]:
             raise EdgebnnError(f"{where}: key {prefix}{key} = {value!r} is not one of: {', '.join(CHOICES[key])}")
         out[key] = value

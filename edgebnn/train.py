@@ -14,9 +14,10 @@ name from the previous step (``init_from_previous``), and trained with:
   L = -1/n sum_i sum_k softmax(t_i)_k log softmax(s_i)_k (``edgebnn.archs.common.distributional_loss``).
 
 A run folder (``edgebnn.runs``) gets ``run.json``, ``recipe.toml``, ``metrics.csv`` (one row per epoch),
-TensorBoard logs, ``checkpoints/last`` and ``checkpoints/best`` (model + optimizer + epoch and step counters)
-and ``model.keras``. Order at the end of an epoch: metrics row, then checkpoint, then run.json; on resume, rows
-after the checkpoint's epoch are dropped and that epoch is trained again, so metrics.csv has no gaps or repeats.
+TensorBoard logs, ``checkpoints/last`` and ``checkpoints/best`` (model + optimizer + epoch and step counters, best
+of the current step), ``checkpoints/<step name>/model`` (each earlier step's final weights) and ``model.keras``.
+Order at the end of an epoch: metrics row, then checkpoint, then run.json; on resume, rows after the checkpoint's
+epoch are dropped and that epoch is trained again, so metrics.csv has no gaps or repeats.
 Data order is exact on resume too: the epoch's shuffle is reached by opening (and dropping) one iterator per
 epoch already done.
 """
@@ -468,12 +469,12 @@ class _Trainer:
             top5 = tf.reduce_sum(tf.cast(tf.math.in_top_k(y, logits, k5), tf.float32))
             return loss * n, top1, top5, n
 
-        @tf.function
+        @tf.function(autograph=False)  # AutoGraph: ~30 s more tracing, nothing gained
         def train_batch(iterator):
             results = strategy.run(replica_step, args=next(iterator))
             return [strategy.reduce(tf.distribute.ReduceOp.SUM, r, axis=None) for r in results]
 
-        @tf.function
+        @tf.function(autograph=False)  # AutoGraph: ~30 s more tracing, nothing gained
         def eval_batch(x, y):
             logits = model(x, training=False)
             loss = tf.keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
@@ -535,6 +536,8 @@ class _Trainer:
             if self.chief:
                 runs.update_info(self.run_dir, epochs_done=epoch, recipe_step=index, step_name=step["name"],
                                  best_val_top1=float(best_var), final_val_top1=row["val_top1"])
+        if index < len(recipe["steps"]) - 1:  # keep each earlier step's final weights (the handover's source)
+            tf.train.Checkpoint(model=model).write(str(self.write_dir / runs.CHECKPOINTS / step["name"] / "model"))
         return model
 
     def _finish(self, model) -> None:
