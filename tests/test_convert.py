@@ -1,0 +1,299 @@
+"""edgebnn convert: the real LCE converter and interpreter on tiny models, digits samples, the CLI's error lines."""
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import edgebnn  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+from edgebnn import convert as conv
+from edgebnn import runs
+from edgebnn.cli import main
+
+BINARY = dict(input_quantizer="ste_sign", kernel_quantizer="ste_sign", kernel_constraint="weight_clip",
+              pad_values=1.0, padding="same", use_bias=False)
+
+
+def _randomise_bn(model, seed=0):
+    """BN statistics and affine parameters moved off their init, so outputs are not degenerate."""
+    import tensorflow as tf
+
+    from edgebnn.archs import stats
+
+    rng = np.random.RandomState(seed)
+    for layer in stats.iter_layers(model):
+        if isinstance(layer, tf.keras.layers.BatchNormalization) and len(layer.get_weights()) == 4:
+            g, b, m, v = layer.get_weights()
+            layer.set_weights([rng.uniform(0.5, 1.5, g.shape), rng.normal(0, 0.1, b.shape),
+                               rng.normal(0, 0.1, m.shape), rng.uniform(0.5, 1.5, v.shape)])
+    return model
+
+
+def _tiny_bnn(seed=0):
+    """A two-block binary ResNet on 32x32x3: a real stem, two binary 3x3 convs with BN and a shortcut, real head."""
+    import larq as lq
+    import tensorflow as tf
+
+    tf.keras.utils.set_random_seed(seed)
+    inp = tf.keras.Input((32, 32, 3))
+    x = tf.keras.layers.Conv2D(32, 3, padding="same", use_bias=False, name="stem")(inp)
+    x = tf.keras.layers.BatchNormalization(name="stem_bn")(x)
+    for i, strides in enumerate((1, 2)):
+        y = lq.layers.QuantConv2D(32, 3, strides=strides, name=f"bconv{i}", **BINARY)(x)
+        y = tf.keras.layers.BatchNormalization(name=f"bn{i}")(y)
+        if strides == 2:
+            x = tf.keras.layers.AveragePooling2D(2, name=f"pool{i}")(x)
+        x = tf.keras.layers.add([x, y], name=f"add{i}")
+    x = tf.keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    out = tf.keras.layers.Dense(10, name="fc")(x)
+    return _randomise_bn(tf.keras.Model(inp, out, name="tiny_bnn"), seed)
+
+
+def _tiny_float():
+    import tensorflow as tf
+
+    tf.keras.utils.set_random_seed(1)
+    inp = tf.keras.Input((16, 16, 3))
+    x = tf.keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inp)
+    x = tf.keras.layers.GlobalAveragePooling2D()(x)
+    return tf.keras.Model(inp, tf.keras.layers.Dense(10)(x), name="tiny_float")
+
+
+def _error_line(result) -> str:
+    lines = [line for line in result.output.strip().splitlines() if line.strip()]
+    assert result.exit_code == 2, result.output
+    assert lines and lines[-1].startswith("error: "), result.output
+    assert "Traceback" not in result.output
+    return lines[-1]
+
+
+# ------------------------------------------------------------------------------------------ a model file
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """One conversion of a saved tiny BNN with the proof on 100 digits samples and both baselines."""
+    folder = tmp_path_factory.mktemp("tiny")
+    _tiny_bnn().save(folder / "tiny.keras")
+    report = conv.convert(folder / "tiny.keras", output=folder / "tiny.tflite", check_samples=100,
+                          baselines="float,int8")
+    return folder, report
+
+
+def test_all_binary_convs_become_lce_bconv2d(tiny):
+    _, report = tiny
+    c = report["conversion"]
+    assert c["ops"]["LceBconv2d"] == 2 and c["binary_convs"] == 2 and c["lce_bconv2d"] == 2
+    assert c["binary_converted"] == 2 and c["binary_fraction"] == 1.0 and c["not_binary"] == []
+    assert c["ops"]["LceQuantize"] == 2
+    # Float ops: stem CONV_2D, two ADDs, the average pool, MEAN and FULLY_CONNECTED (BN fused away).
+    assert c["float_ops"] == sum(n for k, n in c["ops"].items() if not k.startswith("Lce"))
+    assert c["float_ops_per_binary_conv"] == pytest.approx(c["float_ops"] / 2)
+    assert c["seconds"] > 0
+
+
+def test_flatbuffer_answers_like_keras_on_100_digits(tiny):
+    _, report = tiny
+    check = report["check"]
+    assert check["samples"] == 100 and check["dataset"] == "digits"
+    assert check["top1_agreement"] == 1.0
+    assert check["unexplained"] == 0
+    assert check["relative_diff_untied"] < 1e-3
+    assert check["max_abs_diff"] == pytest.approx(check["relative_diff"] * check["output_scale"])
+    assert check["keras_top1"] == check["tflite_top1"]
+    assert 0.0 <= check["keras_top1"] <= 1.0
+
+
+def test_files_sha256_and_deployment_metadata(tiny):
+    folder, report = tiny
+    fb = (folder / "tiny.tflite").read_bytes()
+    assert report["sha256"] == hashlib.sha256(fb).hexdigest() and report["bytes"] == len(fb)
+    sidecar = json.loads(conv.sidecar_path(folder / "tiny.tflite").read_text())
+    assert sidecar["sha256"] == report["sha256"]
+    assert sidecar["conversion"]["ops"] == report["conversion"]["ops"]
+    meta = conv.read_metadata(folder / "tiny.tflite")
+    assert meta["class_names"] == [str(i) for i in range(10)]
+    assert meta["input_shape"] == [32, 32, 3] and meta["num_classes"] == 10
+    assert meta["mean"] == pytest.approx([0.3058] * 3) and meta["std"] == pytest.approx([0.3764] * 3)
+    assert meta["target"] == "arm64" and meta["lce_target"] == "arm" and meta["edgebnn_version"]
+    # The metadata rides in the flatbuffer the interpreter ran: the op histogram is the converter's.
+    assert conv.op_histogram(fb) == report["conversion"]["ops"]
+
+
+def test_smaller_than_the_float_tflite_of_the_same_model(tiny):
+    _, report = tiny
+    size = report["size"]
+    assert size["float_tflite_bytes"] > size["flatbuffer_bytes"]
+    assert size["compression"] == pytest.approx(size["float_tflite_bytes"] / size["flatbuffer_bytes"])
+    assert size["compression"] > 2.0
+    assert size["keras"]["params"] > 0
+
+
+def test_baselines_float_and_int8_of_the_real_valued_twin(tiny):
+    folder, report = tiny
+    base = report["baselines"]
+    assert set(base) == {"float", "int8"}
+    assert "quantizers removed" in base["float"]["twin"]  # a bare model file: no registry twin
+    for kind in ("float", "int8"):
+        assert (folder / f"tiny.{kind}.tflite").stat().st_size == base[kind]["bytes"]
+        assert not any(k.startswith("Lce") for k in base[kind]["ops"])
+    assert base["float"]["check"]["top1_agreement"] == 1.0
+    assert base["float"]["check"]["relative_diff"] < 1e-4
+    assert base["int8"]["bytes"] < base["float"]["bytes"]
+    assert base["int8"]["check"]["top1_agreement"] >= 0.8
+
+
+def test_format_report_names_every_figure(tiny):
+    _, report = tiny
+    text = conv.format_report(report)
+    for needle in ("2/2 became LceBconv2d (100.0% binary)", "compression x", "top-1 agreement  100.0%",
+                   "LceBconv2d 2", "baseline int8", report["machine"]):
+        assert needle in text, needle
+
+
+def test_edgebnn_convert_is_callable_as_the_package_attribute():
+    assert edgebnn.convert is conv and callable(edgebnn.convert)  # the module, callable like its function
+    with pytest.raises(edgebnn.EdgebnnError, match="unknown target"):
+        edgebnn.convert("nowhere", target="riscv")
+
+
+# ------------------------------------------------------------------------------------------ a run folder
+@pytest.fixture(scope="module")
+def run_folder(tmp_path_factory):
+    """A run folder as edgebnn train writes it, of a registered model (bireal-18 at width 1/8, 32x32 digits)."""
+    from edgebnn import archs, data
+
+    folder = tmp_path_factory.mktemp("runs") / "bireal-18-test"
+    folder.mkdir()
+    model = _randomise_bn(archs.build("bireal-18", input_shape=(32, 32, 3), num_classes=10, width=0.125))
+    model.save(folder / runs.FINAL_MODEL)
+    summary = data.describe("digits")
+    runs.write_info(folder, {"name": "bireal-18-test", "model": "bireal-18", "dataset": "digits",
+                             "input_shape": [32, 32, 3], "class_names": summary["classes"],
+                             "mean": summary["mean"], "std": summary["std"], "arch": {"width": 0.125},
+                             "status": "done"})
+    report = conv.convert(folder, check_samples=30, baselines=["float"])
+    return folder, report
+
+
+@pytest.mark.slow
+def test_run_folder_converts_beside_the_run_with_its_facts(run_folder):
+    folder, report = run_folder
+    assert report["output"] == str(folder / "model-arm64.tflite")
+    assert report["source"]["kind"] == "run" and report["source"]["model"] == "bireal-18"
+    c = report["conversion"]
+    assert c["binary_convs"] == 16 and c["lce_bconv2d"] == 16 and c["binary_fraction"] == 1.0
+    assert report["check"]["top1_agreement"] == 1.0 and report["check"]["unexplained"] == 0
+    meta = conv.read_metadata(folder / "model-arm64.tflite")
+    assert meta["model"] == "bireal-18" and meta["run_dir"] == str(folder) and meta["dataset"] == "digits"
+    twin = report["baselines"]["float"]
+    assert twin["twin"].startswith("archs.build('bireal-18'")
+    assert twin["check"]["top1_agreement"] == 1.0
+
+
+# ------------------------------------------------------------------------------------------ what stays float
+def test_a_sign_lce_does_not_recognise_is_reported_by_layer_name():
+    """A 1-bit quantizer built on raw tf.sign (not larq.math.sign): LCE keeps that conv float, and says which."""
+    import larq as lq
+    import tensorflow as tf
+
+    @tf.custom_gradient
+    def raw_sign(x):
+        return tf.sign(x), lambda dy: dy
+
+    class RawSign(lq.quantizers.Quantizer):
+        precision = 1
+
+        def call(self, inputs):
+            return raw_sign(inputs)
+
+    tf.keras.utils.set_random_seed(2)
+    inp = tf.keras.Input((16, 16, 3))
+    x = tf.keras.layers.Conv2D(32, 3, padding="same", name="stem")(inp)
+    x = lq.layers.QuantConv2D(32, 3, name="good_binary_conv", **BINARY)(x)
+    x = lq.layers.QuantConv2D(32, 3, name="raw_sign_conv", **{**BINARY, "input_quantizer": RawSign()})(x)
+    x = lq.layers.QuantConv2D(32, 3, name="another_binary_conv", **BINARY)(x)
+    model = tf.keras.Model(inp, tf.keras.layers.Dense(10)(tf.keras.layers.GlobalAveragePooling2D()(x)))
+    layers = conv.binary_conv_layers(model)
+    assert [layer.name for layer in layers] == ["good_binary_conv", "raw_sign_conv", "another_binary_conv"]
+    fb, _ = conv.lce_flatbuffer(model, "arm")
+    ops = conv.read_ops(fb)
+    matched, lost = conv.match_binary_convs(layers, ops)
+    assert sorted(matched) == ["another_binary_conv", "good_binary_conv"]
+    assert lost == [{"layer": "raw_sign_conv", "became": "CONV_2D, PADV2, SIGN"}]
+    assert conv.op_histogram(fb)["LceBconv2d"] == 2
+
+
+def test_a_model_with_no_binary_layers_converts_and_says_0_percent(tmp_path):
+    _tiny_float().save(tmp_path / "float.keras")
+    result = CliRunner().invoke(main, ["convert", str(tmp_path / "float.keras"), "--check-samples", "10"])
+    assert result.exit_code == 0, result.output
+    assert "0/0 became LceBconv2d (0.0% binary)" in result.output
+    report = json.loads((tmp_path / "float-arm64.tflite.json").read_text())
+    assert report["conversion"]["binary_fraction"] == 0.0 and report["conversion"]["lce_bconv2d"] == 0
+    assert report["conversion"]["float_ops_per_binary_conv"] is None
+    assert report["check"]["top1_agreement"] == 1.0 and report["check"]["relative_diff"] < 1e-4
+
+
+# ------------------------------------------------------------------------------------------ bad input
+def test_unknown_target_is_one_line_listing_targets(tmp_path):
+    line = _error_line(CliRunner().invoke(main, ["convert", str(tmp_path), "--target", "riscv"]))
+    assert "unknown target 'riscv'" in line and "arm64" in line and "xcore" in line
+
+
+def test_missing_run_is_one_line(tmp_path):
+    line = _error_line(CliRunner().invoke(main, ["convert", str(tmp_path / "runs" / "nope")]))
+    assert "does not exist" in line and "nope" in line
+
+
+def test_a_file_that_is_not_a_keras_model_is_one_line(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    line = _error_line(CliRunner().invoke(main, ["convert", str(tmp_path / "notes.txt")]))
+    assert "not a Keras model file" in line
+    (tmp_path / "broken.keras").write_text("not a zip")
+    line = _error_line(CliRunner().invoke(main, ["convert", str(tmp_path / "broken.keras")]))
+    assert "broken.keras" in line and "not a Keras model" in line
+
+
+def test_output_in_a_missing_folder_is_one_line(tmp_path):
+    line = _error_line(CliRunner().invoke(main, ["convert", str(tmp_path), "-o", str(tmp_path / "no" / "m.tflite")]))
+    assert "output folder" in line and "does not exist" in line
+
+
+def test_unknown_baseline_is_one_line(tmp_path):
+    line = _error_line(CliRunner().invoke(main, ["convert", str(tmp_path), "--baselines", "float,fp16"]))
+    assert "unknown baseline 'fp16'" in line
+
+
+# ------------------------------------------------------------------------------------------ every family
+FAMILY_VARIANTS = ["bireal-18", "reactnet-a", "reactnet-18", "xnorpp-18-case1", "xnorpp-18-case2",
+                   "xnorpp-18-case3", "xnorpp-18-case4", "sdbnn-resnet20", "sdbnn-vgg-small"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", FAMILY_VARIANTS)
+def test_every_family_converts_fully_binary_and_answers_like_keras(name, digits_100):
+    """Width 1/8, 32x32x3 digits, 10 classes, random weights, BN moved off init; 100 samples through LCE."""
+    from edgebnn import archs
+
+    model = _randomise_bn(archs.build(name, input_shape=(32, 32, 3), num_classes=10, width=0.125), seed=3)
+    layers = conv.binary_conv_layers(model)
+    fb, _ = conv.lce_flatbuffer(model, "arm")
+    ops = conv.read_ops(fb)
+    matched, lost = conv.match_binary_convs(layers, ops)
+    assert layers and lost == [] and len(matched) == len(layers)
+    assert conv.op_histogram(fb)["LceBconv2d"] == len(layers)
+    x, y = digits_100
+    check = conv.compare(conv._keras_outputs(model, x), conv.run_tflite(fb, x), y,
+                         conv.sign_margins(model, layers, x))
+    assert check["samples"] == 100
+    assert check["top1_agreement"] == 1.0
+    assert check["unexplained"] == 0  # every sample beyond 1e-3 of scale is a float-rounding sign tie
+    assert check["relative_diff_untied"] < 1e-3
+
+
+@pytest.fixture(scope="module")
+def digits_100():
+    from edgebnn import data
+
+    return data.sample("digits", 100, input_size=32)
