@@ -225,7 +225,8 @@ def resolve_teacher(spec: str, recipe: dict, run_dir: Path | None, *, dataset: s
 def train(name_or_path: str | None = None, *, dataset: str | None = None, epochs: int | None = None,
           batch_size: int | None = None, out: str | os.PathLike | None = None, seed: int = 0,
           sets=(), resume: str | os.PathLike | None = None, strategy: str | None = None,
-          real: bool | None = None, progress: bool = True, verbose: bool = True, runs_root="runs") -> Path:
+          real: bool | None = None, progress: bool = True, verbose: bool = True, summary: bool = True,
+          runs_root="runs") -> Path:
     """Train a recipe (registry name or ``.toml`` path) or resume the run folder ``resume``; returns the run
     folder. See the module docstring for what it writes."""
     import edgebnn  # noqa: F401  (Keras 2 before TensorFlow)
@@ -259,8 +260,10 @@ def train(name_or_path: str | None = None, *, dataset: str | None = None, epochs
                               batch_size=batch_size, real=real)
         run_dir = None
     check_model_name(recipe["model"])
-    return _Trainer(recipe, run_dir=run_dir, out=out, seed=seed, strategy_name=strategy, progress=progress,
-                    verbose=verbose, runs_root=runs_root, resuming=resume is not None).run()
+    trainer = _Trainer(recipe, run_dir=run_dir, out=out, seed=seed, strategy_name=strategy, progress=progress,
+                       verbose=verbose, runs_root=runs_root, resuming=resume is not None)
+    trainer.summary = summary
+    return trainer.run()
 
 
 class _Trainer:
@@ -293,7 +296,8 @@ class _Trainer:
                                    f"multiple of {self.replicas}")
         # The data set: statistics and classes (pipelines are made per step, for the step's batch size).
         self.data_kw = dict(input_size=recipe["input_size"], augment=recipe["augment"], flip=recipe["flip"],
-                            seed=self.seed, drop_remainder=self.strategy_name != "default")
+                            seed=self.seed)
+        self.drop_remainder = self.strategy_name != "default"
         probe = data.load(recipe["dataset"], batch_size=recipe["steps"][0]["batch_size"], **self.data_kw)
         self.input_shape, self.num_classes = probe.input_shape, probe.num_classes
 
@@ -398,7 +402,7 @@ class _Trainer:
 
         recipe, strategy = self.recipe, self.strategy
         ds = data.load(recipe["dataset"], batch_size=step["batch_size"], **self.data_kw)
-        steps_per_epoch = ds.num_train // step["batch_size"] if self.data_kw["drop_remainder"] \
+        steps_per_epoch = ds.num_train // step["batch_size"] if self.drop_remainder \
             else math.ceil(ds.num_train / step["batch_size"])
         if steps_per_epoch < 1:
             raise EdgebnnError(f"steps.{index}.batch_size = {step['batch_size']} is larger than the "
@@ -409,9 +413,10 @@ class _Trainer:
             model = self._build(step)
             optimizer = make_optimizer(step, schedule)
             optimizer._create_all_weights(model.trainable_variables)  # slots exist before a restore
-            epoch_var = tf.Variable(first_epoch, dtype=tf.int64, trainable=False, name="epoch")
-            step_var = tf.Variable(index, dtype=tf.int64, trainable=False, name="recipe_step")
-            best_var = tf.Variable(-1.0, dtype=tf.float32, trainable=False, name="best_val_top1")
+        # Counters live outside the strategy: plain host variables, saved with the model and optimizer.
+        epoch_var = tf.Variable(first_epoch, dtype=tf.int64, trainable=False, name="epoch")
+        step_var = tf.Variable(index, dtype=tf.int64, trainable=False, name="recipe_step")
+        best_var = tf.Variable(-1.0, dtype=tf.float32, trainable=False, name="best_val_top1")
         checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_var, recipe_step=step_var,
                                          best_val_top1=best_var)
         last = tf.train.CheckpointManager(checkpoint, str(self.write_dir / runs.CHECKPOINTS / "last"), 1)
@@ -434,7 +439,8 @@ class _Trainer:
                   f"{step['optimizer']} lr {step['lr']:g} {step['schedule']}, batch {step['batch_size']}, "
                   f"loss {step['loss']}" + (f" (teacher {step['teacher']})" if teacher is not None else ""),
                   flush=True)
-            larq.models.summary(model)
+            if self.summary:
+                larq.models.summary(model)
 
         decay_vars = decayed_variables(model, step["weight_decay_on"]) if step["weight_decay"] > 0 else []
         decay_ids = {id(v) for v in decay_vars}
@@ -482,7 +488,12 @@ class _Trainer:
                     tf.reduce_sum(tf.cast(tf.math.in_top_k(y, logits, k5), tf.float32)),
                     tf.cast(tf.shape(y)[0], tf.float32))
 
-        train_ds = strategy.experimental_distribute_dataset(ds.train)
+        # With replicas, training drops the last partial batch (equal shares per replica); validation runs on
+        # one replica over every image.
+        train = ds.train.unbatch().batch(step["batch_size"], drop_remainder=True) if self.drop_remainder \
+            else ds.train
+        train_ds = strategy.experimental_distribute_dataset(train)
+        val_ds = ds.val
         done_here = max(0, epochs_done - first_epoch)
         for _ in range(done_here):  # reach this epoch's shuffle: one (dropped) iterator per epoch done
             iter(train_ds)
@@ -510,7 +521,7 @@ class _Trainer:
                 bar.set_postfix(loss=f"{sums[0] / sums[3]:.4f}", top1=f"{sums[1] / sums[3]:.3f}")
             bar.close()
             vals = [0.0, 0.0, 0.0, 0.0]
-            for x, y in ds.val:
+            for x, y in val_ds:
                 vals = [a + float(b) for a, b in zip(vals, eval_batch(x, y), strict=True)]
             seconds = time.perf_counter() - started
             row = {"epoch": epoch, "step": step["name"], "loss": sums[0] / sums[3], "top1": sums[1] / sums[3],
@@ -527,7 +538,7 @@ class _Trainer:
             if self.chief:
                 _append_metrics(self.run_dir, row)
             epoch_var.assign(epoch)
-            improved = row["val_top1"] > float(best_var)
+            improved = row["val_top1"] > float(best_var.numpy())
             if improved:
                 best_var.assign(row["val_top1"])
             last.save()
@@ -535,7 +546,7 @@ class _Trainer:
                 best.save()
             if self.chief:
                 runs.update_info(self.run_dir, epochs_done=epoch, recipe_step=index, step_name=step["name"],
-                                 best_val_top1=float(best_var), final_val_top1=row["val_top1"])
+                                 best_val_top1=float(best_var.numpy()), final_val_top1=row["val_top1"])
         if index < len(recipe["steps"]) - 1:  # keep each earlier step's final weights (the handover's source)
             tf.train.Checkpoint(model=model).write(str(self.write_dir / runs.CHECKPOINTS / step["name"] / "model"))
         return model
