@@ -238,11 +238,14 @@ def check_device(name: str, runner: str | None = None, target: str | None = None
         return {"device": "local", "facts": host_facts(), "problems": [], "warnings": [],
                 "target": None, "runner": "LCE Python interpreter (in process)"}
     session = BoardSession(dev, runner=runner, target=target, connect_timeout=connect_timeout)
-    facts = session.facts_only(session.runner_text)
-    tgt = pick_target(facts, session.target_name)
-    runner_text = session.runner_text or (tgt.runner if tgt else None)
-    if runner_text and not session.runner_text:
-        facts = session.facts_only(runner_text)
+    try:
+        facts = session.facts_only(session.runner_text)
+        tgt = pick_target(facts, session.target_name)
+        runner_text = session.runner_text or (tgt.runner if tgt else None)
+        if runner_text and not session.runner_text:
+            facts = session.facts_only(runner_text)
+    finally:
+        session.close()
     problems, warnings = [], []
     head = None
     if runner_text:

@@ -181,12 +181,16 @@ class BoardSession:
                                f"!= {sha[:12]}): check the board's disk space and retry")
 
     def close(self) -> None:
-        if self.workdir:
-            workdir, self.workdir = self.workdir, None
-            try:
-                self.conn.run(f"rm -rf -- {shlex.quote(workdir)}", timeout=30, what="removing the work directory")
-            except EdgebnnError as err:
-                self.warn(f"could not remove {workdir} on {self.url}: {err}")
+        try:
+            if self.workdir:
+                workdir, self.workdir = self.workdir, None
+                try:
+                    self.conn.run(f"rm -rf -- {shlex.quote(workdir)}", timeout=30,
+                                  what="removing the work directory")
+                except EdgebnnError as err:
+                    self.warn(f"could not remove {workdir} on {self.url}: {err}")
+        finally:
+            self.conn.close()
 
     def upload_model(self, path: Path, sha: str) -> str:
         remote = f"{self.workdir}/model-{sha[:16]}.tflite"

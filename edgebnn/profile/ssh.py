@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -99,13 +100,68 @@ def explain_failure(stderr: str, target: SshTarget, what: str) -> str:
 
 
 class Connection:
-    """Runs shell commands on a board and copies files to it; one OpenSSH process per call."""
+    """Runs shell commands on a board and copies files to it, one OpenSSH process per call, all sharing one
+    authenticated connection (OpenSSH multiplexing: a master started on first use, ended by :meth:`close`)."""
 
-    def __init__(self, target: SshTarget, connect_timeout: int = 10, alive_interval: int = 5):
+    def __init__(self, target: SshTarget, connect_timeout: int = 10, alive_interval: int = 5,
+                 multiplex: bool = True):
         self.target = target
         self.connect_timeout = int(connect_timeout)
         self.alive_interval = int(alive_interval)
+        self.multiplex = multiplex
         self._options: list[str] | None = None
+        self._control_dir: str | None = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _control_args(self) -> list[str]:
+        if not self.multiplex:
+            return []
+        if self._control_dir is None:
+            self._start_master()
+        return ["-o", "ControlMaster=no", "-o", f"ControlPath={self._control_dir}/cm"]
+
+    def _start_master(self) -> None:
+        # The master runs in the background (-f) with its output in a file: a pipe would stay open as long as
+        # the master lives. ControlPersist bounds its life should close() never be called.
+        directory = tempfile.mkdtemp(prefix="edgebnn-ssh-")
+        log = Path(directory, "master.log")
+        args = [_tool("ssh"), *self._config_args(), *self.options(), "-o", "ControlMaster=yes",
+                "-o", f"ControlPath={directory}/cm", "-o", "ControlPersist=120", "-N", "-f"]
+        if self.target.port:
+            args += ["-p", str(self.target.port)]
+        try:
+            with open(log, "w") as err:
+                proc = subprocess.run([*args, "--", self.target.destination], stdin=subprocess.DEVNULL,
+                                      stdout=subprocess.DEVNULL, stderr=err, timeout=self.connect_timeout + 30)
+        except subprocess.TimeoutExpired:
+            shutil.rmtree(directory, ignore_errors=True)
+            raise EdgebnnError(f"cannot reach {self.target.url}: no answer within {self.connect_timeout + 30} s"
+                               ) from None
+        if proc.returncode != 0:
+            text = log.read_text(errors="replace")
+            shutil.rmtree(directory, ignore_errors=True)
+            raise EdgebnnError(explain_failure(text, self.target, "connecting"))
+        self._control_dir = directory
+
+    def close(self) -> None:
+        """End the shared connection (the master) and remove its socket directory."""
+        if self._control_dir is None:
+            return
+        directory, self._control_dir = self._control_dir, None
+        args = [_tool("ssh"), *self._config_args(), "-o", f"ControlPath={directory}/cm", "-O", "exit"]
+        if self.target.port:
+            args += ["-p", str(self.target.port)]
+        try:
+            subprocess.run([*args, "--", self.target.destination], stdin=subprocess.DEVNULL,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=15)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+        shutil.rmtree(directory, ignore_errors=True)
 
     def _config_args(self) -> list[str]:
         return ["-F", self.target.config_file] if self.target.config_file else []
@@ -142,7 +198,7 @@ class Connection:
         return "ask"
 
     def ssh_args(self, command: str) -> list[str]:
-        args = [_tool("ssh"), *self._config_args(), *self.options(), "-T"]
+        args = [_tool("ssh"), *self._config_args(), *self.options(), *self._control_args(), "-T"]
         if self.target.port:
             args += ["-p", str(self.target.port)]
         return [*args, "--", self.target.destination, command]
@@ -168,7 +224,7 @@ class Connection:
         """Copy a local file to ``remote_path`` on the board (a path of safe characters, made by edgebnn)."""
         if not re.fullmatch(r"[\w./\-]+", remote_path):
             raise ValueError(f"unsafe remote path {remote_path!r}")
-        args = [_tool("scp"), "-q", *self._config_args(), *self.options()]
+        args = [_tool("scp"), "-q", *self._config_args(), *self.options(), *self._control_args()]
         if self.target.port:
             args += ["-P", str(self.target.port)]
         host = f"[{self.target.host}]" if ":" in self.target.host else self.target.host
