@@ -8,7 +8,7 @@ lazily by the modules that need it, so ``edgebnn --help`` stays fast.
 import os as _os
 
 _os.environ["TF_USE_LEGACY_KERAS"] = "1"
-_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TF's C++ start-up noise (CUDA plugins) is not for users
 
 __version__ = "0.1.0"
 

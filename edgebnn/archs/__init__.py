@@ -17,8 +17,8 @@ from edgebnn.archs import bireal, common, reactnet, resnet, sdbnn, stats, xnorpp
 from edgebnn.archs.common import Binarization, distributional_loss
 from edgebnn.errors import EdgebnnError
 
-__all__ = ["Variant", "names", "get", "build", "custom_objects", "carry_over_weights", "set_training_progress",
-           "distributional_loss", "stats", "TWIN_SUFFIX"]
+__all__ = ["Variant", "names", "get", "build", "describe", "summary", "format_table", "custom_objects",
+           "carry_over_weights", "set_training_progress", "distributional_loss", "stats", "TWIN_SUFFIX"]
 
 TWIN_SUFFIX = "-real"
 IMAGENET = ((224, 224, 3), 1000)
@@ -44,6 +44,7 @@ class Variant:
     binary: bool = True
     twin_of: str | None = None  # set on a NAME-real twin: the binary variant it mirrors
     ours: str = ""  # what in this variant is our choice rather than the paper's
+    reported: dict = field(default_factory=dict, repr=False)  # the paper's own counts (PAPERS.md), to test against
 
     @property
     def paper(self) -> str:
@@ -68,10 +69,14 @@ SMALL_STEM = "small-image stem (3x3 s1, no max-pool) is ours: the paper gives no
 XNORPP_BLOCK = "block structure from the author's bnn library practice, not confirmed as the paper's"
 
 _VARIANTS = [
-    Variant("bireal-18", "bireal", functools.partial(bireal.bireal, depth=18), ours=SMALL_STEM),
+    Variant("bireal-18", "bireal", functools.partial(bireal.bireal, depth=18), ours=SMALL_STEM,
+            reported={"params": 11_699_112, "ops": 1.63e8, "size_mb": 4.03,
+                      "source": "Bi-Real Net paper (OPs); Larq Zoo BiRealNet (params, size)"}),
     Variant("bireal-34", "bireal", functools.partial(bireal.bireal, depth=34), ours=SMALL_STEM),
-    Variant("reactnet-a", "reactnet", reactnet.reactnet_a, ours="small-image stem stride 1 is ours"),
-    Variant("reactnet-18", "reactnet", functools.partial(reactnet.reactnet_resnet, depth=18), ours=SMALL_STEM),
+    Variant("reactnet-a", "reactnet", reactnet.reactnet_a, ours="small-image stem stride 1 is ours",
+            reported={"ops": 0.87e8, "binary_params": 28.25e6, "source": "ReActNet paper, Table 1"}),
+    Variant("reactnet-18", "reactnet", functools.partial(reactnet.reactnet_resnet, depth=18), ours=SMALL_STEM,
+            reported={"ops": 1.63e8, "source": "ReActNet paper"}),
     *[
         Variant(f"xnorpp-18-case{c}", "xnorpp", functools.partial(xnorpp.xnorpp, depth=18, case=c),
                 ours=f"{XNORPP_BLOCK}; {SMALL_STEM}")
@@ -120,6 +125,52 @@ def build(name: str, input_shape=None, num_classes: int | None = None, width: fl
     model = v.builder(input_shape, num_classes, width=width, **kwargs)
     model._name = name.replace("-", "_")
     return model
+
+
+def describe(name: str, input_shape=None, num_classes: int | None = None, width: float = 1.0) -> dict:
+    """One variant as a record: its registry facts and the counts of the built model (``stats.model_stats``)."""
+    v = get(name)
+    model = build(name, input_shape, num_classes, width)
+    return {
+        "name": v.name,
+        "family": v.family,
+        "paper": v.paper,
+        "source": v.source,
+        "input_shape": list(model.input_shape[1:]),
+        "num_classes": int(model.output_shape[-1]),
+        "width": width,
+        "binary": v.binary,
+        "binary_convs": len(stats.binary_conv_layers(model)),
+        **stats.model_stats(model),
+        "twin": v.twin,
+        "ours": v.ours,
+        "reported": {k: val for k, val in v.reported.items()},
+    }
+
+
+def summary(name: str, input_shape=None, num_classes: int | None = None, width: float = 1.0) -> str:
+    """Larq's layer-by-layer summary of one variant, followed by the papers' OPs."""
+    import larq as lq
+
+    model = build(name, input_shape, num_classes, width)
+    lines: list[str] = []
+    lq.models.summary(model, print_fn=lines.append)
+    s = stats.model_stats(model)
+    lines.append(f"binary convs: {len(stats.binary_conv_layers(model))}   binary MACs: {s['binary_macs']:.3e}   "
+              f"float MACs: {s['float_macs']:.3e}   OPs (binary/64 + float): {s['ops']:.3e}   "
+              f"size (1-bit packed): {s['size_mb']:.2f} MiB")
+    return "\n".join(lines)
+
+
+def format_table(records: list[dict]) -> str:
+    """The ``edgebnn models`` table."""
+    header = f"{'name':<22}{'family':<10}{'input':<13}{'params':>12}{'binary':>12}{'OPs':>11}{'MiB':>8}  paper"
+    lines = [header, "-" * len(header)]
+    for r in records:
+        shape = "x".join(str(d) for d in r["input_shape"])
+        lines.append(f"{r['name']:<22}{r['family']:<10}{shape:<13}{r['params']:>12,}{r['binary_params']:>12,}"
+                     f"{r['ops']:>11.3e}{r['size_mb']:>8.2f}  {r['paper']}")
+    return "\n".join(lines)
 
 
 def custom_objects() -> dict:
