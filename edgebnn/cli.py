@@ -37,6 +37,9 @@ def main():
     \b
     The flow:
       edgebnn data NAME                      what a data set holds
+      edgebnn models [NAME]                  the architectures, their counts, one layer by layer
+      edgebnn train NAME [--dataset digits]  train with the paper's recipe (models/NAME.toml)
+      edgebnn eval RUN                       top-1 / top-5 of a run or model
       edgebnn convert RUN --target arm64     bitpacked flatbuffer, with proof
     """
 
@@ -62,6 +65,82 @@ def data_command(name, input_size, as_json):
         _print_json(summary)
     else:
         click.echo(data.format_summary(summary))
+
+
+# --------------------------------------------------------------------------------------------- models
+@main.command("models")
+@click.argument("name", required=False)
+@click.option("--input-size", type=int, default=None, help="Square input size (default: the paper's).")
+@click.option("--num-classes", type=int, default=None, help="Classes (default: the paper's).")
+@click.option("--width", type=float, default=1.0, show_default=True, help="Channel width multiplier.")
+@click.option("--twins", is_flag=True, help="Also list every binary variant's real-valued twin (NAME-real).")
+@click.option("--json", "as_json", is_flag=True, help="Print the records as JSON.")
+def models_command(name, input_size, num_classes, width, twins, as_json):
+    """List the registered architectures with their counts, or show NAME layer by layer.
+
+    OPs follow the papers: binary MACs / 64 + float MACs. Size packs binary weights to 1 bit.
+    """
+    from edgebnn import archs
+    from edgebnn.progress import progress_bar
+
+    shape = (input_size, input_size, 3) if input_size else None
+    if name and not as_json:
+        archs.get(name)  # an unknown name is one clear line
+        click.echo(archs.summary(name, shape, num_classes, width))
+        return
+    names = [name] if name else archs.names(twins=twins)
+    records = [archs.describe(n, shape, num_classes, width)
+               for n in progress_bar(names, desc="counting", enable=not as_json, unit="model")]
+    if as_json:
+        _print_json(records if not name else records[0])
+    else:
+        click.echo(archs.format_table(records))
+
+
+# ---------------------------------------------------------------------------------------------- train
+@main.command("train")
+@click.argument("name", metavar="NAME|RECIPE.toml", required=False)
+@click.option("--dataset", default=None, help="Data set (digits, cifar10, folder:PATH, tfds:NAME); "
+              "digits picks the recipe's small [digits] recipe.")
+@click.option("--epochs", type=int, default=None, help="Epochs of every recipe step.")
+@click.option("--batch-size", type=int, default=None, help="Global batch size of every recipe step.")
+@click.option("--out", default=None, help="Run folder (default: runs/NAME-TIMESTAMP).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of weights, shuffling and augmentation.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override a recipe key: steps.lr=1e-3 (every step), steps.0.epochs=2, arch.width=0.5, real=true.")
+@click.option("--twin", is_flag=True, help="Train the real-valued twin (same layers, float weights and activations).")
+@click.option("--resume", default=None, metavar="DIR", help="Continue the interrupted run in DIR.")
+@click.option("--strategy", type=click.Choice(["default", "mirrored", "multiworker"]), default=None,
+              help="mirrored: all local GPUs (or CPUs); multiworker: MultiWorkerMirroredStrategy from TF_CONFIG.")
+@click.option("--quiet", is_flag=True, help="No progress bars or model summary.")
+def train_command(name, dataset, epochs, batch_size, out, seed, sets, twin, resume, strategy, quiet):
+    """Train NAME (models/NAME.toml) or a recipe file with the paper's recipe; or --resume DIR."""
+    from edgebnn import train
+
+    if resume and name:
+        raise EdgebnnError("give either NAME|RECIPE.toml or --resume DIR, not both")
+    run_dir = train.train(name, dataset=dataset, epochs=epochs, batch_size=batch_size, out=out, seed=seed,
+                          sets=sets, resume=resume, strategy=strategy, real=True if twin else None,
+                          progress=not quiet, summary=not quiet)
+    click.echo(f"run folder: {run_dir}")
+
+
+# ----------------------------------------------------------------------------------------------- eval
+@main.command("eval")
+@click.argument("source", metavar="RUN|MODEL")
+@click.option("--dataset", default=None, help="Data set (default: the run's own).")
+@click.option("--json", "as_json", is_flag=True, help="Print top-1, top-5 and n as JSON.")
+def eval_command(source, dataset, as_json):
+    """Top-1 and top-5 accuracy of RUN|MODEL on a data set's validation split."""
+    from edgebnn.evaluate import evaluate
+    from edgebnn.machine import host_label
+
+    result = evaluate(source, dataset, progress=not as_json)
+    if as_json:
+        _print_json(result)
+    else:
+        click.echo(f"{result['model']} on {result['dataset']} ({result['n']} images, {host_label()}): "
+                   f"top-1 {result['top1']:.2%}  top-5 {result['top5']:.2%}")
 
 
 # -------------------------------------------------------------------------------------------- convert

@@ -59,3 +59,25 @@ def test_bad_input_is_one_line_and_non_zero(tmp_path):
         assert proc.returncode == 2
         assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: ")
         assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def test_models_json_record_has_the_counts():
+    result = CliRunner().invoke(main, ["models", "bireal-18", "--json"])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    for key in ["name", "family", "paper", "input_shape", "params", "binary_params", "binary_macs", "float_macs",
+                "ops", "size_mb"]:
+        assert key in record
+    assert record["params"] == 11_699_112 and record["input_shape"] == [224, 224, 3]
+    assert abs(record["ops"] - (record["binary_macs"] / 64 + record["float_macs"])) <= 1
+
+
+def test_models_summary_is_layer_by_layer_and_unknown_is_one_line():
+    runner = CliRunner()
+    result = runner.invoke(main, ["models", "reactnet-18", "--input-size", "32", "--num-classes", "10",
+                                  "--width", "0.25"])
+    assert result.exit_code == 0, result.output
+    assert "stage1_conv1_rsign" in result.stdout and "binary convs: 16" in result.stdout
+    bad = runner.invoke(main, ["models", "bireal-19"])
+    assert bad.exit_code == 2 and bad.stderr.strip().startswith("error: unknown model 'bireal-19'")
+    assert len(bad.stderr.strip().splitlines()) == 1
