@@ -41,6 +41,8 @@ def main():
       edgebnn train NAME [--dataset digits]  train with the paper's recipe (models/NAME.toml)
       edgebnn eval RUN                       top-1 / top-5 of a run or model
       edgebnn convert RUN --target arm64     bitpacked flatbuffer, with proof
+      edgebnn profile FILE --device local    latency on the host or a board (ssh://user@host)
+      edgebnn report                         table, plots and index.html from the results
     """
 
 
@@ -274,6 +276,27 @@ def devices_check_command(ctx, name, runner, target, devices_file, ssh_config, a
             click.echo("ok: ready to profile")
     if report["problems"]:
         ctx.exit(1)
+
+
+# --------------------------------------------------------------------------------------------- report
+@main.command("report")
+@click.option("--db", default="results.db", show_default=True, help="The results database.")
+@click.option("--out", default="report", show_default=True, help="Folder for index.html, plots and results.json.")
+@click.option("--runs", "run_roots", multiple=True, default=("runs",), show_default=True,
+              help="Folders to search for run folders and conversion reports (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+def report_command(db, out, run_roots, as_json):
+    """Compare every stored result: a table, plots (accuracy against latency with the Pareto front, latency by op
+    type, latency against threads) and an index.html."""
+    from edgebnn import report
+
+    written = report.write(db, out, run_roots)
+    if as_json:
+        _print_json(written["rows"])
+        return
+    click.echo(report.format_table(written["rows"]))
+    click.echo(f"\n{report.HOST_NOTE}")
+    click.echo(f"report: {written['index']}")
 
 
 if __name__ == "__main__":  # pragma: no cover
