@@ -284,3 +284,14 @@ def test_cli_fault_is_one_line_exit_2(db, model, sshd):
     assert res.exit_code == 2
     lines = [ln for ln in res.output.splitlines() if ln.startswith("error:")]
     assert len(lines) == 1 and "not found on" in lines[0] and "Traceback" not in res.output
+
+
+def test_interrupted_sweep_keeps_what_it_finished(model, sshd, board_bin, tmp_path):
+    db = tmp_path / "r.db"
+    corrupt = tmp_path / "zz-corrupt.tflite"
+    corrupt.write_bytes(model.read_bytes()[:64] + b"\xff" * 256)
+    with pytest.raises(EdgebnnError, match=r"edgebnn-runner (crashed|failed) on .*\(1 result\(s\) measured "
+                                           r"before the failure are stored in"):
+        profile([str(model), str(corrupt)], [sshd.url], threads=[1], runs=3, warmup=0, db=db,
+                runner=str(board_bin["runner"]), ssh_config=sshd.config)
+    assert [(r[0], r[2]) for r in _rows(db)] == [(sha256(model), 1)]

@@ -216,7 +216,7 @@ def profile(models, devices=("local",), threads=None, runs=None, warmup=None, op
     sweep.bar.close()
     if failures:
         done = sum(1 for r in sweep.results if r["status"] == "measured")
-        kept = f" ({done} result(s) measured before it were stored in {db})" if done else ""
+        kept = f" ({done} result(s) measured before the failure are stored in {db})" if done else ""
         if len(failures) == 1:
             raise EdgebnnError(failures[0] + kept)
         raise EdgebnnError(f"{len(failures)} devices failed: " + "; ".join(failures) + kept)
