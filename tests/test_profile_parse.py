@@ -173,3 +173,9 @@ def test_any_text_parses_or_says_what_is_missing(lines):
         return
     assert out["runs"]["count"] > 0 and isinstance(out["runs"]["avg_us"], float)
     assert all(isinstance(op["avg_ms"], float) for op in out["ops"] if "avg_ms" in op)
+
+
+def test_op_table_without_section_header_is_the_regular_runs():
+    body = NEW_OPS.split("\n", 1)[1]  # drop the "Operator-wise Profiling Info ..." line
+    out = parse(HEAD + body)
+    assert [op["index"] for op in out["ops"]] == [0, 1, 2, 3]

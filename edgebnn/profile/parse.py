@@ -126,9 +126,10 @@ def parse(text: str) -> dict:
             m = pattern.match(line)
             if m:
                 row = _op_row(m)
-                if phase == "run" and table == "Run Order":
+                # Tables without a section header are taken as the regular runs' (the init ones always have one).
+                if phase != "init" and table == "Run Order":
                     result["ops"].append(row)
-                elif phase == "run" and table == "Summary by node type":
+                elif phase != "init" and table == "Summary by node type":
                     result["op_summary"].append(row)
                 continue
             table, pattern = None, None
