@@ -103,6 +103,36 @@ def op_histogram(flatbuffer: bytes) -> dict[str, int]:
     return dict(Counter(op["type"] for op in read_ops(flatbuffer)).most_common())
 
 
+def flatbuffer_problems(ops: list[dict], matched: dict[str, int] | None = None) -> list[str]:
+    """What in a flatbuffer LCE's own kernels will refuse: an ``LceBconv2d`` output transform (inputs 2 and 3, the
+    post-activation multiplier and bias) must hold one value per output channel. LCE 0.16's converter fuses a
+    following multiply by a constant without checking its shape, so a per-position scale (XNOR-Net++ Gamma cases
+    2-4 directly after the conv) produces a flatbuffer that does not load."""
+    names = {i: name for name, i in (matched or {}).items()}
+    problems = []
+    for i, op in enumerate(ops):
+        if op["type"] != "LceBconv2d":
+            continue
+        bad = [(what, op["inputs"][slot][1]) for slot, what in ((2, "multiplier"), (3, "bias"))
+               if len(op["inputs"]) > slot and op["inputs"][slot][0] and len(op["inputs"][slot][1]) > 1]
+        if bad:
+            shapes = " and ".join(f"post-activation {what} {shape}" for what, shape in bad)
+            problems.append(f"LceBconv2d of layer {names.get(i, '#' + str(i))} has {shapes}, but LCE's kernel "
+                            f"takes one value per output channel (the converter fused a per-position scale)")
+    return problems
+
+
+def load_error(flatbuffer: bytes) -> str | None:
+    """None when LCE's interpreter loads the flatbuffer and allocates its tensors, else why not."""
+    from larq_compute_engine.tflite.python.interpreter import Interpreter
+
+    try:
+        Interpreter(flatbuffer, num_threads=1)
+    except (RuntimeError, ValueError) as err:
+        return (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+    return None
+
+
 def float_op_count(histogram: dict[str, int]) -> int:
     """Operators that compute on float data: all but the bitpacked ops and the float<->bitpacked conversions."""
     return sum(n for kind, n in histogram.items() if kind not in BINARY_OPS + CONVERSION_OPS)
@@ -556,7 +586,8 @@ def convert(source, target: str = "arm64", output=None, check_samples: int = 100
     fb, seconds = lce_flatbuffer(model, profile.lce_target)
     ops = read_ops(fb)
     histogram = dict(Counter(op["type"] for op in ops).most_common())
-    _matched, lost = match_binary_convs(layers, ops)
+    matched, lost = match_binary_convs(layers, ops)
+    problems = flatbuffer_problems(ops, matched)
     n_bconv = histogram.get("LceBconv2d", 0)
     n_float = float_op_count(histogram)
 
@@ -609,6 +640,7 @@ def convert(source, target: str = "arm64", output=None, check_samples: int = 100
             "other_binary_layers": other_binary_layers(model, layers),
             "float_ops": n_float,
             "float_ops_per_binary_conv": n_float / n_bconv if n_bconv else None,
+            "problems": problems,
         },
         "size": {
             "keras": _model_stats(model),
@@ -626,7 +658,11 @@ def convert(source, target: str = "arm64", output=None, check_samples: int = 100
         x, y = _samples(dataset, max(check_samples, CALIBRATION_SAMPLES if "int8" in wanted else 0), input_shape)
         labels_ok = class_names is None or len(class_names) == num_classes
         y = y if labels_ok and int(y.max(initial=0)) < num_classes else None
-    if check_samples:
+    broken = load_error(fb)
+    if broken:
+        report["check"] = {"dataset": dataset, "machine": machine.host_label(), "samples": 0,
+                           "error": f"LCE's interpreter cannot load the flatbuffer: {broken}"}
+    elif check_samples:
         xs = x[:check_samples]
         keras_out = _keras_outputs(model, xs)
         lce_out = run_tflite(fb, xs, progress=progress, desc="LCE interpreter")
@@ -639,6 +675,9 @@ def convert(source, target: str = "arm64", output=None, check_samples: int = 100
         report["baselines"][name] = _baseline(name, model, info, x, y, out, check_samples, progress)
     sidecar_path(out).write_text(json.dumps(report, indent=2, default=str) + "\n")
     report["report_file"] = str(sidecar_path(out))
+    if broken:
+        why = problems[0] if problems else report["check"]["error"]
+        raise EdgebnnError(f"{out} does not load in LCE's interpreter: {why}; the report is in {sidecar_path(out)}")
     return report
 
 
@@ -705,7 +744,11 @@ def format_report(report: dict) -> str:
     per = conv["float_ops_per_binary_conv"]
     rows.append(("float ops", f"{conv['float_ops']}" + (f" ({per:.2f} per binary conv)" if per is not None else "")))
     rows.append(("ops", ", ".join(f"{k} {v}" for k, v in conv["ops"].items())))
-    if check:
+    for problem in conv.get("problems", []):
+        rows.append(("  PROBLEM", problem))
+    if check and check.get("error"):
+        rows.append(("proof", check["error"]))
+    elif check:
         rows += [
             ("proof", f"{check['samples']} {check['dataset']} samples, LCE interpreter (1 thread) vs Keras"),
             ("  max abs diff", f"{check['max_abs_diff']:.3g} ({check['relative_diff']:.2e} of output scale "

@@ -17,7 +17,9 @@ BINARY = dict(input_quantizer="ste_sign", kernel_quantizer="ste_sign", kernel_co
 
 
 def _randomise_bn(model, seed=0):
-    """BN statistics and affine parameters moved off their init, so outputs are not degenerate."""
+    """BN statistics and affine parameters moved off their init, so outputs are not degenerate; every other
+    non-kernel parameter too (thresholds, RPReLU, learned scales, WSD's alpha), so that no parameter is left at a
+    1 or 0 the converter could fold away."""
     import tensorflow as tf
 
     from edgebnn.archs import stats
@@ -28,6 +30,11 @@ def _randomise_bn(model, seed=0):
             g, b, m, v = layer.get_weights()
             layer.set_weights([rng.uniform(0.5, 1.5, g.shape), rng.normal(0, 0.1, b.shape),
                                rng.normal(0, 0.1, m.shape), rng.uniform(0.5, 1.5, v.shape)])
+            continue
+        kernel_layer = isinstance(layer, tf.keras.layers.Conv2D | tf.keras.layers.Dense)
+        for w in layer.weights:
+            if not kernel_layer or "alpha" in w.name:
+                w.assign(w.numpy() * rng.uniform(0.8, 1.2, w.shape) + rng.normal(0, 0.05, w.shape))
     return model
 
 
@@ -224,6 +231,31 @@ def test_a_sign_lce_does_not_recognise_is_reported_by_layer_name():
     assert conv.op_histogram(fb)["LceBconv2d"] == 2
 
 
+def test_a_flatbuffer_lce_cannot_load_is_written_reported_and_a_clear_error(tmp_path):
+    """A per-position scale right after a binary conv: LCE 0.16 fuses it into LceBconv2d's per-channel multiplier,
+    and its own kernel then refuses the flatbuffer. convert says which layer, keeps the files, exits non-zero."""
+    import larq as lq
+    import tensorflow as tf
+
+    from edgebnn.archs.xnorpp import LearnedScale
+
+    tf.keras.utils.set_random_seed(4)
+    inp = tf.keras.Input((8, 8, 3))
+    x = tf.keras.layers.Conv2D(32, 3, padding="same", name="stem")(inp)
+    x = lq.layers.QuantConv2D(32, 3, name="bconv", **BINARY)(x)
+    x = LearnedScale(case=2, name="gamma")(x)
+    model = tf.keras.Model(inp, tf.keras.layers.Dense(10)(tf.keras.layers.GlobalAveragePooling2D()(x)))
+    model.get_layer("gamma").set_weights([np.random.RandomState(0).uniform(0.5, 1.5, (8, 8, 32))])
+    model.save(tmp_path / "gamma2.keras")
+    result = CliRunner().invoke(main, ["convert", str(tmp_path / "gamma2.keras"), "--check-samples", "5"])
+    line = _error_line(result)
+    assert "does not load in LCE's interpreter" in line and "layer bconv" in line and "[8, 8, 32]" in line
+    report = json.loads((tmp_path / "gamma2-arm64.tflite.json").read_text())
+    assert report["conversion"]["binary_fraction"] == 1.0 and len(report["conversion"]["problems"]) == 1
+    assert "cannot load" in report["check"]["error"]
+    assert (tmp_path / "gamma2-arm64.tflite").stat().st_size == report["bytes"]
+
+
 def test_a_model_with_no_binary_layers_converts_and_says_0_percent(tmp_path):
     _tiny_float().save(tmp_path / "float.keras")
     result = CliRunner().invoke(main, ["convert", str(tmp_path / "float.keras"), "--check-samples", "10"])
@@ -266,8 +298,11 @@ def test_unknown_baseline_is_one_line(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ every family
-FAMILY_VARIANTS = ["bireal-18", "reactnet-a", "reactnet-18", "xnorpp-18-case1", "xnorpp-18-case2",
-                   "xnorpp-18-case3", "xnorpp-18-case4", "sdbnn-resnet20", "sdbnn-vgg-small"]
+GAMMA_FUSED = pytest.mark.xfail(reason="LCE 0.16 fuses a per-position Gamma (cases 2-4) straight after the binary "
+                                "conv into LceBconv2d's per-channel multiplier; its kernel then refuses the flatbuffer")
+FAMILY_VARIANTS = ["bireal-18", "reactnet-a", "reactnet-18", "xnorpp-18-case1",
+                   pytest.param("xnorpp-18-case2", marks=GAMMA_FUSED), pytest.param("xnorpp-18-case3", marks=GAMMA_FUSED),
+                   pytest.param("xnorpp-18-case4", marks=GAMMA_FUSED), "sdbnn-resnet20", "sdbnn-vgg-small"]
 
 
 @pytest.mark.slow
@@ -283,6 +318,7 @@ def test_every_family_converts_fully_binary_and_answers_like_keras(name, digits_
     matched, lost = conv.match_binary_convs(layers, ops)
     assert layers and lost == [] and len(matched) == len(layers)
     assert conv.op_histogram(fb)["LceBconv2d"] == len(layers)
+    assert conv.flatbuffer_problems(ops, matched) == [] and conv.load_error(fb) is None
     x, y = digits_100
     check = conv.compare(conv._keras_outputs(model, x), conv.run_tflite(fb, x), y,
                          conv.sign_margins(model, layers, x))
