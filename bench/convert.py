@@ -1,4 +1,5 @@
-"""Conversion figures of each family's ImageNet variant (224x224x3, 1000 classes, random weights).
+"""Conversion figures of each family's ImageNet variant (224x224x3, 1000 classes, random weights; BN and every
+non-kernel parameter moved off its init so the converter cannot fold any away).
 
 For each model: Keras parameters, LCE flatbuffer MB, float TFLite MB of the same model, their ratio, LCE conversion
 seconds (on this machine, labelled), LceBconv2d ops against the Keras binary convs, and float ops left.
@@ -16,6 +17,24 @@ import edgebnn  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 DEFAULT_MODELS = ("bireal-18", "reactnet-a", "reactnet-18", "xnorpp-18-case1", "xnorpp-18-case4", "sdbnn-18")
 
 
+def randomise(model, seed: int = 0):
+    """Move BN statistics and every non-kernel parameter (thresholds, scales, slopes) off its 0/1 init, as training
+    would: a parameter left at 1 or 0 is folded away by the converter and the sizes would flatter the model."""
+    import numpy as np
+    import tensorflow as tf
+
+    from edgebnn.archs import stats
+
+    rng = np.random.RandomState(seed)
+    for layer in stats.iter_layers(model):
+        kernel_layer = isinstance(layer, tf.keras.layers.Conv2D | tf.keras.layers.Dense)
+        for w in layer.weights:
+            if not kernel_layer or "alpha" in w.name:
+                value = w.numpy() * rng.uniform(0.8, 1.2, w.shape) + rng.normal(0, 0.05, w.shape)
+                w.assign(np.abs(value) if "moving_variance" in w.name else value)
+    return model
+
+
 def measure(name: str) -> dict:
     import tensorflow as tf
 
@@ -23,18 +42,20 @@ def measure(name: str) -> dict:
     from edgebnn import convert as conv
 
     tf.keras.backend.clear_session()
-    model = archs.build(name)  # the paper's ImageNet input and classes
+    model = randomise(archs.build(name))  # the paper's ImageNet input and classes
     layers = conv.binary_conv_layers(model)
     fb, seconds = conv.lce_flatbuffer(model, "arm")
     ops = conv.read_ops(fb)
     histogram = conv.op_histogram(fb)
-    _, lost = conv.match_binary_convs(layers, ops)
+    matched, lost = conv.match_binary_convs(layers, ops)
+    problems = conv.flatbuffer_problems(ops, matched)
     float_fb, float_seconds, _ = conv.float_flatbuffer(model)
     row = {"model": name, "input_shape": list(model.input_shape[1:]), "params": int(model.count_params()),
            "flatbuffer_mb": len(fb) / 1e6, "float_tflite_mb": len(float_fb) / 1e6,
            "ratio": len(float_fb) / len(fb), "seconds": seconds, "float_seconds": float_seconds,
            "binary_convs": len(layers), "lce_bconv2d": histogram.get("LceBconv2d", 0),
-           "not_binary": [lost_layer["layer"] for lost_layer in lost],
+           "not_binary": [lost_layer["layer"] for lost_layer in lost], "problems": problems,
+           "loads": conv.load_error(fb) is None,
            "float_ops": conv.float_op_count(histogram), "ops": histogram}
     del model, fb, float_fb
     gc.collect()
@@ -52,6 +73,9 @@ def format_table(rows: list[dict], machine: str) -> str:
                      f"{r['float_ops']:>9}")
         if r["not_binary"]:
             lines.append(f"{'':<16} not binary: {', '.join(r['not_binary'])}")
+        if not r["loads"]:
+            lines.append(f"{'':<16} DOES NOT LOAD in LCE's interpreter: {len(r['problems'])} LceBconv2d with a "
+                         f"per-position output transform" if r["problems"] else f"{'':<16} DOES NOT LOAD")
     return "\n".join(lines)
 
 

@@ -301,8 +301,8 @@ def test_unknown_baseline_is_one_line(tmp_path):
 GAMMA_FUSED = pytest.mark.xfail(reason="LCE 0.16 fuses a per-position Gamma (cases 2-4) straight after the binary "
                                 "conv into LceBconv2d's per-channel multiplier; its kernel then refuses the flatbuffer")
 FAMILY_VARIANTS = ["bireal-18", "reactnet-a", "reactnet-18", "xnorpp-18-case1",
-                   pytest.param("xnorpp-18-case2", marks=GAMMA_FUSED), pytest.param("xnorpp-18-case3", marks=GAMMA_FUSED),
-                   pytest.param("xnorpp-18-case4", marks=GAMMA_FUSED), "sdbnn-resnet20", "sdbnn-vgg-small"]
+                   *(pytest.param(f"xnorpp-18-case{c}", marks=GAMMA_FUSED) for c in (2, 3, 4)),
+                   "sdbnn-resnet20", "sdbnn-vgg-small"]
 
 
 @pytest.mark.slow
