@@ -144,6 +144,9 @@ def _check_table(table: dict, spec: dict, where: str, prefix: str, *, open_keys:
 def validate(raw: dict, where: str) -> dict:
     """A recipe with every key checked and every default filled in (``digits`` table left unmerged)."""
     recipe = _check_table(raw, TOP_KEYS, where, "")
+    model = recipe["model"].removesuffix(TWIN_SUFFIX)
+    if model not in names():  # every registered variant ships a recipe (checked by tests/test_recipe.py)
+        raise EdgebnnError(f"{where}: unknown model {recipe['model']!r}; registered: {', '.join(names())}")
     recipe["arch"] = _check_table(recipe["arch"], ARCH_KEYS, where, "arch.", open_keys=True)
     recipe["paper"] = _check_table(recipe["paper"], PAPER_KEYS, where, "paper.")
     if not recipe["steps"]:
