@@ -729,7 +729,7 @@ def format_report(report: dict) -> str:
     rows = [
         ("source", f"{report['source']['path']} ({report['source']['kind']})"),
         ("target", f"{report['target']['name']} (LCE target {report['target']['lce_target']}, "
-                   f"runner {report['target']['runner']})"),
+                   f"runner {report['target']['runner'] or 'none named'})"),
         ("flatbuffer", f"{report['output']}  {_mb(report['bytes'])}  sha256 {report['sha256'][:16]}..."),
         ("float TFLite", f"{_mb(size['float_tflite_bytes'])}  (compression x{size['compression']:.2f})"),
         ("Keras params", f"{size['keras']['params']:,}"),
