@@ -309,32 +309,20 @@ def _strip_quantizers(model):
     return twin
 
 
-def _copy_by_name(src, dst) -> int:
-    by_name = {layer.name: layer for layer in _walk_layers(src)}
-    copied = 0
-    for layer in _walk_layers(dst):
-        other = by_name.get(layer.name)
-        if other is None:
-            continue
-        ws, wd = other.get_weights(), layer.get_weights()
-        if ws and len(ws) == len(wd) and all(a.shape == b.shape for a, b in zip(ws, wd, strict=True)):
-            layer.set_weights(ws)
-            copied += 1
-    return copied
-
-
 def real_twin(model, info: dict) -> tuple[object, str]:
-    """``(twin model, how it was made)``: the registry's real-valued twin, else the model without quantizers."""
+    """``(twin model, how it was made)``: the registry's real-valued twin of a run's model with the run's weights
+    carried over by layer name, else the model itself with its quantizers removed."""
     name = info.get("model")
+    if info.get("real"):
+        return model, "the run's own model (a real-valued run)"
     if name:
         try:
             from edgebnn import archs
 
-            kwargs = dict(_arch_kwargs(info))
-            kwargs.update(input_shape=tuple(model.input_shape[1:]), num_classes=int(model.output_shape[-1]))
-            twin = archs.build(name, binary_weights=False, binary_activations=False, **kwargs)
+            twin = archs.build(name, input_shape=tuple(model.input_shape[1:]), num_classes=int(model.output_shape[-1]),
+                               binary_weights=False, binary_activations=False, **_arch_kwargs(info))
             if tuple(twin.output_shape[1:]) == tuple(model.output_shape[1:]):
-                _copy_by_name(model, twin)
+                archs.carry_over_weights(model, twin)
                 return twin, f"archs.build({name!r}, binary_weights=False, binary_activations=False)"
         except (ImportError, AttributeError, KeyError, TypeError, ValueError, EdgebnnError):
             pass
@@ -342,13 +330,19 @@ def real_twin(model, info: dict) -> tuple[object, str]:
 
 
 def _arch_kwargs(info: dict) -> dict:
-    """Builder arguments (width, ...) a run recorded, wherever the training code put them."""
-    for holder in (info, info.get("recipe") if isinstance(info.get("recipe"), dict) else {}):
-        arch = holder.get("arch")
-        if isinstance(arch, dict):
-            return {k: v for k, v in arch.items() if k not in ("input_shape", "num_classes", "binary_weights",
-                                                               "binary_activations", "name", "model")}
-    return {}
+    """Builder arguments (width, ...) from the ``[arch]`` table of the run's resolved recipe."""
+    import tomllib
+
+    from edgebnn import runs
+
+    path = Path(info.get("run_dir") or "") / runs.RECIPE
+    if not info.get("run_dir") or not path.is_file():
+        return {}
+    try:
+        arch = tomllib.loads(path.read_text()).get("arch", {})
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError):
+        return {}
+    return {k: v for k, v in arch.items() if v is not None and k not in ("input_shape", "num_classes")}
 
 
 # ------------------------------------------------------------------------------------------ converters
@@ -671,8 +665,10 @@ def convert(source, target: str = "arm64", output=None, check_samples: int = 100
                            **compare(keras_out, lce_out, None if y is None else y[:check_samples], margins)}
 
     out.write_bytes(fb)
-    for name in wanted:
-        report["baselines"][name] = _baseline(name, model, info, x, y, out, check_samples, progress)
+    if wanted:
+        twin, how = real_twin(model, info)
+        for name in wanted:
+            report["baselines"][name] = _baseline(name, twin, how, x, y, out, check_samples, progress)
     sidecar_path(out).write_text(json.dumps(report, indent=2, default=str) + "\n")
     report["report_file"] = str(sidecar_path(out))
     if broken:
@@ -690,15 +686,7 @@ def _recipe_ref(path: Path, info: dict):
     return recipe if isinstance(recipe, str | dict) else None
 
 
-_TWINS: dict[int, tuple] = {}
-
-
-def _baseline(kind: str, model, info: dict, x, y, out: Path, check_samples: int, progress: bool) -> dict:
-    key = id(model)
-    if key not in _TWINS or _TWINS[key][0] is not model:
-        _TWINS.clear()
-        _TWINS[key] = (model, *real_twin(model, info))
-    _, twin, how = _TWINS[key]
+def _baseline(kind: str, twin, how: str, x, y, out: Path, check_samples: int, progress: bool) -> dict:
     _log(progress, f"baseline {kind}: {how}")
     fb, seconds, note = float_flatbuffer(twin, x[:CALIBRATION_SAMPLES] if kind == "int8" else None, int8=kind == "int8")
     path = out.with_name(f"{out.stem}.{kind}.tflite")

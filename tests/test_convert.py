@@ -177,8 +177,9 @@ def run_folder(tmp_path_factory):
     summary = data.describe("digits")
     runs.write_info(folder, {"name": "bireal-18-test", "model": "bireal-18", "dataset": "digits",
                              "input_shape": [32, 32, 3], "class_names": summary["classes"],
-                             "mean": summary["mean"], "std": summary["std"], "arch": {"width": 0.125},
+                             "mean": summary["mean"], "std": summary["std"], "recipe": "bireal-18",
                              "status": "done"})
+    (folder / runs.RECIPE).write_text('model = "bireal-18"\n\n[arch]\nwidth = 0.125\n')
     report = conv.convert(folder, check_samples=30, baselines=["float"])
     return folder, report
 
@@ -301,7 +302,7 @@ def test_unknown_baseline_is_one_line(tmp_path):
 GAMMA_FUSED = pytest.mark.xfail(reason="LCE 0.16 fuses a per-position Gamma (cases 2-4) straight after the binary "
                                 "conv into LceBconv2d's per-channel multiplier; its kernel then refuses the flatbuffer")
 FAMILY_VARIANTS = ["bireal-18", "reactnet-a", "reactnet-18", "xnorpp-18-case1",
-                   *(pytest.param(f"xnorpp-18-case{c}", marks=GAMMA_FUSED) for c in (2, 3, 4)),
+                   pytest.param("xnorpp-18-case4", marks=GAMMA_FUSED),  # cases 2 and 3 fail the same way
                    "sdbnn-resnet20", "sdbnn-vgg-small"]
 
 
