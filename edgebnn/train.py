@@ -232,6 +232,12 @@ def train(name_or_path: str | None = None, *, dataset: str | None = None, epochs
     import edgebnn  # noqa: F401  (Keras 2 before TensorFlow)
 
     if resume is not None:
+        changes = [flag for flag, value in (("NAME", name_or_path), ("--dataset", dataset), ("--epochs", epochs),
+                                            ("--batch-size", batch_size), ("--set", sets), ("--twin", real),
+                                            ("--out", out)) if value]
+        if changes:
+            raise EdgebnnError(f"--resume continues a run with its own recipe; drop {', '.join(changes)} "
+                               f"(or start a new run)")
         run_dir = Path(resume)
         info = runs.read_info(run_dir)
         path = run_dir / runs.RECIPE

@@ -256,3 +256,10 @@ def test_nan_loss_stops_with_a_clear_message_keeping_the_last_good_checkpoint(tm
     assert runs.read_info(out)["status"] == "diverged" and not (out / "model.keras").exists()
     reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(out / "checkpoints" / "last")))
     assert int(reader.get_tensor("epoch/.ATTRIBUTES/VARIABLE_VALUE")) == 1
+
+
+def test_resume_refuses_recipe_changes(tmp_path):
+    from edgebnn.train import train
+
+    with pytest.raises(EdgebnnError, match=r"--resume continues a run with its own recipe; drop --epochs, --set"):
+        train(resume=tmp_path, epochs=2, sets=["steps.lr=1"])
