@@ -319,11 +319,13 @@ def real_twin(model, info: dict) -> tuple[object, str]:
         try:
             from edgebnn import archs
 
+            kwargs = _arch_kwargs(info)
             twin = archs.build(name, input_shape=tuple(model.input_shape[1:]), num_classes=int(model.output_shape[-1]),
-                               binary_weights=False, binary_activations=False, **_arch_kwargs(info))
+                               binary_weights=False, binary_activations=False, **kwargs)
             if tuple(twin.output_shape[1:]) == tuple(model.output_shape[1:]):
                 archs.carry_over_weights(model, twin)
-                return twin, f"archs.build({name!r}, binary_weights=False, binary_activations=False)"
+                args = "".join(f", {k}={v!r}" for k, v in kwargs.items())
+                return twin, f"archs.build({name!r}{args}, binary_weights=False, binary_activations=False)"
         except (ImportError, AttributeError, KeyError, TypeError, ValueError, EdgebnnError):
             pass
     return _strip_quantizers(model), "the same model with its Larq quantizers removed"
