@@ -5,6 +5,7 @@ import larq as lq
 import numpy as np
 import pytest
 import tensorflow as tf
+from model_helpers import randomise_parameters
 
 from edgebnn import archs
 from edgebnn.archs import common, reactnet, sdbnn, stats, xnorpp
@@ -304,47 +305,63 @@ def test_save_and_reload_every_family(tmp_path):
 
 
 # ------------------------------------------------------------------------------ conversion by LCE
-def _randomise_batch_norm(model, rng):
-    for layer in stats.iter_layers(model):
-        if isinstance(layer, tf.keras.layers.BatchNormalization):
-            c = layer.gamma.shape[0]
-            layer.moving_mean.assign(rng.normal(0, 0.3, c))
-            layer.moving_variance.assign(rng.uniform(0.5, 2.0, c))
-
-
-# Float ops that a paper's piece leaves in the flatbuffer, per binary conv (measured with LCE 0.16).
+# Float ops that a paper's piece leaves in the flatbuffer, per binary conv (measured with LCE 0.16), beyond the
+# classifier's own MEAN and FULLY_CONNECTED.
 PIECE_FLOAT_OPS = {
-    "xnorpp": {"MUL": 1},  # Gamma: LCE 0.16 does not fold it into the binary conv in any of the four shapes
-    "sdbnn": {"MEAN": 1, "FULLY_CONNECTED": 2, "LOGISTIC": 1},  # ASD's squeeze-excite branch
+    "xnorpp-18-case1": {"MUL": 1},  # the BN before the sign; Gamma (per channel) folds into LceBconv2d
+    **{f"xnorpp-18-case{c}": {"MUL": 2} for c in (2, 3, 4)},  # the BN's, and Gamma's own multiply
+    **{n: {"MEAN": 1, "FULLY_CONNECTED": 2, "LOGISTIC": 1}  # ASD's squeeze-excite branch
+       for n in ("sdbnn-resnet20", "sdbnn-resnet18", "sdbnn-vgg-small", "sdbnn-18")},
 }
+
+
+@pytest.fixture(scope="module")
+def digits_100():
+    from edgebnn import data
+
+    return data.sample("digits", 100, input_size=32)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", BINARY_VARIANTS)
-def test_every_binary_variant_converts_to_binary_ops_with_the_same_answers(name):
-    import larq_compute_engine as lce
-    from larq_compute_engine.tflite.python.interpreter import Interpreter
+def test_every_binary_variant_converts_to_binary_ops_with_the_same_answers(name, digits_100):
+    """Width 1/8, 32x32x3, 10 classes, every non-kernel parameter moved off its init; 100 digits samples through
+    LCE's interpreter and Keras. Samples beyond 1e-3 of the output scale must be explained by a sign input within
+    float rounding of 0 (the two runtimes may round such a tie to different sides)."""
+    from edgebnn import convert as conv
 
-    from edgebnn.convert import op_histogram
-
-    rng = np.random.default_rng(0)
-    model = archs.build(name, **SMALL)
-    _randomise_batch_norm(model, rng)
-    flatbuffer = lce.convert_keras_model(model, target="arm")
-    ops = op_histogram(flatbuffer)
-    n_binary = len(stats.binary_conv_layers(model))
-    assert ops.get("LceBconv2d", 0) == n_binary
-    family = archs.get(name).family
-    head = {  # the classifier's own ops
+    model = randomise_parameters(archs.build(name, input_shape=(32, 32, 3), num_classes=10, width=0.125), seed=3)
+    layers = stats.binary_conv_layers(model)
+    flatbuffer, _ = conv.lce_flatbuffer(model, "arm")
+    ops = conv.read_ops(flatbuffer)
+    matched, lost = conv.match_binary_convs(layers, ops)
+    histogram = conv.op_histogram(flatbuffer)
+    assert layers and lost == [] and histogram["LceBconv2d"] == len(layers)
+    assert conv.flatbuffer_problems(ops, matched) == [] and conv.load_error(flatbuffer) is None
+    head = {
         "MEAN": sum(isinstance(layer, tf.keras.layers.GlobalAveragePooling2D) for layer in model.layers),
         "FULLY_CONNECTED": sum(isinstance(layer, tf.keras.layers.Dense) for layer in model.layers),
     }
-    for op, per_conv in PIECE_FLOAT_OPS.get(family, {}).items():
-        assert ops.get(op, 0) - head.get(op, 0) == per_conv * n_binary, ops
+    for op, per_conv in PIECE_FLOAT_OPS.get(name, {}).items():
+        assert histogram.get(op, 0) - head.get(op, 0) == per_conv * len(layers), histogram
 
-    x = rng.normal(size=(16, 32, 32, 3)).astype(np.float32)
-    expected = model.predict(x, verbose=0)
-    interpreter = Interpreter(flatbuffer, num_threads=1)
-    got = np.concatenate([interpreter.predict(x[i : i + 1]) for i in range(len(x))])
-    assert np.abs(got - expected).max() < 1e-3 * np.abs(expected).max()
-    assert np.array_equal(got.argmax(axis=1), expected.argmax(axis=1))
+    x, y = digits_100
+    check = conv.compare(conv._keras_outputs(model, x), conv.run_tflite(flatbuffer, x), y,
+                         conv.sign_margins(model, layers, x))
+    assert check["samples"] == 100 and check["top1_agreement"] == 1.0
+    assert check["unexplained"] == 0 and check["relative_diff_untied"] < 1e-3
+
+
+def test_gamma_after_prelu_is_the_same_function():
+    """Cases 2-4 apply Gamma after the PReLU: PReLU(Gamma x) = Gamma PReLU(x) for Gamma >= 0."""
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(2, 3, 4, 5)).astype(np.float32)
+    for case in (2, 3, 4):
+        gamma = xnorpp.LearnedScale(case)
+        prelu = tf.keras.layers.PReLU(shared_axes=[1, 2])
+        gamma.build(x.shape), prelu.build(x.shape)
+        prelu.alpha.assign(rng.uniform(-0.5, 0.5, prelu.alpha.shape))
+        for w in gamma.weights:
+            w.assign(rng.uniform(0.0, 2.0, w.shape))
+        np.testing.assert_allclose(gamma(prelu(x)).numpy(), prelu(gamma(x)).numpy(), rtol=1e-5, atol=1e-6)
+        assert all(w.constraint is not None for w in gamma.weights)  # kept non-negative in training

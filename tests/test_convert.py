@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from model_helpers import randomise_parameters
 
 import edgebnn  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from edgebnn import convert as conv
@@ -14,28 +15,6 @@ from edgebnn.cli import main
 
 BINARY = dict(input_quantizer="ste_sign", kernel_quantizer="ste_sign", kernel_constraint="weight_clip",
               pad_values=1.0, padding="same", use_bias=False)
-
-
-def _randomise_bn(model, seed=0):
-    """BN statistics and affine parameters moved off their init, so outputs are not degenerate; every other
-    non-kernel parameter too (thresholds, RPReLU, learned scales, WSD's alpha), so that no parameter is left at a
-    1 or 0 the converter could fold away."""
-    import tensorflow as tf
-
-    from edgebnn.archs import stats
-
-    rng = np.random.RandomState(seed)
-    for layer in stats.iter_layers(model):
-        if isinstance(layer, tf.keras.layers.BatchNormalization) and len(layer.get_weights()) == 4:
-            g, b, m, v = layer.get_weights()
-            layer.set_weights([rng.uniform(0.5, 1.5, g.shape), rng.normal(0, 0.1, b.shape),
-                               rng.normal(0, 0.1, m.shape), rng.uniform(0.5, 1.5, v.shape)])
-            continue
-        kernel_layer = isinstance(layer, tf.keras.layers.Conv2D | tf.keras.layers.Dense)
-        for w in layer.weights:
-            if not kernel_layer or "alpha" in w.name:
-                w.assign(w.numpy() * rng.uniform(0.8, 1.2, w.shape) + rng.normal(0, 0.05, w.shape))
-    return model
 
 
 def _tiny_bnn(seed=0):
@@ -55,7 +34,7 @@ def _tiny_bnn(seed=0):
         x = tf.keras.layers.add([x, y], name=f"add{i}")
     x = tf.keras.layers.GlobalAveragePooling2D(name="gap")(x)
     out = tf.keras.layers.Dense(10, name="fc")(x)
-    return _randomise_bn(tf.keras.Model(inp, out, name="tiny_bnn"), seed)
+    return randomise_parameters(tf.keras.Model(inp, out, name="tiny_bnn"), seed)
 
 
 def _tiny_float():
@@ -172,7 +151,7 @@ def run_folder(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("runs") / "bireal-18-test"
     folder.mkdir()
-    model = _randomise_bn(archs.build("bireal-18", input_shape=(32, 32, 3), num_classes=10, width=0.125))
+    model = randomise_parameters(archs.build("bireal-18", input_shape=(32, 32, 3), num_classes=10, width=0.125))
     model.save(folder / runs.FINAL_MODEL)
     summary = data.describe("digits")
     runs.write_info(folder, {"name": "bireal-18-test", "model": "bireal-18", "dataset": "digits",
@@ -296,41 +275,3 @@ def test_output_in_a_missing_folder_is_one_line(tmp_path):
 def test_unknown_baseline_is_one_line(tmp_path):
     line = _error_line(CliRunner().invoke(main, ["convert", str(tmp_path), "--baselines", "float,fp16"]))
     assert "unknown baseline 'fp16'" in line
-
-
-# ------------------------------------------------------------------------------------------ every family
-GAMMA_FUSED = pytest.mark.xfail(reason="LCE 0.16 fuses a per-position Gamma (cases 2-4) straight after the binary "
-                                "conv into LceBconv2d's per-channel multiplier; its kernel then refuses the flatbuffer")
-FAMILY_VARIANTS = ["bireal-18", "reactnet-a", "reactnet-18", "xnorpp-18-case1",
-                   pytest.param("xnorpp-18-case4", marks=GAMMA_FUSED),  # cases 2 and 3 fail the same way
-                   "sdbnn-resnet20", "sdbnn-vgg-small"]
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name", FAMILY_VARIANTS)
-def test_every_family_converts_fully_binary_and_answers_like_keras(name, digits_100):
-    """Width 1/8, 32x32x3 digits, 10 classes, random weights, BN moved off init; 100 samples through LCE."""
-    from edgebnn import archs
-
-    model = _randomise_bn(archs.build(name, input_shape=(32, 32, 3), num_classes=10, width=0.125), seed=3)
-    layers = conv.binary_conv_layers(model)
-    fb, _ = conv.lce_flatbuffer(model, "arm")
-    ops = conv.read_ops(fb)
-    matched, lost = conv.match_binary_convs(layers, ops)
-    assert layers and lost == [] and len(matched) == len(layers)
-    assert conv.op_histogram(fb)["LceBconv2d"] == len(layers)
-    assert conv.flatbuffer_problems(ops, matched) == [] and conv.load_error(fb) is None
-    x, y = digits_100
-    check = conv.compare(conv._keras_outputs(model, x), conv.run_tflite(fb, x), y,
-                         conv.sign_margins(model, layers, x))
-    assert check["samples"] == 100
-    assert check["top1_agreement"] == 1.0
-    assert check["unexplained"] == 0  # every sample beyond 1e-3 of scale is a float-rounding sign tie
-    assert check["relative_diff_untied"] < 1e-3
-
-
-@pytest.fixture(scope="module")
-def digits_100():
-    from edgebnn import data
-
-    return data.sample("digits", 100, input_size=32)

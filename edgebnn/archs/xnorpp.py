@@ -10,6 +10,12 @@ The block itself is not given by any source we found. We follow the practice of 
 Larq Zoo's Real-to-Binary (ours, not confirmed as the paper's): ResNet-18 in the Bi-Real layout with one
 pre-activation binary block per shortcut, x -> BN -> sign -> bconv3x3 -> Gamma -> PReLU -> + shortcut, real stem,
 real downsample shortcut, real head. Cases 2-4 tie the model to its input size and stay float ops after conversion.
+
+Gamma is kept non-negative (it stands in for XNOR-Net's scales, which are means of absolute values). For cases 2-4
+it is applied after the PReLU: PReLU(Gamma x) = Gamma PReLU(x) for Gamma >= 0 (PReLU is positively homogeneous),
+so the block computes the same function, and LCE 0.16 cannot fold a per-position Gamma into ``LceBconv2d``'s
+per-channel multiplier (it would, without checking the shape, and its own kernel then refuses the flatbuffer).
+Case 1 stays right after the conv, where LCE folds it into the conv's output transform for free.
 """
 
 from __future__ import annotations
@@ -34,18 +40,15 @@ class LearnedScale(tf.keras.layers.Layer):
 
     def build(self, input_shape):
         h, w, o = (int(d) for d in input_shape[1:])
-        ones = "ones"
-        if self.case == 1:
-            self.alpha = self.add_weight(name="alpha", shape=(o,), initializer=ones)
-        elif self.case == 2:
-            self.alpha = self.add_weight(name="alpha", shape=(h, w, o), initializer=ones)
-        elif self.case == 3:
-            self.alpha = self.add_weight(name="alpha", shape=(o,), initializer=ones)
-            self.beta = self.add_weight(name="beta", shape=(h * w,), initializer=ones)
-        else:
-            self.alpha = self.add_weight(name="alpha", shape=(o,), initializer=ones)
-            self.beta = self.add_weight(name="beta", shape=(h,), initializer=ones)
-            self.gamma = self.add_weight(name="gamma", shape=(w,), initializer=ones)
+
+        def factor(name, shape):
+            return self.add_weight(name=name, shape=shape, initializer="ones", constraint="non_neg")
+
+        self.alpha = factor("alpha", (h, w, o) if self.case == 2 else (o,))
+        if self.case == 3:
+            self.beta = factor("beta", (h * w,))
+        elif self.case == 4:
+            self.beta, self.gamma = factor("beta", (h,)), factor("gamma", (w,))
         self._hw = (h, w)
         super().build(input_shape)
 
@@ -71,9 +74,10 @@ def xnorpp_block(mode: Binarization, case: int):
         y = batch_norm(f"{name}_bn")(x)
         y = binary_conv(filters, 3, strides=strides, name=name, mode=mode, input_quantizer="ste_sign",
                         kernel_quantizer="ste_sign")(y)
-        y = LearnedScale(case, name=f"{name}_gamma")(y)
-        y = tf.keras.layers.PReLU(alpha_initializer=tf.keras.initializers.Constant(0.25), shared_axes=[1, 2],
-                                  name=f"{name}_prelu")(y)
+        gamma = LearnedScale(case, name=f"{name}_gamma")
+        prelu = tf.keras.layers.PReLU(alpha_initializer=tf.keras.initializers.Constant(0.25), shared_axes=[1, 2],
+                                      name=f"{name}_prelu")
+        y = prelu(gamma(y)) if case == 1 else gamma(prelu(y))
         return tf.keras.layers.Add(name=f"{name}_add")([y, shortcut])
 
     return block
