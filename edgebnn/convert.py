@@ -176,36 +176,23 @@ def sidecar_path(tflite: str | os.PathLike) -> Path:
 
 
 # ------------------------------------------------------------------------------------------ keras side
-def _walk_layers(model):
-    for layer in model.layers:
-        if hasattr(layer, "layers") and layer.layers:
-            yield from _walk_layers(layer)
-        else:
-            yield layer
-
-
 def _is_binary(layer) -> bool:
     return getattr(layer, "input_quantizer", None) is not None and getattr(layer, "kernel_quantizer", None) is not None
 
 
 def binary_conv_layers(model) -> list:
-    """Larq 2D convolutions with both an input and a kernel quantizer (``archs.stats`` when it is there)."""
-    try:
-        from edgebnn.archs import stats
+    """Larq 2D convolutions with 1-bit input and kernel quantizers (``archs.stats.binary_conv_layers``)."""
+    from edgebnn.archs import stats
 
-        return list(stats.binary_conv_layers(model))
-    except (ImportError, AttributeError):
-        import tensorflow as tf
-
-        return [layer for layer in _walk_layers(model) if isinstance(layer, tf.keras.layers.Conv2D)
-                and not isinstance(layer, tf.keras.layers.DepthwiseConv2D | tf.keras.layers.Conv2DTranspose)
-                and _is_binary(layer)]
+    return stats.binary_conv_layers(model)
 
 
 def other_binary_layers(model, convs) -> list[str]:
     """Layers with both quantizers that no LCE binary op exists for (dense, depthwise, transposed convs)."""
+    from edgebnn.archs import stats
+
     names = {layer.name for layer in convs}
-    return [layer.name for layer in _walk_layers(model) if _is_binary(layer) and layer.name not in names]
+    return [layer.name for layer in stats.iter_layers(model) if _is_binary(layer) and layer.name not in names]
 
 
 def _signature(kh, kw, cin, cout, h, w) -> tuple:
@@ -544,12 +531,9 @@ def _sha256(data: bytes) -> str:
 
 
 def _model_stats(model) -> dict:
-    try:
-        from edgebnn.archs import stats
+    from edgebnn.archs import stats
 
-        return {k: (float(v) if isinstance(v, float) else int(v)) for k, v in stats.model_stats(model).items()}
-    except Exception:  # archs not there yet or a model it does not know: params alone
-        return {"params": int(model.count_params())}
+    return stats.model_stats(model)
 
 
 def convert(source, target: str = "arm64", output=None, check_samples: int = 100, baselines=(),
