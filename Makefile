@@ -17,10 +17,27 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	@touch $(STAMP)
 
-# The main job on the embedded default data set (digits); later issues grow it into the whole flow.
+# The main job on the embedded default data set (digits): train a small variant of each family and its
+# real-valued twin, convert each for arm64 with proof, profile the flatbuffers on this host, write the report.
+DEMO_DIR    ?= demo
+DEMO_MODELS ?= bireal-18 reactnet-18 xnorpp-18-case4 sdbnn-resnet20
+EDGEBNN     := $(BIN)/edgebnn
+
 demo: $(STAMP)
-	$(BIN)/edgebnn --version
-	$(BIN)/edgebnn data digits --input-size 32
+	@echo "== edgebnn demo: $(DEMO_MODELS) and their real-valued twins on digits, into $(DEMO_DIR)/"
+	rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR)/runs
+	$(EDGEBNN) data digits --input-size 32
+	@set -e; for m in $(DEMO_MODELS); do \
+	  echo "== $$m: train the binary model and its real-valued twin, convert both for arm64"; \
+	  $(EDGEBNN) train $$m --dataset digits --out $(DEMO_DIR)/runs/$$m; \
+	  $(EDGEBNN) train $$m --dataset digits --twin --out $(DEMO_DIR)/runs/$$m-real; \
+	  $(EDGEBNN) convert $(DEMO_DIR)/runs/$$m --target arm64; \
+	  $(EDGEBNN) convert $(DEMO_DIR)/runs/$$m-real --target arm64; \
+	done
+	@echo "== profile every flatbuffer on this host (LCE reference kernels: a functional check, not ARM64 latency)"
+	$(EDGEBNN) profile $(DEMO_DIR)/runs/*/model-arm64.tflite --device local --threads 1,2 --db $(DEMO_DIR)/results.db
+	$(EDGEBNN) report --db $(DEMO_DIR)/results.db --runs $(DEMO_DIR)/runs --out $(DEMO_DIR)/report
+	@echo "== done: open $(DEMO_DIR)/report/index.html"
 
 # The SSH tests start a real OpenSSH server on 127.0.0.1; install Debian's when it is missing.
 sshd:
@@ -37,4 +54,4 @@ lint: $(STAMP)
 	$(BIN)/ruff check edgebnn tests bench
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache $(DEMO_DIR)
