@@ -280,6 +280,9 @@ def test_every_variant_builds_small_and_its_twin_has_the_same_layers(name):
         twin = archs.build(archs.get(name).twin, **SMALL)
         assert stats.binary_conv_layers(twin) == []
         assert [layer.name for layer in twin.layers] == [layer.name for layer in model.layers]
+        binary_names = {layer.name for layer in stats.binary_conv_layers(model)}
+        # where the binary model has sign, its twin has Hardtanh: a nonlinearity, real-valued
+        assert all(isinstance(twin.get_layer(n).input_quantizer, common.HardTanh) for n in binary_names)
 
 
 def test_two_step_handover_carries_the_kernels():
@@ -295,7 +298,7 @@ def test_two_step_handover_carries_the_kernels():
 
 def test_save_and_reload_every_family(tmp_path):
     x = np.random.default_rng(3).normal(size=(2, 32, 32, 3)).astype(np.float32)
-    for name in ["bireal-18", "reactnet-a", "xnorpp-18-case4", "sdbnn-resnet20"]:
+    for name in ["bireal-18", "reactnet-a", "xnorpp-18-case4", "sdbnn-resnet20", "bireal-18-real"]:
         model = archs.build(name, **SMALL)
         path = tmp_path / f"{name}.keras"
         model.save(path)

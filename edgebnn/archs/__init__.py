@@ -4,8 +4,9 @@
     >>> model = archs.build("bireal-18", input_shape=(32, 32, 3), num_classes=10, width=0.25)
 
 ``build(name, binary_weights=False)`` gives ReActNet's and SD-BNN's step 1 (binary activations, real weights);
-``NAME-real`` (or both flags False) the real-valued twin: the same network with its quantizers off. Layer names are
-the same in all three, so weights carry over by name (:func:`carry_over_weights`).
+``NAME-real`` (or both flags False) the real-valued twin: the same network with real weights and Hardtanh in place
+of every sign (so that Bi-Real's twin is not a linear network). Layer names are the same in all three, so weights
+carry over by name (:func:`carry_over_weights`).
 """
 
 from __future__ import annotations

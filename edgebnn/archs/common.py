@@ -73,8 +73,10 @@ class MagnitudeAwareWeights(lq.quantizers.Quantizer):
 
 
 @lq.utils.register_keras_custom_object
-class HardTanh(tf.keras.layers.Layer):
-    """Hardtanh(x) = min(max(x, -1), 1), SD-BNN's CIFAR activation."""
+class HardTanh(lq.quantizers.Quantizer):
+    """Hardtanh(x) = min(max(x, -1), 1): SD-BNN's CIFAR activation, and the real-valued twin's stand-in for
+    sign(x) (the function whose gradient the straight-through estimator uses). A float "quantizer" (precision 32)
+    so that it can take sign's place as a conv's input quantizer."""
 
     def call(self, inputs):
         return tf.clip_by_value(inputs, -1.0, 1.0)
@@ -97,7 +99,9 @@ def binary_conv(
     conv_class=None,
     **kwargs,
 ) -> tf.keras.layers.Layer:
-    """A conv that is binary where ``mode`` says so: sign on the input, binary kernel, +1 padding."""
+    """A conv that is binary where ``mode`` says so: sign on the input, binary kernel, +1 padding. With real
+    activations the input goes through Hardtanh instead of sign, so that a real-valued twin keeps a nonlinearity
+    where the sign was (Bi-Real's block has no other)."""
     conv_class = conv_class or lq.layers.QuantConv2D
     if kernel_quantizer == "magnitude_aware_weights":
         kernel_quantizer = MagnitudeAwareWeights()
@@ -107,7 +111,7 @@ def binary_conv(
         strides=strides,
         padding="same",
         pad_values=1.0 if mode.activations else 0.0,
-        input_quantizer=input_quantizer if mode.activations else None,
+        input_quantizer=input_quantizer if mode.activations else HardTanh(),
         kernel_quantizer=kernel_quantizer if mode.weights else None,
         kernel_constraint="weight_clip" if mode.weights else None,
         kernel_initializer=KERNEL_INIT,
