@@ -130,7 +130,7 @@ def collect(db: str | os.PathLike = "results.db", run_roots=("runs",)) -> list[d
             "family": _family(model),
             "kind": "real" if real else "binary",
             "file": r.get("model_path") or r["model_name"],
-            "target": r.get("target") or (report.get("target") or {}).get("name"),
+            "target": (report.get("target") or {}).get("name") or r.get("target"),  # the flatbuffer's target
             "device": r["device"],
             "machine": r["machine"],
             "kernels": r["kernels"],
@@ -143,7 +143,8 @@ def collect(db: str | os.PathLike = "results.db", run_roots=("runs",)) -> list[d
             "check_samples": (check or {}).get("samples"),
             "keras_top1": keras_top1,
             "twin_top1": twin_top1,
-            "gap_to_float": (twin_top1 - keras_top1) if twin_top1 is not None and keras_top1 is not None else None,
+            "gap_to_float": (twin_top1 - keras_top1) if not real and twin_top1 is not None and keras_top1 is not None
+            else None,
             "dataset": dataset,
             "run": run_dir,
             "op_types": [{"node_type": o["node_type"], "kind": o["kind"], "ms": o["avg_ms"]}
