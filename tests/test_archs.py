@@ -125,9 +125,10 @@ def test_gamma_case1_with_unit_scales_is_the_plain_binary_conv():
 
 def test_asd_forward_is_a_plus_squeeze_excite():
     rng = np.random.default_rng(1)
-    a = rng.normal(size=(2, 4, 4, 32)).astype(np.float32)
+    a = rng.normal(0.5, 1.0, size=(2, 4, 4, 32)).astype(np.float32)
     asd = sdbnn.ActivationSelfDistribution(ratio=16)
     asd.build(a.shape)
+    asd.squeeze.kernel.assign(np.abs(asd.squeeze.kernel.numpy()))  # hidden ReLUs active: the SE branch has a gradient
     w1, w2 = asd.squeeze.kernel.numpy(), asd.excite.kernel.numpy()
     assert w1.shape == (32, 2) and w2.shape == (2, 32) and not asd.squeeze.use_bias and not asd.excite.use_bias
     se = 1 / (1 + np.exp(-(np.maximum(a.mean(axis=(1, 2)) @ w1, 0) @ w2)))
@@ -329,10 +330,12 @@ def digits_100():
 @pytest.mark.parametrize("name", BINARY_VARIANTS)
 def test_every_binary_variant_converts_to_binary_ops_with_the_same_answers(name, digits_100):
     """Width 1/8, 32x32x3, 10 classes, every non-kernel parameter moved off its init; 100 digits samples through
-    LCE's interpreter and Keras. Samples beyond 1e-3 of the output scale must be explained by a sign input within
-    float rounding of 0 (the two runtimes may round such a tie to different sides)."""
+    LCE's interpreter and Keras: the same top-1 on all 100; a sample beyond 1e-3 of the output scale must be
+    explained by a sign input within float rounding of 0 (the two runtimes may round such a tie to different
+    sides). The model is seeded: with other random weights a tie can flip a top-1 (seen once in 12 x 2 runs)."""
     from edgebnn import convert as conv
 
+    tf.keras.utils.set_random_seed(7)  # the same random model whatever ran before
     model = randomise_parameters(archs.build(name, input_shape=(32, 32, 3), num_classes=10, width=0.125), seed=3)
     layers = stats.binary_conv_layers(model)
     flatbuffer, _ = conv.lce_flatbuffer(model, "arm")
