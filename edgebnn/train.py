@@ -81,24 +81,6 @@ def decayed_variables(model, which: str) -> list:
     return [v for v in model.trainable_variables if len(v.shape) > 1]
 
 
-def copy_weights_by_name(source, target) -> list[str]:
-    """Copy every variable of ``source`` into the layer of ``target`` with the same name and shapes.
-
-    Returns the names of the layers copied. Layers of ``target`` with no match keep their initial weights.
-    """
-    by_name = {layer.name: layer for layer in source.layers}
-    copied = []
-    for layer in target.layers:
-        other = by_name.get(layer.name)
-        if other is None or not layer.weights:
-            continue
-        src, dst = other.get_weights(), layer.get_weights()
-        if len(src) == len(dst) and all(a.shape == b.shape for a, b in zip(src, dst, strict=True)):
-            layer.set_weights(src)
-            copied.append(layer.name)
-    return copied
-
-
 def _sync_batchnorm(model):
     """The same model with every BatchNormalization synchronised across replicas."""
     import tensorflow as tf
@@ -432,8 +414,7 @@ class _Trainer:
         elif previous is not None and step["init_from_previous"]:
             from edgebnn import archs
 
-            copied = (archs.carry_over_weights if hasattr(archs, "carry_over_weights") else
-                      copy_weights_by_name)(previous, model)
+            copied = archs.carry_over_weights(previous, model)
             self.log(f"{step['name']}: {len(copied)} weights initialised from "
                      f"{self.recipe['steps'][index - 1]['name']} (copied by layer name)")
         if self.chief and self.verbose:
@@ -505,8 +486,7 @@ class _Trainer:
             iter(train_ds)
         for local in range(done_here, step["epochs"]):
             epoch = first_epoch + local + 1
-            if hasattr(archs, "set_training_progress"):
-                archs.set_training_progress(model, local / step["epochs"])
+            archs.set_training_progress(model, local / step["epochs"])
             lr_now = float(schedule(optimizer.iterations))
             started = time.perf_counter()
             sums = [0.0, 0.0, 0.0, 0.0]
