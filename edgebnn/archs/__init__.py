@@ -145,7 +145,7 @@ def describe(name: str, input_shape=None, num_classes: int | None = None, width:
         **stats.model_stats(model),
         "twin": v.twin,
         "ours": v.ours,
-        "reported": {k: val for k, val in v.reported.items()},
+        "reported": dict(v.reported),
     }
 
 
