@@ -43,7 +43,7 @@ def measure(name: str) -> dict:
 
     tf.keras.backend.clear_session()
     model = randomise(archs.build(name))  # the paper's ImageNet input and classes
-    layers = conv.binary_conv_layers(model)
+    layers = archs.stats.binary_conv_layers(model)
     fb, seconds = conv.lce_flatbuffer(model, "arm")
     ops = conv.read_ops(fb)
     histogram = conv.op_histogram(fb)

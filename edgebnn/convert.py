@@ -180,13 +180,6 @@ def _is_binary(layer) -> bool:
     return getattr(layer, "input_quantizer", None) is not None and getattr(layer, "kernel_quantizer", None) is not None
 
 
-def binary_conv_layers(model) -> list:
-    """Larq 2D convolutions with 1-bit input and kernel quantizers (``archs.stats.binary_conv_layers``)."""
-    from edgebnn.archs import stats
-
-    return stats.binary_conv_layers(model)
-
-
 def other_binary_layers(model, convs) -> list[str]:
     """Layers with both quantizers that no LCE binary op exists for (dense, depthwise, transposed convs)."""
     from edgebnn.archs import stats
@@ -561,7 +554,9 @@ def convert(source, target: str = "arm64", output=None, check_samples: int = 100
     input_shape = [int(d) if d else None for d in model.input_shape[1:]]
     dataset = dataset or info.get("dataset") or DEFAULT_DATASET
 
-    layers = binary_conv_layers(model)
+    from edgebnn.archs import stats
+
+    layers = stats.binary_conv_layers(model)
     _log(progress, f"converting with LCE (target {profile.lce_target!r}; most of the time is the SavedModel export)")
     fb, seconds = lce_flatbuffer(model, profile.lce_target)
     ops = read_ops(fb)

@@ -184,6 +184,8 @@ def test_a_sign_lce_does_not_recognise_is_reported_by_layer_name():
     import larq as lq
     import tensorflow as tf
 
+    from edgebnn import archs
+
     @tf.custom_gradient
     def raw_sign(x):
         return tf.sign(x), lambda dy: dy
@@ -201,7 +203,7 @@ def test_a_sign_lce_does_not_recognise_is_reported_by_layer_name():
     x = lq.layers.QuantConv2D(32, 3, name="raw_sign_conv", **{**BINARY, "input_quantizer": RawSign()})(x)
     x = lq.layers.QuantConv2D(32, 3, name="another_binary_conv", **BINARY)(x)
     model = tf.keras.Model(inp, tf.keras.layers.Dense(10)(tf.keras.layers.GlobalAveragePooling2D()(x)))
-    layers = conv.binary_conv_layers(model)
+    layers = archs.stats.binary_conv_layers(model)
     assert [layer.name for layer in layers] == ["good_binary_conv", "raw_sign_conv", "another_binary_conv"]
     fb, _ = conv.lce_flatbuffer(model, "arm")
     ops = conv.read_ops(fb)

@@ -32,10 +32,6 @@ class Binarization:
     weights: bool = True
     activations: bool = True
 
-    @property
-    def any(self) -> bool:
-        return self.weights or self.activations
-
 
 BINARY = Binarization()
 
