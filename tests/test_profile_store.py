@@ -41,7 +41,7 @@ def test_save_read_back_with_ops(tmp_path):
     conn.close()
     # A fresh connection (another process, later) sees the same: it was committed.
     raw = sqlite3.connect(db)
-    assert raw.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("1",)
+    assert raw.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == (str(store.SCHEMA_VERSION),)
     assert raw.execute("SELECT COUNT(*) FROM op_profile").fetchone() == (3,)
 
 
@@ -88,3 +88,65 @@ def test_newer_schema_is_refused(tmp_path):
     raw.close()
     with pytest.raises(EdgebnnError, match="schema version 99"):
         store.connect(db)
+
+
+def test_kinds_are_separate_rows_and_inferred_when_missing(tmp_path):
+    conn = store.connect(tmp_path / "r.db")
+    store.save(conn, _result(device="pi4b"))  # reference kernels: a host figure
+    store.save(conn, _result(device="pi4b", kernels="LCE optimized kernels (ARM64)", mean_ms=40.0))
+    store.save(conn, _result(device="pi4b", kind="estimate", mean_ms=45.0,
+                             estimate={"board": "pi4b", "instructions": 1.3e8, "loo_mean_pct": 2.0}))
+    rows = store.results(conn, device="pi4b")
+    assert [(r["kind"], r["mean_ms"]) for r in rows] == [("host", 1.25), ("board", 40.0), ("estimate", 45.0)]
+    assert store.results(conn, kind="estimate")[0]["estimate"]["instructions"] == 1.3e8
+    assert rows[0]["estimate"] == {} and rows[0]["flags"] == [] and rows[0]["load"] == {}
+    assert store.exists(conn, "ab" * 32, "pi4b", 1, kind="estimate")
+    assert not store.exists(conn, "ab" * 32, "local", 1, kind="estimate")
+    with pytest.raises(ValueError, match="kind 'guess'"):
+        store.save(conn, _result(kind="guess"))
+
+
+_V1_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT INTO meta VALUES ('schema_version', '1');
+CREATE TABLE results (id INTEGER PRIMARY KEY, model_sha256 TEXT NOT NULL, model_name TEXT NOT NULL, model_path TEXT,
+  model_size_mb REAL, device TEXT NOT NULL, threads INTEGER NOT NULL, target TEXT, runner TEXT, machine TEXT NOT NULL,
+  kernels TEXT NOT NULL, runs INTEGER NOT NULL, warmup INTEGER, min_ms REAL NOT NULL, median_ms REAL,
+  mean_ms REAL NOT NULL, p90_ms REAL, std_ms REAL, max_ms REAL, first_ms REAL, init_ms REAL,
+  board TEXT NOT NULL DEFAULT '{}', warnings TEXT NOT NULL DEFAULT '[]', versions TEXT NOT NULL DEFAULT '{}',
+  created_at TEXT NOT NULL, UNIQUE (model_sha256, device, threads));
+CREATE TABLE op_profile (result_id INTEGER NOT NULL REFERENCES results(id) ON DELETE CASCADE,
+  position INTEGER NOT NULL, node_type TEXT NOT NULL, kind TEXT NOT NULL, name TEXT, node_index INTEGER,
+  first_ms REAL, avg_ms REAL, pct REAL, mem_kb REAL, times_called INTEGER, PRIMARY KEY (result_id, position));
+INSERT INTO results (id, model_sha256, model_name, device, threads, machine, kernels, runs, min_ms, mean_ms,
+  created_at) VALUES (7, 'aa', 'old-host', 'local', 1, 'x86_64', 'LCE reference kernels (not ARM64)', 5, 1, 2, 't'),
+  (8, 'aa', 'old-pi', 'pi4', 4, 'Pi 4B', 'LCE optimized kernels (ARM64)', 5, 10, 20, 't');
+INSERT INTO op_profile VALUES (8, 0, 'LceBconv2d', 'binary', 'b1', 1, 1.0, 0.5, 50.0, 0.0, 1);
+"""
+
+
+def test_version_1_database_is_migrated_keeping_every_row(tmp_path):
+    db = tmp_path / "old.db"
+    raw = sqlite3.connect(db)
+    raw.executescript(_V1_SCHEMA)
+    raw.close()
+    conn = store.connect(db)
+    rows = store.results(conn)
+    assert [(r["id"], r["model_name"], r["kind"]) for r in rows] == [(7, "old-host", "host"), (8, "old-pi", "board")]
+    assert [o["name"] for o in store.ops(conn, 8)] == ["b1"] and store.ops(conn, 8)[0]["instructions"] is None
+    store.save(conn, _result(model_sha256="aa", device="pi4", threads=4, kind="estimate"))
+    assert len(store.results(conn, device="pi4")) == 2
+    conn.close()
+    assert store.connect(db).execute("SELECT value FROM meta").fetchone()[0] == str(store.SCHEMA_VERSION)
+
+
+def test_someone_elses_results_table_is_refused_untouched(tmp_path):
+    db = tmp_path / "theirs.db"
+    raw = sqlite3.connect(db)
+    raw.executescript("CREATE TABLE results (x TEXT); INSERT INTO results VALUES ('keep me');")
+    raw.close()
+    with pytest.raises(EdgebnnError, match="theirs.db holds a `results` table that edgebnn did not write"):
+        store.connect(db)
+    raw = sqlite3.connect(db)
+    assert raw.execute("SELECT x FROM results").fetchall() == [("keep me",)]
+    assert raw.execute("SELECT name FROM sqlite_master WHERE name = 'meta'").fetchone() is None

@@ -56,10 +56,11 @@ def _versions(extra: dict | None = None) -> dict:
 
 
 def _public(row: dict, status: str, totals: list[dict] | None = None) -> dict:
-    keys = ("model_name", "model_sha256", "model_path", "device", "threads", "target", "machine", "kernels",
+    keys = ("model_name", "model_sha256", "model_path", "device", "kind", "threads", "target", "machine", "kernels",
             "runner", "runs", "warmup", "min_ms", "median_ms", "mean_ms", "p90_ms", "std_ms", "max_ms", "first_ms",
             "init_ms", "warnings")
     out = {"status": status, **{k: row.get(k) for k in keys}}
+    out["kind"] = store.kind_of(row)
     out["temp_before_c"] = (row.get("board") or {}).get("temp_before_c")
     out["temp_after_c"] = (row.get("board") or {}).get("temp_after_c")
     out["op_totals"] = totals or []
@@ -77,12 +78,16 @@ class _Sweep:
 
         self.bar = progress_bar(total=total, desc="profiling", unit="run", enable=progress)
 
-    def stored(self, conn, model, device, threads) -> bool:
-        if self.force or not store.exists(conn, model["model_sha256"], device, threads):
+    def stored(self, conn, model, device, threads, kinds=("board", "host")) -> bool:
+        """Whether a measured (or, with ``kinds``, other) result of this model x device x threads is stored; if
+        so it is added to the results as skipped."""
+        if self.force:
             return False
-        row = store.results(conn, model["model_sha256"], device)
-        row = next(r for r in row if r["threads"] == threads)
-        self.add(_public(row, "skipped", store.op_totals(conn, row["id"])))
+        rows = [r for r in store.results(conn, model["model_sha256"], device)
+                if r["threads"] == threads and r["kind"] in kinds]
+        if not rows:
+            return False
+        self.add(_public(rows[-1], "skipped", store.op_totals(conn, rows[-1]["id"])))
         return True
 
     def add(self, result: dict) -> None:

@@ -1,9 +1,21 @@
 """The results database: one SQLite file (default ``results.db`` in the working directory).
 
-Table ``results`` holds one row per model sha256 x device x threads with the latency statistics (ms), the
+Table ``results`` holds one row per model sha256 x device x threads x kind with the latency statistics (ms), the
 board facts (JSON), model name and size, target, runner, tool versions and time; table ``op_profile`` holds the
 per-op rows of a result. Every result is written in its own transaction, so an interrupted sweep keeps what it
 finished; a re-run skips what is there unless forced.
+
+``kind`` says where a figure came from, and rows of different kinds are never mixed without it:
+
+- ``board``: measured on an ARM board by its own runner (``lce_benchmark_model`` over SSH);
+- ``host``: measured on this host (LCE's Python interpreter or a runner on an x86 machine; a functional check);
+- ``estimate``: estimated for a named board (``device`` is the board, e.g. ``pi4b``) from the aarch64 instructions
+  LCE's real kernels execute under emulation; ``estimate`` (JSON) says from what: instructions, calibration, its
+  leave-one-out error, the runner's sha256, and any flag (ops the calibration never saw).
+
+``load`` (JSON) records the machine's load around a measurement and ``flags`` (JSON list) why a figure should not
+be trusted (spread, load, throttling); both are empty when nothing was recorded. Schema version 1 databases are
+migrated in place to version 2 on first open.
 """
 
 from __future__ import annotations
@@ -15,7 +27,8 @@ from pathlib import Path
 
 from edgebnn.errors import EdgebnnError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+KINDS = ("board", "host", "estimate")
 DEFAULT_DB = "results.db"
 
 _SCHEMA = """
@@ -46,7 +59,11 @@ CREATE TABLE IF NOT EXISTS results (
     warnings TEXT NOT NULL DEFAULT '[]',
     versions TEXT NOT NULL DEFAULT '{}',
     created_at TEXT NOT NULL,
-    UNIQUE (model_sha256, device, threads)
+    kind TEXT NOT NULL DEFAULT 'host' CHECK (kind IN ('board', 'host', 'estimate')),
+    estimate TEXT NOT NULL DEFAULT '{}',
+    load TEXT NOT NULL DEFAULT '{}',
+    flags TEXT NOT NULL DEFAULT '[]',
+    UNIQUE (model_sha256, device, threads, kind)
 );
 CREATE TABLE IF NOT EXISTS op_profile (
     result_id INTEGER NOT NULL REFERENCES results(id) ON DELETE CASCADE,
@@ -60,42 +77,102 @@ CREATE TABLE IF NOT EXISTS op_profile (
     pct REAL,
     mem_kb REAL,
     times_called INTEGER,
+    instructions REAL,
     PRIMARY KEY (result_id, position)
 );
 """
 
 _RESULT_COLUMNS = ("model_sha256", "model_name", "model_path", "model_size_mb", "device", "threads", "target",
                    "runner", "machine", "kernels", "runs", "warmup", "min_ms", "median_ms", "mean_ms", "p90_ms",
-                   "std_ms", "max_ms", "first_ms", "init_ms", "board", "warnings", "versions", "created_at")
-_JSON_COLUMNS = ("board", "warnings", "versions")
+                   "std_ms", "max_ms", "first_ms", "init_ms", "board", "warnings", "versions", "created_at", "kind",
+                   "estimate", "load", "flags")
+_JSON_COLUMNS = ("board", "warnings", "versions", "estimate", "load", "flags")
+_JSON_LISTS = ("warnings", "flags")
+_V1_COLUMNS = _RESULT_COLUMNS[:_RESULT_COLUMNS.index("kind")]
+_OP_COLUMNS = ("result_id", "position", "node_type", "kind", "name", "node_index", "first_ms", "avg_ms", "pct",
+               "mem_kb", "times_called", "instructions")
+
+
+def _table_columns(conn: sqlite3.Connection, table: str) -> list[str]:
+    return [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
+
+
+def _schema_version(conn: sqlite3.Connection) -> int | None:
+    """The stored schema version; None for an empty database. A ``results`` table edgebnn did not write is refused."""
+    if "key" in _table_columns(conn, "meta"):
+        row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if row is not None:
+            return int(row[0])
+    if _table_columns(conn, "results"):
+        raise EdgebnnError("holds a `results` table that edgebnn did not write")
+    return None
+
+
+def _migrate_v1(conn: sqlite3.Connection) -> None:
+    """Version 1 -> 2: add kind (board when the optimized ARM kernels ran, else host), estimate, load, flags and
+    per-op instructions; the unique key gains kind."""
+    with conn:
+        conn.execute("ALTER TABLE results RENAME TO results_v1")
+        conn.execute("ALTER TABLE op_profile RENAME TO op_profile_v1")
+    conn.executescript(_SCHEMA)
+    with conn:
+        cols = ", ".join(_V1_COLUMNS)
+        conn.execute(f"INSERT INTO results (id, {cols}, kind) SELECT id, {cols}, CASE WHEN kernels LIKE "
+                     "'LCE optimized kernels%' THEN 'board' ELSE 'host' END FROM results_v1")
+        ops = ", ".join(_OP_COLUMNS[:-1])
+        conn.execute(f"INSERT INTO op_profile ({ops}) SELECT {ops} FROM op_profile_v1")
+        conn.execute("DROP TABLE op_profile_v1")
+        conn.execute("DROP TABLE results_v1")
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
 
 
 def connect(path: str | Path = DEFAULT_DB) -> sqlite3.Connection:
-    """Open (creating when needed) the results database at ``path``; refuses a newer or foreign schema."""
+    """Open (creating when needed) the results database at ``path``; migrates version 1, refuses a newer or
+    foreign schema."""
     path = Path(path)
     if path.parent and not path.parent.exists():
         raise EdgebnnError(f"results database folder {path.parent} does not exist: create it or pass another --db")
     try:
         conn = sqlite3.connect(str(path), timeout=30)
-        conn.execute("PRAGMA foreign_keys = ON")
-        with conn:
+        try:
+            version = _schema_version(conn)
+            if version == 1:
+                _migrate_v1(conn)
+            elif version not in (None, SCHEMA_VERSION):
+                raise EdgebnnError(f"has schema version {version}, this edgebnn reads {SCHEMA_VERSION}: use another "
+                                   "--db or the matching edgebnn version")
             conn.executescript(_SCHEMA)
-            row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-            if row is None:
-                conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            elif int(row[0]) != SCHEMA_VERSION:
-                raise EdgebnnError(f"results database {path} has schema version {row[0]}, this edgebnn reads "
-                                   f"{SCHEMA_VERSION}: use another --db or the matching edgebnn version")
+            with conn:
+                conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            if not set(_RESULT_COLUMNS) <= set(_table_columns(conn, "results")):
+                raise EdgebnnError("holds a `results` table that edgebnn did not write")
+        except BaseException:
+            conn.close()
+            raise
+    except EdgebnnError as err:
+        raise EdgebnnError(f"results database {path} {err}: pass another --db") from None
     except sqlite3.DatabaseError as err:
         raise EdgebnnError(f"results database {path} cannot be opened ({err}): pass another --db") from None
+    conn.execute("PRAGMA foreign_keys = ON")
     conn.row_factory = sqlite3.Row
     return conn
 
 
-def exists(conn: sqlite3.Connection, model_sha256: str, device: str, threads: int) -> bool:
-    """Whether a result for this model x device x threads is stored."""
+def kind_of(result: dict) -> str:
+    """A result's kind: its own ``kind``, else ``board`` when LCE's optimized ARM kernels ran, else ``host``."""
+    if result.get("kind"):
+        return result["kind"]
+    return "board" if str(result.get("kernels") or "").startswith("LCE optimized kernels") else "host"
+
+
+def exists(conn: sqlite3.Connection, model_sha256: str, device: str, threads: int, kind: str | None = None) -> bool:
+    """Whether a result for this model x device x threads (x kind, when given) is stored."""
     q = "SELECT 1 FROM results WHERE model_sha256 = ? AND device = ? AND threads = ?"
-    return conn.execute(q, (model_sha256, device, int(threads))).fetchone() is not None
+    args = [model_sha256, device, int(threads)]
+    if kind:
+        q += " AND kind = ?"
+        args.append(kind)
+    return conn.execute(q, args).fetchone() is not None
 
 
 def save(conn: sqlite3.Connection, result: dict, ops: list[dict] | None = None) -> int:
@@ -104,24 +181,28 @@ def save(conn: sqlite3.Connection, result: dict, ops: list[dict] | None = None) 
 
     row = {k: result.get(k) for k in _RESULT_COLUMNS}
     row["created_at"] = row["created_at"] or time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    row["kind"] = kind_of(result)
+    if row["kind"] not in KINDS:
+        raise ValueError(f"result kind {row['kind']!r} is not one of {', '.join(KINDS)}")
     for key in _JSON_COLUMNS:
-        row[key] = json.dumps(row[key] if row[key] is not None else ({} if key != "warnings" else []),
+        row[key] = json.dumps(row[key] if row[key] is not None else ([] if key in _JSON_LISTS else {}),
                               sort_keys=True, default=str)
     missing = [k for k in ("model_sha256", "model_name", "device", "threads", "machine", "kernels", "runs",
                            "min_ms", "mean_ms") if row[k] is None]
     if missing:
         raise ValueError(f"result lacks {', '.join(missing)}")
     with conn:
-        conn.execute("DELETE FROM results WHERE model_sha256 = ? AND device = ? AND threads = ?",
-                     (row["model_sha256"], row["device"], int(row["threads"])))
+        conn.execute("DELETE FROM results WHERE model_sha256 = ? AND device = ? AND threads = ? AND kind = ?",
+                     (row["model_sha256"], row["device"], int(row["threads"]), row["kind"]))
         cur = conn.execute(f"INSERT INTO results ({', '.join(_RESULT_COLUMNS)}) "
                            f"VALUES ({', '.join('?' * len(_RESULT_COLUMNS))})",
                            [row[k] for k in _RESULT_COLUMNS])
         rid = cur.lastrowid
         conn.executemany(
-            "INSERT INTO op_profile VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO op_profile ({', '.join(_OP_COLUMNS)}) VALUES ({', '.join('?' * len(_OP_COLUMNS))})",
             [(rid, i, op["node_type"], op_kind(op["node_type"]), op.get("name"), op.get("index"),
-              op.get("first_ms"), op.get("avg_ms"), op.get("pct"), op.get("mem_kb"), op.get("times_called"))
+              op.get("first_ms"), op.get("avg_ms"), op.get("pct"), op.get("mem_kb"), op.get("times_called"),
+              op.get("instructions"))
              for i, op in enumerate(ops or [])])
     return rid
 
@@ -134,9 +215,13 @@ def _decode(row: sqlite3.Row) -> dict:
     return out
 
 
-def results(conn: sqlite3.Connection, model_sha256: str | None = None, device: str | None = None) -> list[dict]:
-    """Stored results (optionally of one model and/or device), oldest first, JSON columns decoded."""
+def results(conn: sqlite3.Connection, model_sha256: str | None = None, device: str | None = None,
+            kind: str | None = None) -> list[dict]:
+    """Stored results (optionally of one model, device and/or kind), oldest first, JSON columns decoded."""
     where, args = [], []
+    if kind:
+        where.append("kind = ?")
+        args.append(kind)
     if model_sha256:
         where.append("model_sha256 = ?")
         args.append(model_sha256)
@@ -155,8 +240,8 @@ def ops(conn: sqlite3.Connection, result_id: int) -> list[dict]:
 
 def op_totals(conn: sqlite3.Connection, result_id: int) -> list[dict]:
     """The per-op rows of one result summed by node type (LceBconv2d, LceQuantize, float ops), slowest first."""
-    q = ("SELECT node_type, kind, COUNT(*) AS nodes, SUM(avg_ms) AS avg_ms FROM op_profile WHERE result_id = ? "
-         "GROUP BY node_type, kind ORDER BY avg_ms DESC")
+    q = ("SELECT node_type, kind, COUNT(*) AS nodes, SUM(avg_ms) AS avg_ms, SUM(instructions) AS instructions "
+         "FROM op_profile WHERE result_id = ? GROUP BY node_type, kind ORDER BY avg_ms DESC")
     rows = [dict(r) for r in conn.execute(q, (result_id,))]
     whole = sum(r["avg_ms"] or 0.0 for r in rows)
     for r in rows:
