@@ -1,0 +1,81 @@
+"""The conversion report as a short table for the terminal."""
+
+from __future__ import annotations
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.3f} MB"
+
+
+def _pct(v) -> str:
+    return "-" if v is None else f"{100 * v:.1f}%"
+
+
+def _conversion_rows(report: dict) -> list[tuple[str, str]]:
+    conv, size = report["conversion"], report["size"]
+    rows = [
+        ("source", f"{report['source']['path']} ({report['source']['kind']})"),
+        ("target", f"{report['target']['name']} (LCE target {report['target']['lce_target']}, "
+                   f"runner {report['target']['runner'] or 'none named'})"),
+        ("flatbuffer", f"{report['output']}  {_mb(report['bytes'])}  sha256 {report['sha256'][:16]}..."),
+        ("float TFLite", f"{_mb(size['float_tflite_bytes'])}  (compression x{size['compression']:.2f})"),
+        ("Keras params", f"{size['keras']['params']:,}"),
+        ("conversion", f"{conv['seconds']:.1f} s on {report['machine']}"),
+        ("binary convs", f"{conv['binary_converted']}/{conv['binary_convs']} became LceBconv2d "
+                         f"({_pct(conv['binary_fraction'])} binary); {conv['lce_bconv2d']} LceBconv2d ops"),
+    ]
+    for lost in conv["not_binary"]:
+        rows.append(("  NOT binary", f"{lost['layer']} -> {lost['became']}"))
+    if conv["other_binary_layers"]:
+        rows.append(("  stay float", ", ".join(conv["other_binary_layers"]) + " (LCE has no binary dense/depthwise)"))
+    per = conv["float_ops_per_binary_conv"]
+    rows.append(("float ops", f"{conv['float_ops']}" + (f" ({per:.2f} per binary conv)" if per is not None else "")))
+    rows.append(("ops", ", ".join(f"{k} {v}" for k, v in conv["ops"].items())))
+    for problem in conv.get("problems", []):
+        rows.append(("  PROBLEM", problem))
+    return rows
+
+
+def check_rows(check: dict | None, label: str = "proof",
+               what: str = "LCE interpreter (1 thread) vs Keras") -> list[tuple[str, str]]:
+    """Rows for one proof (``report["check"]`` or a device proof): differences, agreement, sign ties."""
+    if check is None:
+        return [(label, "skipped (--check-samples 0)")]
+    if check.get("error"):
+        return [(label, check["error"])]
+    rows = [
+        (label, f"{check['samples']} {check['dataset']} samples, {what}"),
+        ("  max abs diff", f"{check['max_abs_diff']:.3g} ({check['relative_diff']:.2e} of output scale "
+                           f"{check['output_scale']:.3g})"),
+        ("  within 1e-3", f"{check['within_tolerance']}/{check['samples']} samples"),
+        ("  top-1 agreement", _pct(check["top1_agreement"])),
+        ("  top-1 accuracy", f"Keras {_pct(check['keras_top1'])}, flatbuffer {_pct(check['tflite_top1'])}"),
+    ]
+    if check.get("beyond_tolerance"):
+        tied = sum(b["sign_tie"] for b in check["beyond_tolerance"])
+        rows.append(("  beyond 1e-3", f"{len(check['beyond_tolerance'])} samples, {tied} of them at a sign tie "
+                                      f"(an activation within float rounding of 0 flipped one bit); without ties "
+                                      f"max diff {check['relative_diff_untied']:.2e} of scale"))
+        if check["unexplained"]:
+            rows.append(("  UNEXPLAINED", f"{check['unexplained']} samples differ with no sign tie: "
+                                          "the flatbuffer computes something else"))
+    return rows
+
+
+def table(rows: list[tuple[str, str]]) -> str:
+    """``rows`` as two aligned columns."""
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def format_report(report: dict) -> str:
+    """The conversion report as a short table."""
+    rows = _conversion_rows(report) + check_rows(report.get("check"))
+    for name, base in report.get("baselines", {}).items():
+        line = f"{base['file']}  {_mb(base['bytes'])}  ({base['note']})"
+        if base.get("check"):
+            line += f"; agrees with its Keras twin on {_pct(base['check']['top1_agreement'])} top-1"
+        rows.append((f"baseline {name}", line))
+    if report.get("report_file"):
+        rows.append(("report", report["report_file"]))
+    return table(rows)

@@ -1,0 +1,207 @@
+"""``convert``: a run folder or Keras model file in, a ``.tflite`` with its proof and ``<file>.json`` report out."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import edgebnn
+from edgebnn.convert.baselines import CALIBRATION_SAMPLES, baseline, parse_baselines, real_twin
+from edgebnn.convert.conversion import float_flatbuffer, lce_flatbuffer, log
+from edgebnn.convert.flatbuffer import (
+    embed_metadata,
+    flatbuffer_problems,
+    float_op_count,
+    histogram_of,
+    load_error,
+    read_ops,
+    sidecar_path,
+)
+from edgebnn.convert.matching import match_binary_convs, other_binary_layers
+from edgebnn.convert.proof import compare, keras_outputs, run_tflite, samples, sign_margins
+from edgebnn.errors import EdgebnnError
+
+DEFAULT_DATASET = "digits"
+
+
+def _default_output(path: Path, target: str) -> Path:
+    from edgebnn import runs
+
+    if runs.is_run_dir(path):
+        return path / f"model-{target}.tflite"
+    return path.with_name(f"{path.stem}-{target}.tflite")
+
+
+def _output_path(output, path: Path, info: dict, target: str) -> Path:
+    if output is None:
+        return _default_output(path, target)
+    out = Path(output)
+    if out.is_dir():
+        return out / f"{info.get('name') or path.stem}-{target}.tflite"
+    if not out.parent.is_dir():
+        raise EdgebnnError(f"output folder {out.parent} does not exist; create it or pass -o in an existing folder")
+    return out
+
+
+def _recipe_ref(info: dict):
+    from edgebnn import runs
+
+    if info.get("run_dir") and (Path(info["run_dir"]) / runs.RECIPE).is_file():
+        return str(Path(info["run_dir"]) / runs.RECIPE)
+    recipe = info.get("recipe")
+    return recipe if isinstance(recipe, str | dict) else None
+
+
+def sha256(data: bytes) -> str:
+    """Hex sha256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def _deployment(model, info: dict, path: Path, profile, dataset: str, need_data: bool) -> dict:
+    """The facts embedded in the flatbuffer: target, source, input shape, classes, normalisation."""
+    input_shape = [int(d) if d else None for d in model.input_shape[1:]]
+    num_classes = int(model.output_shape[-1])
+    class_names, mean, std, notes = info.get("class_names"), info.get("mean"), info.get("std"), []
+    if (class_names is None or mean is None) and need_data:
+        from edgebnn import data
+
+        summary = data.describe(dataset, input_size=input_shape[0])
+        mean, std = mean or summary["mean"], std or summary["std"]
+        notes.append(f"normalisation taken from data set {dataset} (the model file does not record one)")
+        if class_names is None and summary["num_classes"] == num_classes:
+            class_names = summary["classes"]
+            notes.append(f"class names taken from data set {dataset}")
+    return {
+        "edgebnn_version": edgebnn.__version__,
+        "target": profile.name, "lce_target": profile.lce_target, "runner": profile.runner,
+        "model": info.get("model"), "name": info.get("name") or path.stem,
+        "source": str(path), "run_dir": info.get("run_dir"),
+        "recipe": _recipe_ref(info),
+        "dataset": dataset, "input_shape": input_shape, "num_classes": num_classes,
+        "class_names": class_names, "mean": mean, "std": std, "notes": notes,
+    }
+
+
+def _conversion_facts(layers, ops: list[dict], model, seconds: float) -> dict:
+    """The ``conversion`` section: op histogram, which binary convs became ``LceBconv2d``, float ops left."""
+    histogram = histogram_of(ops)
+    matched, lost = match_binary_convs(layers, ops)
+    n_bconv, n_float = histogram.get("LceBconv2d", 0), float_op_count(histogram)
+    return {
+        "seconds": round(seconds, 3),
+        "ops": histogram,
+        "num_ops": len(ops),
+        "binary_convs": len(layers),
+        "lce_bconv2d": n_bconv,
+        "binary_converted": len(layers) - len(lost),
+        "binary_fraction": (len(layers) - len(lost)) / len(layers) if layers else 0.0,
+        "not_binary": lost,
+        "other_binary_layers": other_binary_layers(model, layers),
+        "float_ops": n_float,
+        "float_ops_per_binary_conv": n_float / n_bconv if n_bconv else None,
+        "problems": flatbuffer_problems(ops, matched),
+    }
+
+
+def _report(fb: bytes, float_fb: bytes, float_seconds: float, meta: dict, conversion: dict, model, profile,
+            out: Path) -> dict:
+    from edgebnn import machine
+    from edgebnn.archs import stats
+
+    return {
+        "edgebnn_version": edgebnn.__version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": machine.host_label(),
+        "source": {"path": meta["source"], "kind": "run" if meta["run_dir"] else "model",
+                   "name": meta["name"], "model": meta["model"], "run_dir": meta["run_dir"],
+                   "recipe": meta["recipe"]},
+        "target": {"name": profile.name, "lce_target": profile.lce_target, "runner": profile.runner,
+                   "profile": profile.path},
+        "output": str(out), "bytes": len(fb), "sha256": sha256(fb),
+        "deployment": {k: meta[k] for k in ("input_shape", "num_classes", "class_names", "mean", "std", "dataset",
+                                            "notes")},
+        "conversion": conversion,
+        "size": {
+            "keras": stats.model_stats(model),
+            "flatbuffer_bytes": len(fb),
+            "float_tflite_bytes": len(float_fb),
+            "compression": len(float_fb) / len(fb),
+            "float_seconds": round(float_seconds, 3),
+        },
+        "check": None,
+        "baselines": {},
+    }
+
+
+def _host_proof(fb: bytes, model, layers, x, y, dataset: str, broken: str | None, progress: bool) -> dict:
+    """The ``check`` section: LCE's interpreter on this host against Keras (or why the flatbuffer does not load)."""
+    from edgebnn import machine
+
+    if broken:
+        return {"dataset": dataset, "machine": machine.host_label(), "samples": 0,
+                "error": f"LCE's interpreter cannot load the flatbuffer: {broken}"}
+    keras_out = keras_outputs(model, x)
+    lce_out = run_tflite(fb, x, progress=progress, desc="LCE interpreter")
+    return {"dataset": dataset, "machine": machine.host_label(),
+            **compare(keras_out, lce_out, y, sign_margins(model, layers, x))}
+
+
+def convert(source, target: str = "arm64", output=None, check_samples: int = 100, baselines=(),
+            dataset: str | None = None, progress: bool = False) -> dict:
+    """Convert a run folder or a saved Keras model for ``target``; write the ``.tflite`` and ``<file>.json``.
+
+    Returns the conversion report (the same dict the JSON file holds). ``check_samples=0`` skips the proof;
+    ``baselines`` is any of ``("float", "int8")`` (or ``"float,int8"``); ``dataset`` overrides the run's data set
+    (a bare model file defaults to ``digits``).
+    """
+    from edgebnn import runs, targets
+    from edgebnn.archs import stats
+
+    profile = targets.load(target)  # unknown target fails before any slow work
+    wanted = parse_baselines(baselines)
+    if check_samples < 0:
+        raise EdgebnnError(f"--check-samples must be 0 or more, not {check_samples}")
+    if output is not None and not Path(output).is_dir() and not Path(output).parent.is_dir():
+        raise EdgebnnError(f"output folder {Path(output).parent} does not exist; create it or pass -o in an "
+                           f"existing folder")
+    log(progress, f"loading {source}")
+    path = Path(source)
+    model, info = runs.load_model(path)
+    out = _output_path(output, path, info, profile.name)
+    dataset = dataset or info.get("dataset") or DEFAULT_DATASET
+
+    layers = stats.binary_conv_layers(model)
+    log(progress, f"converting with LCE (target {profile.lce_target!r}; most of the time is the SavedModel export)")
+    fb, seconds = lce_flatbuffer(model, profile.lce_target)
+    ops = read_ops(fb)
+    log(progress, "converting the same model with TensorFlow's converter (float size)")
+    float_fb, float_seconds, _ = float_flatbuffer(model)
+    meta = _deployment(model, info, path, profile, dataset, bool(check_samples or wanted))
+    fb = embed_metadata(fb, meta)
+    report = _report(fb, float_fb, float_seconds, meta, _conversion_facts(layers, ops, model, seconds), model,
+                     profile, out)
+
+    x = y = None
+    if check_samples or wanted:
+        x, y = samples(dataset, max(check_samples, CALIBRATION_SAMPLES if "int8" in wanted else 0),
+                       meta["input_shape"])
+        labels_ok = meta["class_names"] is None or len(meta["class_names"]) == meta["num_classes"]
+        y = y if labels_ok and int(y.max(initial=0)) < meta["num_classes"] else None
+    broken = load_error(fb)
+    if broken or check_samples:
+        report["check"] = _host_proof(fb, model, layers, None if x is None else x[:check_samples],
+                                      None if y is None else y[:check_samples], dataset, broken, progress)
+
+    out.write_bytes(fb)
+    if wanted:
+        twin, how = real_twin(model, info)
+        for name in wanted:
+            report["baselines"][name] = baseline(name, twin, how, x, y, out, check_samples, progress)
+    sidecar_path(out).write_text(json.dumps(report, indent=2, default=str) + "\n")
+    report["report_file"] = str(sidecar_path(out))
+    if broken:
+        why = (report["conversion"]["problems"] or [report["check"]["error"]])[0]
+        raise EdgebnnError(f"{out} does not load in LCE's interpreter: {why}; the report is in {sidecar_path(out)}")
+    return report

@@ -1,0 +1,127 @@
+"""The proof: check samples through a flatbuffer and the Keras model, compared output by output.
+
+``max|y_tflite - y_keras|``, that over the output scale ``max|y_keras|``, top-1 agreement and both top-1
+accuracies; a sample beyond :data:`TOLERANCE` is explained when one of its binary convs saw an input within float
+rounding of the sign threshold (a sign tie, :func:`sign_margins`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgebnn.convert.conversion import log
+from edgebnn.errors import EdgebnnError
+
+TOLERANCE = 1e-3  # a flatbuffer output may differ from Keras' by this much of the output scale, max|y_keras|
+TIE = 1e-6  # a sign input closer than this (relative to its tensor's max) to 0 may round either way
+
+
+def samples(dataset: str, n: int, input_shape) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` validation images (normalised, NHWC float32) and labels of ``dataset`` at the model's input size."""
+    from edgebnn import data
+
+    size = int(input_shape[0]) if input_shape and input_shape[0] else None
+    x, y = data.sample(dataset, n, input_size=size)
+    channels = input_shape[-1] if input_shape else None
+    if channels and x.shape[-1] != channels:
+        raise EdgebnnError(f"data set {dataset} gives {x.shape[-1]}-channel images but the model takes {channels} "
+                           f"channels; pass --dataset with matching images")
+    if len(x) < n:
+        log(True, f"note: data set {dataset} has only {len(x)} validation images; checking on those")
+    return x, y
+
+
+def keras_outputs(model, x: np.ndarray) -> np.ndarray:
+    """The Keras model's outputs on ``x`` (inference mode), one row per sample."""
+    outs = [np.asarray(model(x[i:i + 32], training=False)) for i in range(0, len(x), 32)]
+    return np.concatenate(outs).reshape(len(x), -1)
+
+
+_keras_outputs = keras_outputs  # the name tests and benches used before the package split
+
+
+def run_tflite(flatbuffer: bytes, x: np.ndarray, *, lce: bool = True, progress: bool = False,
+               desc: str = "checking") -> np.ndarray:
+    """Outputs of a flatbuffer on ``x``, one sample at a time, one thread (LCE's interpreter or TFLite's)."""
+    from edgebnn.progress import progress_bar
+
+    if lce:
+        from larq_compute_engine.tflite.python.interpreter import Interpreter
+
+        interp = Interpreter(flatbuffer, num_threads=1)
+        run = lambda xi: interp.predict(xi)
+    else:
+        import tensorflow as tf
+
+        interp = tf.lite.Interpreter(model_content=flatbuffer, num_threads=1)
+        interp.allocate_tensors()
+        inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+
+        def run(xi):
+            interp.set_tensor(inp["index"], xi.astype(inp["dtype"]))
+            interp.invoke()
+            return interp.get_tensor(out["index"])
+
+    outs = [np.asarray(run(x[i:i + 1].astype(np.float32))).reshape(1, -1)
+            for i in progress_bar(range(len(x)), desc=desc, unit="img", enable=progress)]
+    return np.concatenate(outs)
+
+
+def sign_margins(model, layers, x: np.ndarray) -> np.ndarray | None:
+    """Per sample, the smallest ``|a| / max|a|`` over the inputs ``a`` of every binary conv (what its sign sees).
+
+    A margin under :data:`TIE` means a value sat within float32 rounding of the sign threshold: the converter's
+    float ops (fused BN, another conv algorithm) may round it to the other side, flipping one bit.
+    """
+    import tensorflow as tf
+
+    if not layers:
+        return None
+    try:
+        probe = tf.keras.Model(model.inputs, [layer.input for layer in layers])
+    except Exception:  # a layer outside the functional graph (nested model): no diagnosis
+        return None
+    margins = []
+    for i in range(0, len(x), 16):
+        acts = probe(x[i:i + 16], training=False)
+        acts = acts if isinstance(acts, list | tuple) else [acts]
+        per_layer = []
+        for a in acts:
+            a = np.abs(np.asarray(a)).reshape(len(x[i:i + 16]), -1)
+            per_layer.append(a.min(1) / np.maximum(a.max(1), 1e-30))
+        margins.append(np.min(np.stack(per_layer), 0))
+    return np.concatenate(margins)
+
+
+def compare(reference: np.ndarray, outputs: np.ndarray, labels: np.ndarray | None,
+            margins: np.ndarray | None = None) -> dict:
+    """max|out - ref|, that over the reference scale max|ref|, top-1 agreement and both top-1 accuracies.
+
+    With sign ``margins`` (see :func:`sign_margins`) it also says which samples beyond :data:`TOLERANCE` of the
+    scale are explained by a sign tie, and the largest relative difference among samples with no tie.
+    """
+    n = len(reference)
+    scale = float(np.max(np.abs(reference))) if n else 0.0
+    per_sample = np.abs(outputs - reference).reshape(n, -1).max(1) if n else np.zeros(0)
+    diff = float(per_sample.max()) if n else 0.0
+    rel = per_sample / scale if scale > 0 else np.where(per_sample == 0, 0.0, np.inf)
+    top_ref, top_out = reference.argmax(-1), outputs.argmax(-1)
+    beyond = np.flatnonzero(rel > TOLERANCE)
+    result = {"samples": n, "max_abs_diff": diff, "output_scale": scale,
+              "relative_diff": float(rel.max()) if n else 0.0, "tolerance": TOLERANCE,
+              "within_tolerance": int(n - len(beyond)),
+              "top1_agreement": float(np.mean(top_ref == top_out)) if n else None,
+              "keras_top1": None, "tflite_top1": None}
+    if margins is not None:
+        tied = margins < TIE
+        result.update({
+            "sign_ties": int(tied.sum()),
+            "relative_diff_untied": float(rel[~tied].max()) if (~tied).any() else 0.0,
+            "beyond_tolerance": [{"sample": int(i), "relative_diff": float(rel[i]), "sign_margin": float(margins[i]),
+                                  "sign_tie": bool(tied[i])} for i in beyond],
+            "unexplained": int((~tied[beyond]).sum()),
+        })
+    if labels is not None and len(labels):
+        result["keras_top1"] = float(np.mean(top_ref == labels))
+        result["tflite_top1"] = float(np.mean(top_out == labels))
+    return result
