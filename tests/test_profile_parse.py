@@ -1,5 +1,7 @@
 """The lce_benchmark_model output parser: both documented layouts, and no text makes it crash."""
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -7,6 +9,32 @@ from hypothesis import strategies as st
 import edgebnn  # noqa: F401
 from edgebnn.errors import EdgebnnError
 from edgebnn.profile.parse import op_totals, parse
+
+# Verbatim output of LCE 0.16's aarch64 lce_benchmark_model (under qemu): ../shared/lce/samples beside the project.
+SAMPLES = Path(__file__).resolve().parents[1] / ".." / "shared" / "lce" / "samples"
+SAMPLE_MODELS = ["BiRealNet", "QuickNet", "small_bnn_32x32"]
+
+
+def _sample(name: str, kind: str) -> str:
+    path = SAMPLES / f"{name}.{kind}.txt"
+    if not path.is_file():
+        pytest.skip(f"{path} is absent: the shared LCE runner samples are not beside this checkout")
+    return path.read_text()
+
+
+def assert_totals_match_summary(parsed: dict) -> None:
+    """op_totals of the Run Order rows equal the runner's own "Summary by node type" table, type by type, within
+    1% (or the table's 3-decimal printing, 0.005 ms), and the shares within 0.1 percentage point."""
+    summary = {r["node_type"]: r for r in parsed["op_summary"]}
+    totals = {t["node_type"]: t for t in op_totals(parsed["ops"])}
+    assert summary and totals.keys() == summary.keys()
+    for node_type, row in summary.items():
+        t = totals[node_type]
+        assert (t["nodes"], t["calls"]) == (row["count"], row["times_called"]), node_type
+        assert t["avg_ms"] == pytest.approx(row["avg_ms"], rel=0.01, abs=0.005), node_type
+        assert t["pct"] == pytest.approx(row["pct"], abs=0.1), node_type
+    whole = sum(t["avg_ms"] for t in totals.values())
+    assert whole == pytest.approx(sum(r["avg_ms"] for r in summary.values()), rel=0.01)
 
 HEAD = """STARTING!
 Graph: [model.tflite]
@@ -179,3 +207,41 @@ def test_op_table_without_section_header_is_the_regular_runs():
     body = NEW_OPS.split("\n", 1)[1]  # drop the "Operator-wise Profiling Info ..." line
     out = parse(HEAD + body)
     assert [op["index"] for op in out["ops"]] == [0, 1, 2, 3]
+
+
+# ------------------------------------------------------------------------------------------ real runner output
+@pytest.mark.parametrize("name", SAMPLE_MODELS)
+def test_op_totals_equal_the_runners_summary_on_real_output(name):
+    assert_totals_match_summary(parse(_sample(name, "op_profile")))
+
+
+@pytest.mark.parametrize("name", SAMPLE_MODELS)
+def test_op_totals_add_up_to_the_measured_inference(name):
+    out = parse(_sample(name, "op_profile"))
+    whole = sum(t["avg_ms"] for t in op_totals(out["ops"]))
+    assert whole == pytest.approx(out["runs"]["avg_us"] / 1000, rel=0.01)
+
+
+def test_a_delegate_row_standing_for_16_calls_counts_16_times():
+    out = parse(_sample("QuickNet", "op_profile"))
+    (add,) = [op for op in out["ops"] if op["node_type"] == "Add (ND, F32)"]
+    assert add["times_called"] == 16 and add["avg_ms"] == 3.5 and add["name"] == "Delegate/Add (ND, F32)"
+    totals = {t["node_type"]: t for t in op_totals(out["ops"])}
+    assert totals["Add (ND, F32)"]["avg_ms"] == pytest.approx(56.0)  # the summary prints 56.003
+    assert totals["Add (ND, F32)"]["pct"] == pytest.approx(9.807, abs=0.01)
+    # Counted once, the 16 adds would be 0.6% of the time instead of 9.8%.
+    assert totals["LceBconv2d"]["calls"] == 16 and totals["Convolution (NHWC, F32) GEMM"]["calls"] == 4
+
+
+def test_real_output_without_op_profiling():
+    out = parse(_sample("small_bnn_32x32", "run"))
+    assert out["runs"] == {"count": 39, "first_us": 25592, "curr_us": 26332, "min_us": 24667, "max_us": 28308,
+                           "avg_us": 25754.1, "std_us": 698}
+    assert out["warmup"]["count"] == 20 and out["model_size_mb"] == 0.050452 and out["init_ms"] == 41.543
+    assert out["memory_mb"] == {"init": 3.48828, "overall": 6.66406} and out["ops"] == []
+
+
+def test_real_output_init_tables_are_not_per_op_rows():
+    out = parse(_sample("small_bnn_32x32", "op_profile"))
+    assert len(out["ops"]) == 12 and not any(op["node_type"] == "AllocateTensors" for op in out["ops"])
+    assert out["runs"]["count"] == 41 and out["runs"]["avg_us"] == 24709.1

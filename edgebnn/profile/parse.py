@@ -176,14 +176,21 @@ def _assign_counts(result: dict, counts: list[dict], text: str) -> None:
 
 
 def op_totals(ops: list[dict]) -> list[dict]:
-    """Per-op rows summed by node type, slowest first: node_type, kind ('binary' for Lce* ops, else
-    'float'), nodes, avg_ms (sum of the per-node averages), pct (share of the summed time)."""
+    """Per-op rows summed by node type, slowest first: node_type, kind ('binary' for Lce* ops, else 'float'),
+    nodes (rows), calls, avg_ms and pct (share of the summed time).
+
+    A row's ``[avg ms]`` is per call and one row may stand for several calls (an XNNPACK delegate row with
+    ``[times called]`` 16 runs 16 ops of its type), so a type's time per inference is
+    ``sum(avg_ms x times_called)`` over its rows; that is what the runner's own "Summary by node type" prints.
+    """
     totals: dict[str, dict] = {}
     for op in ops:
         t = totals.setdefault(op["node_type"], {"node_type": op["node_type"], "kind": op_kind(op["node_type"]),
-                                                "nodes": 0, "avg_ms": 0.0})
+                                                "nodes": 0, "calls": 0, "avg_ms": 0.0})
+        calls = int(op.get("times_called") or 1)
         t["nodes"] += 1
-        t["avg_ms"] += float(op.get("avg_ms") or 0.0)
+        t["calls"] += calls
+        t["avg_ms"] += float(op.get("avg_ms") or 0.0) * calls
     whole = sum(t["avg_ms"] for t in totals.values())
     for t in totals.values():
         t["pct"] = 100.0 * t["avg_ms"] / whole if whole > 0 else 0.0

@@ -239,8 +239,12 @@ def ops(conn: sqlite3.Connection, result_id: int) -> list[dict]:
 
 
 def op_totals(conn: sqlite3.Connection, result_id: int) -> list[dict]:
-    """The per-op rows of one result summed by node type (LceBconv2d, LceQuantize, float ops), slowest first."""
-    q = ("SELECT node_type, kind, COUNT(*) AS nodes, SUM(avg_ms) AS avg_ms, SUM(instructions) AS instructions "
+    """The per-op rows of one result summed by node type (LceBconv2d, LceQuantize, float ops), slowest first.
+
+    A row's ``avg_ms`` is per call; a delegate row may stand for several calls (``times_called``), so a type's time
+    is ``sum(avg_ms x times_called)``, as in :func:`edgebnn.profile.parse.op_totals`."""
+    q = ("SELECT node_type, kind, COUNT(*) AS nodes, SUM(COALESCE(times_called, 1)) AS calls, "
+         "SUM(avg_ms * COALESCE(times_called, 1)) AS avg_ms, SUM(instructions) AS instructions "
          "FROM op_profile WHERE result_id = ? GROUP BY node_type, kind ORDER BY avg_ms DESC")
     rows = [dict(r) for r in conn.execute(q, (result_id,))]
     whole = sum(r["avg_ms"] or 0.0 for r in rows)
