@@ -76,9 +76,11 @@ def data_command(name, input_size, as_json):
 @click.option("--num-classes", type=int, default=None, help="Classes (default: the paper's).")
 @click.option("--width", type=float, default=1.0, show_default=True, help="Channel width multiplier.")
 @click.option("--twins", is_flag=True, help="Also list every binary variant's real-valued twin (NAME-real).")
+@click.option("--counts", is_flag=True, help="Build every model and count params, binary weights, OPs and size "
+              "(slow: tens of seconds at the papers' sizes).")
 @click.option("--json", "as_json", is_flag=True, help="Print the records as JSON.")
-def models_command(name, input_size, num_classes, width, twins, as_json):
-    """List the registered architectures with their counts, or show NAME layer by layer.
+def models_command(name, input_size, num_classes, width, twins, counts, as_json):
+    """List the registered architectures (instantly; --counts to count them), or show NAME layer by layer.
 
     OPs follow the papers: binary MACs / 64 + float MACs. Size packs binary weights to 1 bit.
     """
@@ -86,17 +88,39 @@ def models_command(name, input_size, num_classes, width, twins, as_json):
     from edgebnn.progress import progress_bar
 
     shape = (input_size, input_size, 3) if input_size else None
-    if name and not as_json:
+    if name:
         archs.get(name)  # an unknown name is one clear line
-        click.echo(archs.summary(name, shape, num_classes, width))
+        if as_json:
+            _print_json(archs.describe(name, shape, num_classes, width))
+        else:
+            click.echo(archs.summary(name, shape, num_classes, width))
         return
-    names = [name] if name else archs.names(twins=twins)
-    records = [archs.describe(n, shape, num_classes, width)
-               for n in progress_bar(names, desc="counting", enable=not as_json, unit="model")]
-    if as_json:
-        _print_json(records if not name else records[0])
+    names = archs.names(twins=twins)
+    if counts:
+        records = [archs.describe(n, shape, num_classes, width)
+                   for n in progress_bar(names, desc="counting", enable=not as_json, unit="model")]
     else:
-        click.echo(archs.format_table(records))
+        records = [archs.facts(n, shape, num_classes, width) for n in names]
+    if as_json:
+        _print_json(records)
+        return
+    click.echo(archs.format_table(records))
+    if not counts:
+        click.echo("\ncounts (params, binary weights, OPs, size): edgebnn models --counts, or edgebnn models NAME")
+
+
+# --------------------------------------------------------------------------------------------- recipe
+@main.command("recipe")
+@click.argument("name", required=False)
+def recipe_command(name):
+    """Print the recipe of registered model NAME (TOML), to copy and edit: edgebnn recipe bireal-18 > my.toml;
+    then edgebnn train my.toml. Without NAME, list the recipes."""
+    from edgebnn import recipe
+
+    if name is None:
+        click.echo("\n".join(recipe.names()))
+        return
+    click.echo(recipe.text(name), nl=False)
 
 
 # ---------------------------------------------------------------------------------------------- train

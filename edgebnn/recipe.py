@@ -110,6 +110,13 @@ def names() -> list[str]:
     return sorted(p.name[:-5] for p in _models_dir().iterdir() if p.name.endswith(".toml"))
 
 
+def text(name: str) -> str:
+    """The shipped recipe file of registered model ``name``, comments included (``edgebnn recipe NAME``)."""
+    if name not in names():
+        raise EdgebnnError(f"unknown recipe {name!r}; known: {', '.join(names())}")
+    return (_models_dir() / f"{name}.toml").read_text()
+
+
 def _type_name(types) -> str:
     types = types if isinstance(types, tuple) else (types,)
     return " or ".join({str: "a string", int: "an integer", float: "a number", bool: "true or false",

@@ -81,3 +81,45 @@ def test_models_summary_is_layer_by_layer_and_unknown_is_one_line():
     bad = runner.invoke(main, ["models", "bireal-19"])
     assert bad.exit_code == 2 and bad.stderr.strip().startswith("error: unknown model 'bireal-19'")
     assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_models_lists_the_registry_without_building_or_importing_tensorflow():
+    code = ("import sys; from click.testing import CliRunner; from edgebnn.cli import main\n"
+            "r = CliRunner().invoke(main, ['models'])\n"
+            "print(r.exit_code, 'tensorflow' in sys.modules)\nprint(r.output)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    status, table = out.split("\n", 1)
+    assert status == "0 False"
+    from edgebnn import archs
+
+    lines = {ln.split()[0]: ln.split() for ln in table.splitlines() if ln and ln.split()[0] in archs.names()}
+    assert set(lines) == set(archs.names())
+    assert lines["bireal-18"][1:5] == ["bireal", "224x224x3", "1000", "binary"]
+    assert lines["sdbnn-resnet20"][2:5] == ["32x32x3", "10", "binary"] and lines["resnet-18"][4] == "real"
+    assert "edgebnn models --counts" in table
+
+
+def test_models_json_without_counts_and_gamma_cases_agree():
+    from edgebnn import archs
+    from edgebnn.archs import xnorpp
+
+    assert archs.GAMMA_CASES == xnorpp.GAMMA_CASES
+    records = json.loads(CliRunner().invoke(main, ["models", "--json", "--twins"]).stdout)
+    by_name = {r["name"]: r for r in records}
+    assert len(records) == len(archs.names(twins=True)) and "params" not in records[0]
+    assert by_name["bireal-18-real"]["binary"] is False and by_name["reactnet-a"]["reported"]["ops"] == 0.87e8
+
+
+def test_recipe_prints_a_file_that_trains_as_the_registered_name(tmp_path):
+    from edgebnn import recipe
+
+    result = CliRunner().invoke(main, ["recipe", "bireal-18"])
+    assert result.exit_code == 0 and result.stdout.startswith("# bireal-18")
+    mine = tmp_path / "my.toml"
+    mine.write_text(result.stdout)
+    ours, theirs = recipe.load(str(mine), dataset="digits"), recipe.load("bireal-18", dataset="digits")
+    assert {k: v for k, v in ours.items() if k != "source"} == {k: v for k, v in theirs.items() if k != "source"}
+    listing = CliRunner().invoke(main, ["recipe"]).stdout.split()
+    assert listing == recipe.names() and "sdbnn-resnet20" in listing
+    bad = CliRunner().invoke(main, ["recipe", "bireal-19"])
+    assert bad.exit_code == 2 and bad.stderr.startswith("error: unknown recipe 'bireal-19'")

@@ -7,18 +7,41 @@
 ``NAME-real`` (or both flags False) the real-valued twin: the same network with real weights and Hardtanh in place
 of every sign (so that Bi-Real's twin is not a linear network). Layer names are the same in all three, so weights
 carry over by name (:func:`carry_over_weights`).
+
+The registry itself imports no TensorFlow: each paper's module (and Larq) is imported when a variant is first
+built, so listing the variants (``edgebnn models``) takes a fraction of a second.
 """
 
 from __future__ import annotations
 
-import functools
+import importlib
 from dataclasses import dataclass, field
 
-from edgebnn.archs import bireal, common, reactnet, resnet, sdbnn, stats, xnorpp
-from edgebnn.archs.common import Binarization, distributional_loss
 from edgebnn.errors import EdgebnnError
 
-__all__ = ["Variant", "names", "get", "build", "describe", "summary", "format_table", "custom_objects",
+_SUBMODULES = ("bireal", "common", "reactnet", "resnet", "sdbnn", "stats", "xnorpp")
+_FROM_COMMON = ("Binarization", "distributional_loss")
+
+
+def __getattr__(name):
+    # Paper modules and the shared pieces on first use (they import TensorFlow and Larq).
+    if name in _SUBMODULES:
+        return importlib.import_module(f"edgebnn.archs.{name}")
+    if name in _FROM_COMMON:
+        return getattr(importlib.import_module("edgebnn.archs.common"), name)
+    raise AttributeError(f"module 'edgebnn.archs' has no attribute {name!r}")
+
+
+def _builder(module: str, function: str, **fixed):
+    """``module.function`` with ``fixed`` arguments, the module imported on the first call."""
+
+    def build(*args, **kwargs):
+        return getattr(importlib.import_module(f"edgebnn.archs.{module}"), function)(*args, **fixed, **kwargs)
+
+    build.__qualname__ = f"{module}.{function}"
+    return build
+
+__all__ = ["Variant", "names", "get", "build", "facts", "describe", "summary", "format_table", "custom_objects",
            "carry_over_weights", "set_training_progress", "distributional_loss", "stats", "TWIN_SUFFIX"]
 
 TWIN_SUFFIX = "-real"
@@ -66,30 +89,31 @@ class Variant:
         return "resnet-34" if self.input_shape == IMAGENET[0] else "resnet-18"
 
 
+GAMMA_CASES = (1, 2, 3, 4)  # XNOR-Net++'s four Gamma cases: xnorpp.GAMMA_CASES (a test checks)
 SMALL_STEM = "small-image stem (3x3 s1, no max-pool) is ours: the paper gives no small-image layout"
 XNORPP_BLOCK = "block structure from the author's bnn library practice, not confirmed as the paper's"
 
 _VARIANTS = [
-    Variant("bireal-18", "bireal", functools.partial(bireal.bireal, depth=18), ours=SMALL_STEM,
+    Variant("bireal-18", "bireal", _builder("bireal", "bireal", depth=18), ours=SMALL_STEM,
             reported={"params": 11_699_112, "ops": 1.63e8, "size_mb": 4.03,
                       "source": "Bi-Real Net paper (OPs); Larq Zoo BiRealNet (params, size)"}),
-    Variant("bireal-34", "bireal", functools.partial(bireal.bireal, depth=34), ours=SMALL_STEM),
-    Variant("reactnet-a", "reactnet", reactnet.reactnet_a, ours="small-image stem stride 1 is ours",
+    Variant("bireal-34", "bireal", _builder("bireal", "bireal", depth=34), ours=SMALL_STEM),
+    Variant("reactnet-a", "reactnet", _builder("reactnet", "reactnet_a"), ours="small-image stem stride 1 is ours",
             reported={"ops": 0.87e8, "binary_params": 28.25e6, "source": "ReActNet paper, Table 1"}),
-    Variant("reactnet-18", "reactnet", functools.partial(reactnet.reactnet_resnet, depth=18), ours=SMALL_STEM,
+    Variant("reactnet-18", "reactnet", _builder("reactnet", "reactnet_resnet", depth=18), ours=SMALL_STEM,
             reported={"ops": 1.63e8, "source": "ReActNet paper"}),
     *[
-        Variant(f"xnorpp-18-case{c}", "xnorpp", functools.partial(xnorpp.xnorpp, depth=18, case=c),
+        Variant(f"xnorpp-18-case{c}", "xnorpp", _builder("xnorpp", "xnorpp", depth=18, case=c),
                 ours=f"{XNORPP_BLOCK}; {SMALL_STEM}")
-        for c in xnorpp.GAMMA_CASES
+        for c in GAMMA_CASES
     ],
-    Variant("sdbnn-resnet20", "sdbnn", sdbnn.sdbnn_resnet20, *CIFAR10),
-    Variant("sdbnn-resnet18", "sdbnn", sdbnn.sdbnn_resnet18, *CIFAR10),
-    Variant("sdbnn-vgg-small", "sdbnn", sdbnn.sdbnn_vgg_small, *CIFAR10),
-    Variant("sdbnn-18", "sdbnn", functools.partial(sdbnn.sdbnn_bireal, depth=18),
+    Variant("sdbnn-resnet20", "sdbnn", _builder("sdbnn", "sdbnn_resnet20"), *CIFAR10),
+    Variant("sdbnn-resnet18", "sdbnn", _builder("sdbnn", "sdbnn_resnet18"), *CIFAR10),
+    Variant("sdbnn-vgg-small", "sdbnn", _builder("sdbnn", "sdbnn_vgg_small"), *CIFAR10),
+    Variant("sdbnn-18", "sdbnn", _builder("sdbnn", "sdbnn_bireal", depth=18),
             ours="weights' backward (clipped STE) is ours; " + SMALL_STEM),
-    Variant("resnet-18", "resnet", functools.partial(resnet.resnet, depth=18), binary=False),
-    Variant("resnet-34", "resnet", functools.partial(resnet.resnet, depth=34), binary=False),
+    Variant("resnet-18", "resnet", _builder("resnet", "resnet", depth=18), binary=False),
+    Variant("resnet-34", "resnet", _builder("resnet", "resnet", depth=34), binary=False),
 ]
 _REGISTRY = {v.name: v for v in _VARIANTS}
 
@@ -122,36 +146,46 @@ def build(name: str, input_shape=None, num_classes: int | None = None, width: fl
     if width <= 0:
         raise EdgebnnError(f"width must be positive, not {width}")
     if v.family != "resnet":
+        from edgebnn.archs.common import Binarization
+
         kwargs["mode"] = Binarization(binary_weights and v.binary, binary_activations and v.binary)
     model = v.builder(input_shape, num_classes, width=width, **kwargs)
     model._name = name.replace("-", "_")
     return model
 
 
-def describe(name: str, input_shape=None, num_classes: int | None = None, width: float = 1.0) -> dict:
-    """One variant as a record: its registry facts and the counts of the built model (``stats.model_stats``)."""
+def facts(name: str, input_shape=None, num_classes: int | None = None, width: float = 1.0) -> dict:
+    """One variant's registry facts, without building it (no TensorFlow): what ``edgebnn models`` lists."""
     v = get(name)
-    model = build(name, input_shape, num_classes, width)
     return {
         "name": v.name,
         "family": v.family,
         "paper": v.paper,
         "source": v.source,
-        "input_shape": list(model.input_shape[1:]),
-        "num_classes": int(model.output_shape[-1]),
+        "input_shape": list(input_shape or v.input_shape),
+        "num_classes": int(num_classes or v.num_classes),
         "width": width,
         "binary": v.binary,
-        "binary_convs": len(stats.binary_conv_layers(model)),
-        **stats.model_stats(model),
         "twin": v.twin,
         "ours": v.ours,
         "reported": dict(v.reported),
     }
 
 
+def describe(name: str, input_shape=None, num_classes: int | None = None, width: float = 1.0) -> dict:
+    """One variant as a record: its registry facts and the counts of the built model (``stats.model_stats``)."""
+    from edgebnn.archs import stats
+
+    model = build(name, input_shape, num_classes, width)
+    return {**facts(name, model.input_shape[1:], model.output_shape[-1], width),
+            "binary_convs": len(stats.binary_conv_layers(model)), **stats.model_stats(model)}
+
+
 def summary(name: str, input_shape=None, num_classes: int | None = None, width: float = 1.0) -> str:
     """Larq's layer-by-layer summary of one variant, followed by the papers' OPs."""
     import larq as lq
+
+    from edgebnn.archs import stats
 
     model = build(name, input_shape, num_classes, width)
     lines: list[str] = []
@@ -164,19 +198,25 @@ def summary(name: str, input_shape=None, num_classes: int | None = None, width: 
 
 
 def format_table(records: list[dict]) -> str:
-    """The ``edgebnn models`` table."""
-    header = f"{'name':<22}{'family':<10}{'input':<13}{'params':>12}{'binary':>12}{'OPs':>11}{'MiB':>8}  paper"
-    lines = [header, "-" * len(header)]
+    """The ``edgebnn models`` table: the counts' columns when the records have them (:func:`describe`), else
+    the registry's facts (:func:`facts`)."""
+    counted = bool(records) and "params" in records[0]
+    header = f"{'name':<22}{'family':<10}{'input':<13}" + (
+        f"{'params':>12}{'binary':>12}{'OPs':>11}{'MiB':>8}" if counted else f"{'classes':>8}  {'kind':<8}")
+    lines = [header + "  paper", "-" * (len(header) + 7)]
     for r in records:
         shape = "x".join(str(d) for d in r["input_shape"])
-        lines.append(f"{r['name']:<22}{r['family']:<10}{shape:<13}{r['params']:>12,}{r['binary_params']:>12,}"
-                     f"{r['ops']:>11.3e}{r['size_mb']:>8.2f}  {r['paper']}")
+        cells = (f"{r['params']:>12,}{r['binary_params']:>12,}{r['ops']:>11.3e}{r['size_mb']:>8.2f}" if counted
+                 else f"{r['num_classes']:>8}  {'binary' if r['binary'] else 'real':<8}")
+        lines.append(f"{r['name']:<22}{r['family']:<10}{shape:<13}{cells}  {r['paper']}")
     return "\n".join(lines)
 
 
 def custom_objects() -> dict:
     """Every custom layer and quantizer edgebnn's models use, for ``tf.keras.models.load_model``."""
     import larq as lq
+
+    from edgebnn.archs import common, reactnet, sdbnn, xnorpp
 
     classes = [common.MagnitudeAwareWeights, common.HardTanh, reactnet.RSign, reactnet.RPReLU, xnorpp.LearnedScale,
                sdbnn.EDESign, sdbnn.WeightSelfDistribution, sdbnn.SelfDistributedConv2D,
@@ -190,6 +230,8 @@ def custom_objects() -> dict:
 def carry_over_weights(source, target) -> list[str]:
     """Copy every weight of ``source`` into the same-named layer and weight of ``target`` (same shape); return
     the names copied. Used for the two-step handover: step 2 starts from step 1's kernels, BN and the rest."""
+    from edgebnn.archs import stats
+
     copied = []
     for layer in stats.iter_layers(target):
         try:
@@ -208,4 +250,6 @@ def carry_over_weights(source, target) -> list[str]:
 
 def set_training_progress(model, fraction: float) -> None:
     """Tell the model how much of training is done (0..1): anneals SD-BNN's EDE backward; others ignore it."""
+    from edgebnn.archs import sdbnn
+
     sdbnn.set_ede_progress(fraction)
