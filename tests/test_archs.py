@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 from model_helpers import randomise_parameters
 
-from edgebnn import archs
+from edgebnn import archs, recipe
 from edgebnn.archs import common, reactnet, sdbnn, stats, xnorpp
 from edgebnn.errors import EdgebnnError
 
@@ -277,6 +277,9 @@ def test_every_variant_builds_small_and_its_twin_has_the_same_layers(name):
     model = archs.build(name, **SMALL)
     x = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype(np.float32)
     assert model(x, training=False).shape == (2, 10)
+    for layer in stats.iter_layers(model):  # the handover matches weights by their name within the layer
+        keys = [archs.weight_key(layer, w) for w in layer.weights]
+        assert len(set(keys)) == len(keys), (layer.name, keys)
     if archs.get(name).binary:
         twin = archs.build(archs.get(name).twin, **SMALL)
         assert stats.binary_conv_layers(twin) == []
@@ -286,15 +289,62 @@ def test_every_variant_builds_small_and_its_twin_has_the_same_layers(name):
         assert all(isinstance(twin.get_layer(n).input_quantizer, common.HardTanh) for n in binary_names)
 
 
-def test_two_step_handover_carries_the_kernels():
-    step1 = archs.build("reactnet-18", **SMALL, binary_weights=False)
-    step2 = archs.build("reactnet-18", **SMALL)
-    conv = stats.binary_conv_layers(step2)[3].name
-    assert step1.get_layer(conv).kernel_quantizer is None and step1.get_layer(conv).input_quantizer is not None
+TWO_STEP = [n for n in recipe.names() if len(recipe.load(n)["steps"]) > 1]
+
+
+def test_two_step_families_are_the_expected_ones():
+    assert {"reactnet-18", "reactnet-a", "sdbnn-18", "xnorpp-18-case1", "xnorpp-18-case4"} <= set(TWO_STEP)
+
+
+@pytest.mark.parametrize("name", TWO_STEP)
+def test_two_step_handover_carries_every_weight(name):
+    """Step 2 starts from every weight of step 1 (the step binarizations of the recipe itself): the only weights
+    step 2 has and step 1 has not are WSD's alphas, every value arrives unchanged, and handing step 2's weights
+    back to a fresh step-1 model reproduces step 1's outputs exactly (a lost ASD kernel would not)."""
+    steps = recipe.load(name)["steps"]
+
+    def build(step):
+        return archs.build(name, **SMALL, binary_weights=step["binary_weights"],
+                           binary_activations=step["binary_activations"])
+
+    tf.keras.utils.set_random_seed(11)
+    step1 = randomise_parameters(build(steps[0]), seed=4)
+    step2 = build(steps[1])
     copied = archs.carry_over_weights(step1, step2)
-    assert len(copied) == len(step2.weights)
-    np.testing.assert_array_equal(step2.get_layer(conv).kernel.latent_variable.numpy(),
-                                  step1.get_layer(conv).kernel.numpy())
+    only_in_step2 = [w.name for w in step2.weights if w.name.split(":")[0].endswith("/wsd_alpha")]
+    assert len(only_in_step2) == (16 if name.startswith("sdbnn") else 0)
+    assert len(copied) == len(step2.weights) - len(only_in_step2) == len(step1.weights)
+    for layer in stats.iter_layers(step1):
+        for w in layer.weights:
+            key = archs.weight_key(layer, w)
+            (target,) = [v for v in step2.get_layer(layer.name).weights
+                         if archs.weight_key(step2.get_layer(layer.name), v) == key]
+            target = getattr(target, "latent_variable", target)
+            np.testing.assert_array_equal(target.numpy(), w.numpy(), err_msg=f"{layer.name}/{key}")
+    back = build(steps[0])
+    assert len(archs.carry_over_weights(step2, back)) == len(step1.weights)
+    x = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype(np.float32)
+    np.testing.assert_array_equal(back(x, training=False).numpy(), step1(x, training=False).numpy())
+
+
+def test_handover_shape_mismatch_is_an_error():
+    small = archs.build("sdbnn-18", **SMALL, binary_weights=False)
+    wider = archs.build("sdbnn-18", **{**SMALL, "width": 0.5})
+    with pytest.raises(EdgebnnError, match="cannot carry weight stem_conv/kernel over: shape"):
+        archs.carry_over_weights(small, wider)
+
+
+def test_asd_kernels_have_distinct_names_and_old_names_still_load(tmp_path):
+    model = archs.build("sdbnn-resnet20", **SMALL)
+    asd = model.get_layer("stage1_conv1_asd")
+    assert [archs.weight_key(asd, w) for w in asd.weights] == ["squeeze/kernel", "excite/kernel"]
+    path = tmp_path / "m.keras"
+    model.save(path)
+    again = tf.keras.models.load_model(path, custom_objects=archs.custom_objects())
+    layer = again.get_layer("stage1_conv1_asd")
+    assert [archs.weight_key(layer, w) for w in layer.weights] == ["squeeze/kernel", "excite/kernel"]
+    twin = archs.build("sdbnn-resnet20-real", **SMALL)
+    assert len(archs.carry_over_weights(again, twin)) == len(twin.weights)
 
 
 def test_save_and_reload_every_family(tmp_path):

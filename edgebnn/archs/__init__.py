@@ -42,7 +42,7 @@ def _builder(module: str, function: str, **fixed):
     return build
 
 __all__ = ["Variant", "names", "get", "build", "facts", "describe", "summary", "format_table", "custom_objects",
-           "carry_over_weights", "set_training_progress", "distributional_loss", "stats", "TWIN_SUFFIX"]
+           "carry_over_weights", "weight_key", "set_training_progress", "distributional_loss", "stats", "TWIN_SUFFIX"]
 
 TWIN_SUFFIX = "-real"
 IMAGENET = ((224, 224, 3), 1000)
@@ -227,9 +227,31 @@ def custom_objects() -> dict:
     return objects
 
 
+def weight_key(layer, weight) -> str:
+    """A weight's name within its layer: ``stage1_conv1_asd/squeeze/kernel:0`` -> ``squeeze/kernel``. (A model
+    loaded from a file may name a custom layer's weights without the layer prefix: ``squeeze/kernel:0``.)"""
+    name = weight.name.split(":")[0]
+    prefix = f"{layer.name}/"
+    at = name.find(prefix)
+    return name[at + len(prefix):] if at >= 0 else name
+
+
+def _weights_by_key(layer) -> dict:
+    out = {}
+    for w in layer.weights:
+        key = weight_key(layer, w)
+        if key in out:
+            raise EdgebnnError(f"layer {layer.name} has two weights named {key!r}; weights must be unique by "
+                               f"name within a layer for the handover to copy them")
+        out[key] = w
+    return out
+
+
 def carry_over_weights(source, target) -> list[str]:
-    """Copy every weight of ``source`` into the same-named layer and weight of ``target`` (same shape); return
-    the names copied. Used for the two-step handover: step 2 starts from step 1's kernels, BN and the rest."""
+    """Copy every weight of ``source`` into the same-named layer and weight of ``target``; return the names
+    copied. Used for the two-step handover: step 2 starts from step 1's kernels, BN and the rest. Weights are
+    matched by their name within the layer (unique, checked); a same-named weight of another shape is an
+    :class:`EdgebnnError` (the two models are not the same architecture), never skipped."""
     from edgebnn.archs import stats
 
     copied = []
@@ -238,13 +260,18 @@ def carry_over_weights(source, target) -> list[str]:
             src = source.get_layer(layer.name)
         except ValueError:
             continue
-        src_weights = {w.name.split("/")[-1]: w for w in src.weights}
-        for w in layer.weights:
-            key = w.name.split("/")[-1]
-            if key in src_weights and tuple(src_weights[key].shape) == tuple(w.shape):
-                w.assign(src_weights[key].numpy() if not hasattr(src_weights[key], "latent_variable")
-                         else src_weights[key].latent_variable.numpy())
-                copied.append(w.name)
+        src_weights = _weights_by_key(src)
+        for key, w in _weights_by_key(layer).items():
+            if key not in src_weights:
+                continue
+            value = src_weights[key]
+            value = value.latent_variable if hasattr(value, "latent_variable") else value
+            if tuple(value.shape) != tuple(w.shape):
+                raise EdgebnnError(f"cannot carry weight {layer.name}/{key} over: shape {tuple(value.shape)} in "
+                                   f"the source model, {tuple(w.shape)} in the target (a different input size, "
+                                   f"width or number of classes?)")
+            w.assign(value.numpy())
+            copied.append(w.name)
     return copied
 
 

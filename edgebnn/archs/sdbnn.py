@@ -133,8 +133,12 @@ class ActivationSelfDistribution(tf.keras.layers.Layer):
         hidden = max(1, c // self.ratio)
         self.squeeze = tf.keras.layers.Dense(hidden, use_bias=False, name="squeeze")
         self.excite = tf.keras.layers.Dense(c, use_bias=False, name="excite")
-        self.squeeze.build((None, c))
-        self.excite.build((None, hidden))
+        # Each Dense under its own name scope, so the two kernels are ``NAME/squeeze/kernel`` and
+        # ``NAME/excite/kernel`` (built bare, both were ``NAME/kernel``, and the step-2 handover lost one).
+        # Saved models key weights by attribute path (squeeze, excite), so models saved before still load.
+        for dense, fan_in in ((self.squeeze, c), (self.excite, hidden)):
+            with tf.name_scope(dense.name):
+                dense.build((None, fan_in))
         super().build(input_shape)
 
     def shift(self, inputs):
