@@ -8,7 +8,9 @@
   256, 512 x6, 1024, 1024 channels, stride 2 wherever the channel count changes except 32 -> 64. A block:
   part a: RSign -> bconv3x3 (C -> C, stride s) -> BN -> + (x or AvgPool 2x2 of x) -> RPReLU;
   part b: RSign -> bconv1x1 (C -> C) -> BN -> + input, or two such convs concatenated to 2C when the block doubles
-  the channels -> RPReLU. Head: GAP -> FC 1024 -> classes. On small images the stem has stride 1 (ours).
+  the channels -> RPReLU. Head: GAP -> FC 1024 -> classes. On small images the stem has stride 1 (ours). The
+  shortcut's AvgPool pads ("same") so that odd feature maps keep the conv's ceil(h / 2) (ours: the official
+  ``AvgPool2d(2, 2)`` floors, and fails on odd sizes).
 - ReActNet-18: the Bi-Real-18 layout with RSign before every sign and RPReLU after every residual add.
 Weights: magnitude-aware, mean(|W_o|) * sign(W) (step 2); step 1 keeps them real.
 """
@@ -56,8 +58,11 @@ class RPReLU(tf.keras.layers.Layer):
         super().build(input_shape)
 
     def call(self, inputs):
+        # Written as Keras' PReLU writes it, relu(z) - beta relu(-z), so TFLite's converter emits one PRELU op
+        # between the two shifts (a select form became GREATER + MUL + SELECT); zero shifts convert to nothing.
         z = inputs - self.gamma
-        return tf.where(z > 0, z, self.beta * z) + self.zeta
+        slope = tf.reshape(self.beta, [1] * (inputs.shape.rank - 2) + [-1])
+        return tf.nn.relu(z) + (-slope) * tf.nn.relu(-z) + self.zeta
 
 
 REACTNET_A_CHANNELS = (64, 128, 128, 256, 256, 512, 512, 512, 512, 512, 512, 1024, 1024)
@@ -68,7 +73,10 @@ def reactnet_a_block(x, out_channels: int, strides: int, *, name: str, mode: Bin
     y = RSign(name=f"{name}_a_rsign")(x)
     y = binary_conv(c, 3, strides=strides, name=f"{name}_a_conv", mode=mode)(y)
     y = batch_norm(f"{name}_a_bn")(y)
-    shortcut = x if strides == 1 else tf.keras.layers.AvgPool2D(2, strides=2, name=f"{name}_a_pool")(x)
+    # padding "same": on an odd feature map the stride-2 conv ("same") gives ceil(h / 2) rows, a "valid" pool
+    # floor(h / 2); the last window then averages its valid pixels only. Even sizes: the paper's AvgPool 2x2.
+    shortcut = x if strides == 1 else tf.keras.layers.AvgPool2D(2, strides=2, padding="same",
+                                                                 name=f"{name}_a_pool")(x)
     a = RPReLU(name=f"{name}_a_rprelu")(tf.keras.layers.Add(name=f"{name}_a_add")([y, shortcut]))
 
     y = RSign(name=f"{name}_b_rsign")(a)
