@@ -1,0 +1,16 @@
+"""ARM64 latency without a board: LCE's own aarch64 kernels run under QEMU user-mode emulation, their
+instructions counted by a TCG plugin, and turned into an estimate per named board with a calibration made on
+published figures, its leave-one-out error beside every estimate.
+
+- ``qemu``: running the runner emulated (``run_emulated``), building and loading the counting plugin;
+- ``elf``: the runner's own symbol table;
+- ``counting``: instructions per inference, per vCPU, per kernel class and per op;
+- ``boards``: the boards and their published latencies (``boards.toml``);
+- ``fit``: the board model and its leave-one-out error;
+- ``calibration``: the shipped calibration (``calibration.json``) and ``edgebnn calibrate``;
+- ``estimate``: estimated result rows for the results database.
+"""
+
+from edgebnn.estimate.qemu import run_emulated
+
+__all__ = ["run_emulated"]
