@@ -142,11 +142,15 @@ class ActivationSelfDistribution(tf.keras.layers.Layer):
         super().build(input_shape)
 
     def shift(self, inputs):
-        s = tf.reduce_mean(inputs, axis=[1, 2])
-        return tf.sigmoid(self.excite(tf.nn.relu(self.squeeze(s))))
+        """sigmoid(W2 ReLU(W1 GAP(a))) as an (N, 1, 1, C) tensor. The pooled map keeps its 1 x 1 dimensions and
+        the two Dense kernels are applied as matrix products on it, so the converted graph is MEAN, two
+        FULLY_CONNECTED, LOGISTIC and the ADD (pooling to (N, C) and broadcasting back added RESHAPE and
+        STRIDED_SLICE). Same weights, same function."""
+        s = tf.reduce_mean(inputs, axis=[1, 2], keepdims=True)
+        return tf.sigmoid(tf.matmul(tf.nn.relu(tf.matmul(s, self.squeeze.kernel)), self.excite.kernel))
 
     def call(self, inputs):
-        return inputs + self.shift(inputs)[:, None, None, :]
+        return inputs + self.shift(inputs)
 
     def float_macs(self) -> int:
         """Multiply-accumulates of the SE branch per image (C * C/r twice)."""
