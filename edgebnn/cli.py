@@ -29,9 +29,21 @@ class _Group(click.Group):
             ctx.exit(130)
 
 
+def _verbose(ctx, param, value):
+    from edgebnn import quiet
+
+    if value:
+        quiet.let_through()
+
+
+verbose_option = click.option("--verbose", is_flag=True, expose_value=False, callback=_verbose,
+                              help="Show TensorFlow's and absl's own log lines and Python warnings.")
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(edgebnn.__version__, prog_name="edgebnn")
-def main():
+@click.option("--verbose", is_flag=True, help="Show TensorFlow's and absl's own log lines and Python warnings.")
+def main(verbose):
     """edgebnn: binary neural networks from paper to ARM board.
 
     \b
@@ -44,6 +56,12 @@ def main():
       edgebnn profile FILE --device local    latency on the host or a board (ssh://user@host)
       edgebnn report                         table, plots and index.html from the results
     """
+    from edgebnn import quiet
+
+    if verbose:
+        quiet.let_through()
+    else:
+        quiet.keep_off_terminal()
 
 
 def _print_json(obj) -> None:
@@ -234,12 +252,22 @@ def profile_command(models, devices, runner, target, threads, runs, warmup, op_p
     if as_json:
         _print_json(results)
         return
-    click.echo(f"{'model':<20} {'device':<28} {'thr':>3} {'mean':>9} {'median':>9} {'min':>9} {'p90':>9} "
+    estimated = [r for r in results if r.get("kind") == "estimate"]
+    results = [r for r in results if r.get("kind") != "estimate"]
+    if estimated:
+        from edgebnn.estimate.estimate import format_rows
+
+        click.echo(format_rows(estimated))
+    if not results:
+        click.echo(f"results in {db}")
+        return
+    w = max([20] + [len(r["model_name"]) for r in results])
+    click.echo(f"{'model':<{w}} {'device':<28} {'thr':>3} {'mean':>9} {'median':>9} {'min':>9} {'p90':>9} "
                f"{'std':>8}  (ms)")
     fmt = lambda v: f"{v:9.3f}" if v is not None else f"{'-':>9}"
     for r in results:
         skipped = "  (stored; --force to re-measure)" if r["status"] == "skipped" else ""
-        click.echo(f"{r['model_name'][:20]:<20} {r['device'][:28]:<28} {r['threads']:>3} {fmt(r['mean_ms'])} "
+        click.echo(f"{r['model_name']:<{w}} {r['device'][:28]:<28} {r['threads']:>3} {fmt(r['mean_ms'])} "
                    f"{fmt(r['median_ms'])} {fmt(r['min_ms'])} {fmt(r['p90_ms'])} {fmt(r['std_ms'])[1:]}{skipped}")
     for machine in dict.fromkeys((r["device"], r["machine"], r["kernels"]) for r in results):
         click.echo(f"{machine[0]}: {machine[1]}; {machine[2]}")

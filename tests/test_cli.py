@@ -1,11 +1,13 @@
 """The command-line group and the package import contract."""
 
+import hashlib
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 import edgebnn
@@ -123,3 +125,49 @@ def test_recipe_prints_a_file_that_trains_as_the_registered_name(tmp_path):
     assert listing == recipe.names() and "sdbnn-resnet20" in listing
     bad = CliRunner().invoke(main, ["recipe", "bireal-19"])
     assert bad.exit_code == 2 and bad.stderr.startswith("error: unknown recipe 'bireal-19'")
+
+
+@pytest.mark.slow
+def test_profiled_rows_are_named_by_the_run_and_model_in_the_metadata(tmp_path):
+    from profile_fixtures import tiny_tflite
+
+    from edgebnn.convert import embed_metadata
+
+    plain = tiny_tflite().read_bytes()
+    files = {}
+    for run, model in (("bireal-18-20261123-101500", "bireal-18"), ("mine", "reactnet-18")):
+        folder = tmp_path / run
+        folder.mkdir()
+        files[run] = folder / "model-arm64.tflite"
+        files[run].write_bytes(embed_metadata(plain, {"model": model, "name": run, "target": "arm64"}))
+    # A baseline has no metadata: its name comes from the conversion report beside the binary flatbuffer.
+    baseline = tmp_path / "mine" / "model-arm64.float.tflite"
+    baseline.write_bytes(plain)
+    sidecar = {"sha256": "0" * 64, "source": {"name": "mine", "model": "reactnet-18"},
+               "baselines": {"float": {"sha256": hashlib.sha256(plain).hexdigest()}}}
+    (tmp_path / "mine" / "model-arm64.tflite.json").write_text(json.dumps(sidecar))
+    bare = tmp_path / "bare.tflite"
+    bare.write_bytes(embed_metadata(plain, {"not": "edgebnn's"}, name="other"))
+    args = ["profile", *map(str, [*files.values(), baseline, bare]), "--runs", "2", "--warmup", "1",
+            "--db", str(tmp_path / "r.db")]
+    result = CliRunner().invoke(main, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    assert [r["model_name"] for r in json.loads(result.stdout)] == [
+        "bireal-18-20261123-101500", "reactnet-18 (mine)", "reactnet-18 (mine) float baseline (real-valued twin)",
+        "bare"]
+    table = CliRunner().invoke(main, args).stdout
+    line = next(ln for ln in table.splitlines() if ln.startswith("reactnet-18 (mine) float baseline"))
+    assert line.split()[6:8] == ["local", "1"] and "(stored; --force to re-measure)" in line
+
+
+def test_reading_the_metadata_does_not_import_tensorflow(tmp_path):
+    from profile_fixtures import tiny_tflite
+
+    from edgebnn.convert import embed_metadata
+
+    path = tmp_path / "m.tflite"
+    path.write_bytes(embed_metadata(tiny_tflite().read_bytes(), {"model": "bireal-18", "name": "run", "n": [1, 2]}))
+    code = ("import sys; from edgebnn.convert import read_metadata\n"
+            f"print(read_metadata({str(path)!r}), read_metadata({str(path)!r}, 'other'), 'tensorflow' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "{'model': 'bireal-18', 'n': [1, 2], 'name': 'run'} None False"

@@ -140,15 +140,55 @@ def embed_metadata(flatbuffer: bytes, meta: dict, name: str = METADATA_NAME) -> 
     return bytes(builder.Output())
 
 
+def _field(table, index: int) -> int:
+    """The offset of field ``index`` of a flatbuffers table (0 when absent), as the generated readers compute it."""
+    return table.Offset(4 + 2 * index)
+
+
+def _tables(table, index: int) -> list:
+    """The tables of vector field ``index``."""
+    from flatbuffers.table import Table
+
+    o = _field(table, index)
+    if not o:
+        return []
+    start = table.Vector(o)
+    return [Table(table.Bytes, table.Indirect(start + 4 * i)) for i in range(table.VectorLen(o))]
+
+
 def read_metadata(flatbuffer: bytes | str | os.PathLike, name: str = METADATA_NAME) -> dict | None:
-    """The JSON metadata entry ``name`` of a flatbuffer (bytes or path), or None when it has none."""
+    """The JSON metadata entry ``name`` of a flatbuffer (bytes or path), or None when it has none.
+
+    Read with the ``flatbuffers`` package alone, following TFLite's schema (Model.metadata = field 6, Model.buffers
+    = field 4; Metadata.name = 0, .buffer = 1; Buffer.data = 0, .offset = 1, .size = 2), so that naming a file
+    does not import TensorFlow."""
+    import flatbuffers
+    from flatbuffers.table import Table
+
     if not isinstance(flatbuffer, bytes | bytearray):
         flatbuffer = Path(flatbuffer).read_bytes()
-    model = _model_object(flatbuffer)
-    for entry in model.metadata or []:
-        if _text(entry.name) == name:
-            data = model.buffers[entry.buffer].data
-            return json.loads(bytes(bytearray(data if data is not None else [])).decode())
+    buf = bytearray(flatbuffer)
+    if len(buf) < 8 or buf[4:8] != b"TFL3":
+        raise ValueError("not a TFLite flatbuffer (no TFL3 identifier)")
+    model = Table(buf, flatbuffers.encode.Get(flatbuffers.packer.uoffset, buf, 0))
+    for entry in _tables(model, 6):
+        o = _field(entry, 0)
+        if not o or entry.String(o + entry.Pos).decode("utf-8", "replace") != name:
+            continue
+        o = _field(entry, 1)
+        index = entry.Get(flatbuffers.number_types.Uint32Flags, o + entry.Pos) if o else 0
+        buffer = _tables(model, 4)[index]
+        o, offset = _field(buffer, 0), _field(buffer, 1)
+        if o:
+            start = buffer.Vector(o)
+            data = buf[start:start + buffer.VectorLen(o)]
+        elif offset:  # a buffer stored after the flatbuffer (models over 2 GB)
+            at = buffer.Get(flatbuffers.number_types.Uint64Flags, offset + buffer.Pos)
+            size = buffer.Get(flatbuffers.number_types.Uint64Flags, _field(buffer, 2) + buffer.Pos)
+            data = buf[at:at + size]
+        else:
+            data = b""
+        return json.loads(bytes(data).decode())
     return None
 
 

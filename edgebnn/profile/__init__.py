@@ -9,6 +9,7 @@ figures came from and which LCE kernels ran, warnings, and the per-op totals whe
 from __future__ import annotations
 
 import hashlib
+import json
 import sys
 import threading
 import time
@@ -32,8 +33,42 @@ def _model_info(path: str | Path) -> dict:
     if len(data) < 8 or data[4:8] != b"TFL3":
         raise EdgebnnError(f"model file {p} is not a TFLite flatbuffer (no TFL3 identifier): it is corrupt or not "
                            "a converted model; re-run `edgebnn convert`")
-    return {"path": p, "model_path": str(p.resolve()), "model_name": p.stem,
-            "model_sha256": hashlib.sha256(data).hexdigest(), "model_size_mb": len(data) / 1e6}
+    sha = hashlib.sha256(data).hexdigest()
+    return {"path": p, "model_path": str(p.resolve()), "model_name": model_name(p, data, sha),
+            "model_sha256": sha, "model_size_mb": len(data) / 1e6}
+
+
+def _named(meta: dict | None) -> str | None:
+    """``run`` or ``model (run)`` from a flatbuffer's ``edgebnn`` metadata (or its conversion report's source)."""
+    if not meta or not meta.get("name"):
+        return None
+    name, model = str(meta["name"]), meta.get("model")
+    return name if not model or model in name else f"{model} ({name})"
+
+
+def model_name(path: Path, data: bytes, sha: str) -> str:
+    """What a profiled flatbuffer is called: its run (and model) from the ``edgebnn`` metadata ``edgebnn convert``
+    embeds; for a baseline (float/int8 of the twin, no metadata) its run's, from the conversion report beside the
+    binary flatbuffer; else the file stem."""
+    from edgebnn.convert.flatbuffer import read_metadata
+
+    try:
+        named = _named(read_metadata(data))
+    except (ValueError, IndexError, UnicodeDecodeError):  # metadata that is not edgebnn's JSON
+        named = None
+    if named:
+        return named
+    stem, _, kind = path.stem.rpartition(".")
+    parent = path.with_name(f"{stem}.tflite.json")
+    if stem and parent.is_file():
+        try:
+            report = json.loads(parent.read_text())
+        except (OSError, ValueError):
+            report = {}
+        if ((report.get("baselines") or {}).get(kind) or {}).get("sha256") == sha:
+            run = _named(report.get("source")) or stem
+            return f"{run} {kind} baseline (real-valued twin)"
+    return path.stem
 
 
 def _stats_from_parsed(parsed: dict) -> dict:
