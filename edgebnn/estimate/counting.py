@@ -7,8 +7,8 @@ Per op: the plugin logs the running count at every entry into three functions of
 symbol table: the interpreter's ``Invoke`` (an inference starts), ``Subgraph::OpInvoke`` (a node starts) and
 XNNPACK's ``xnn_run_operator_with_index`` (one XNNPACK operator inside a delegate node starts). The
 instructions between successive entries belong to the op that started; a delegate node's own overhead goes to
-its first operator. Ops are named from the runner's own op profile (``--enable_op_profiling``), whose Run Order
-lists nodes and XNNPACK operators in the same order.
+its first operator. LCE's nodes are named from the flatbuffer (the k-th node outside the delegate is the k-th
+custom op); an XNNPACK operator by the first ``xnn_compute_*`` function it runs (a secondary marker).
 
 Kernel classes: every translated block is attributed to the function holding its address (symbol ranges), and
 functions to the classes of :data:`CLASSES`.
@@ -30,6 +30,7 @@ MARKERS = ("_ZN6tflite4impl11Interpreter6InvokeEv",
            "_ZN6tflite8Subgraph8OpInvokeERK18TfLiteRegistrationP10TfLiteNode",
            "xnn_run_operator_with_index")
 INVOKE, NODE, XNN_OP = range(3)
+DELEGATE_START = -1  # a unit: the first XNNPACK operator of a delegate node (with the node's own overhead)
 
 # Kernel classes by (mangled) function name, first match wins.
 CLASSES = (
@@ -61,92 +62,140 @@ def _class_totals(counts: qemu.Counts, symbols: Symbols) -> dict[str, int]:
     return out
 
 
-def _units(marks: list[tuple]) -> list[list[float]]:
-    """Per steady inference (not the first, and only those another follows), each op's instructions in run order.
+def _units(marks: list[tuple], n_primary: int = 3) -> list[list[tuple[int, int, int]]]:
+    """Per steady inference (not the first, and only those another follows), its ops in run order as
+    (kind NODE, DELEGATE_START or XNN_OP, label marker id or -1, instructions).
 
     A node directly followed by an XNNPACK operator is a delegate node: its own overhead joins that operator;
-    the interpreter's work before the first node joins the first op."""
+    the interpreter's work before the first node joins the first op; a secondary marker (an XNNPACK compute
+    function) only labels the operator it falls in."""
     main = marks[0][1] if marks else 0
-    seq = [(mid, total) for mid, vcpu, _own, total in marks if vcpu == main]
+    seq = [(mid, total) for mid, vcpu, _own, total in marks if vcpu == main or mid >= n_primary]
     starts = [i for i, (mid, _t) in enumerate(seq) if mid == INVOKE]
     inferences = []
     for a, b in zip(starts[1:], starts[2:], strict=False):
         part = seq[a:b + 1]
-        units: list[float] = []
+        units: list[list[int]] = []
         carry, previous = 0, None
         for (mid, t0), (_next, t1) in zip(part[:-1], part[1:], strict=True):
             d = t1 - t0
-            if mid == INVOKE:
+            if mid >= n_primary and units:
+                units[-1][1] = mid if units[-1][1] < 0 else units[-1][1]
+                units[-1][2] += d
+                continue
+            if mid == INVOKE or mid >= n_primary:
                 carry += d
-                previous = mid
                 continue
             if mid == XNN_OP and previous == NODE:
-                d += units.pop()
-            units.append(d + carry)
+                units[-1][0] = DELEGATE_START
+                units[-1][2] += d + carry
+            else:
+                units.append([mid, -1, d + carry])
             carry, previous = 0, mid
-        inferences.append(units)
+        inferences.append([tuple(u) for u in units])
     return inferences
 
 
-def attribute_ops(marks: list[tuple], profile_ops: list[dict]) -> tuple[list[dict], str | None]:
-    """Per-op instructions (mean over the steady inferences) joined to the op profile's Run Order rows.
+def xnn_label(function: str) -> str:
+    """A readable op type for an XNNPACK operator from the compute function it ran."""
+    name = function.removeprefix("xnn_compute_")
+    for key, label in _XNN_LABELS:
+        if key in name:
+            return label
+    return f"XNNPACK {name}"
 
-    Returns the rows and a warning when the two do not line up (then rows are numbered nodes)."""
-    inferences = _units(marks)
+
+_XNN_LABELS = (("igemm", "Convolution (F32, IGEMM)"), ("dwconv", "Depthwise convolution (F32)"),
+               ("gemm", "GEMM (F32: 1x1 convolution or fully connected)"),
+               ("global_average_pooling", "Global average pooling (F32)"), ("max_pooling", "Max pooling (F32)"),
+               ("argmax_pooling", "Max pooling (F32)"), ("average_pooling", "Average pooling (F32)"),
+               ("elementwise_binary", "Elementwise add/multiply (F32)"), ("softmax", "Softmax (F32)"),
+               ("vmulcaddc", "Per-channel multiply-add (F32)"), ("prelu", "PReLU (F32)"), ("pad", "Pad (F32)"),
+               ("univector", "Elementwise unary (F32)"), ("transpose", "Transpose (F32)"))
+
+
+def attribute_ops(marks: list[tuple], labels: list[str], flat_ops: list[dict]) -> tuple[list[dict], str | None]:
+    """Per-op instructions (mean over the steady inferences) with names.
+
+    Nodes outside the XNNPACK delegate are LCE's custom ops: the k-th is the flatbuffer's k-th custom op (type,
+    node index, output tensor name). XNNPACK operators are typed by the compute function they ran. Returns the
+    rows and a warning when something does not line up."""
+    inferences = _units(marks, n_primary=len(MARKERS))
     if not inferences:
-        return [], "no per-op counts: the runner's symbol table lacks the interpreter's Invoke/OpInvoke"
-    n = len(inferences[0])
-    if any(len(u) != n for u in inferences):
-        return [], "no per-op counts: inferences ran different numbers of ops"
-    mean = [sum(u[i] for u in inferences) / len(inferences) for i in range(n)]
-    if len(profile_ops) == n:
-        return [{**{k: op.get(k) for k in ("node_type", "name", "index", "times_called")}, "instructions": m}
-                for op, m in zip(profile_ops, mean, strict=True)], None
-    rows = [{"node_type": f"node {i}", "name": None, "index": i, "times_called": 1, "instructions": m}
-            for i, m in enumerate(mean)]
-    return rows, (f"per-op counts cover {n} ops but the runner's op profile lists {len(profile_ops)}: ops are "
-                  "numbered, not named")
+        return [], "no per-op counts: no two complete inferences were seen"
+    shape = [(k, lab) for k, lab, _ in inferences[0]]
+    if any([(k, lab) for k, lab, _ in u] != shape for u in inferences):
+        return [], "no per-op counts: inferences ran different sequences of ops"
+    mean = [sum(u[i][2] for u in inferences) / len(inferences) for i in range(len(shape))]
+    custom = [(i, op) for i, op in enumerate(flat_ops) if op["type"] and not op["type"].isupper()]
+    plain = sum(1 for k, _ in shape if k == NODE)
+    warning = None
+    if plain != len(custom):
+        warning = (f"{plain} ops ran outside the XNNPACK delegate but the flatbuffer has {len(custom)} custom ops: "
+                   "those ops are numbered, not named")
+        custom = []
+    rows, k_custom, delegate, j = [], 0, -1, -1
+    for (kind, lab), m in zip(shape, mean, strict=True):
+        if kind == NODE:
+            index, op = custom[k_custom] if custom else (None, None)
+            k_custom += 1
+            rows.append({"node_type": op["type"] if op else "node", "index": index, "times_called": 1,
+                         "name": (op["outputs"][0][0] if op and op["outputs"] else f"node {k_custom - 1}"),
+                         "instructions": m})
+        else:
+            delegate, j = (delegate + 1, 0) if kind == DELEGATE_START else (delegate, j + 1)
+            rows.append({"node_type": xnn_label(labels[lab]) if lab >= 0 else "XNNPACK operator", "index": j,
+                         "times_called": 1, "name": f"XNNPACK delegate {delegate}, operator {j}",
+                         "delegate": delegate, "instructions": m})
+    return rows, warning
+
+
+def _markers(symbols: Symbols) -> tuple[list, list[str]]:
+    """Marker addresses (primary, then every XNNPACK compute function as secondary) and their names by ID."""
+    primary = [symbols.address(m) for m in MARKERS]
+    if any(a is None for a in primary):
+        return [], []
+    names = list(MARKERS)
+    marks: list = list(primary)
+    for addr, name in zip(symbols.starts, symbols.names, strict=True):
+        if name.startswith("xnn_compute_"):
+            marks.append((addr, True))
+            names.append(name)
+    return marks, names
 
 
 def count_model(runner, model, threads: int = 1, timeout: float = 1800, per_op: bool = True) -> dict:
     """Count one model: instructions per inference (total, per vCPU, per kernel class) and per op.
 
-    Returns {instructions, per_vcpu, classes, ops, warnings, runs: (long, short), qemu}.
+    Returns {instructions, per_vcpu, classes, ops, warnings, threads, runs: (long, short), qemu}.
     """
-    from edgebnn.profile.parse import parse
-
     runner = qemu.check_runner(runner)
     model = Path(model).resolve()
     symbols = read_symbols(runner)
-    marks = [a for a in (symbols.address(m) for m in MARKERS) if a is not None] if per_op else []
-    if per_op and len(marks) != len(MARKERS):
-        marks = []
+    marks, labels = _markers(symbols) if per_op else ([], [])
     base = [f"--graph={model}", f"--num_threads={int(threads)}", *BENCH_FLAGS]
 
     def counted(n, with_marks):
-        return qemu.run_counted(runner, [*base, f"--num_runs={n}"], marks if with_marks else (), timeout)
+        return qemu.run_counted(runner, [*base, f"--num_runs={n}"], marks if with_marks else (), timeout)[0]
 
-    def op_profile():
-        run = qemu.run_emulated(runner, [*base, "--num_runs=2", "--enable_op_profiling=true"], timeout=timeout)
-        return parse(run["stdout"] + "\n" + run["stderr"])["ops"] if run["rc"] == 0 else []
-
-    with ThreadPoolExecutor(max_workers=3) as pool:
+    with ThreadPoolExecutor(max_workers=2) as pool:
         long_f = pool.submit(counted, RUNS_LONG, True)
-        short_f = pool.submit(counted, RUNS_SHORT, False)
-        prof_f = pool.submit(op_profile) if marks else None
-        (long_c, _), (short_c, _) = long_f.result(), short_f.result()
-        prof = prof_f.result() if prof_f else []
+        short_c = counted(RUNS_SHORT, False)
+        long_c = long_f.result()
     span = RUNS_LONG - RUNS_SHORT
     per_vcpu = {v: (long_c.vcpus.get(v, 0) - short_c.vcpus.get(v, 0)) / span for v in long_c.vcpus}
     cl_long, cl_short = _class_totals(long_c, symbols), _class_totals(short_c, symbols)
-    classes = {c: (cl_long[c] - cl_short[c]) / span for c in CLASS_NAMES}
-    warnings = []
-    ops, warn = attribute_ops(long_c.marks, prof) if marks else ([], "no per-op counts: the runner has no "
-                                                                     "symbols for Invoke/OpInvoke")
-    if warn:
-        warnings.append(warn)
-    return {"instructions": (long_c.total - short_c.total) / span, "per_vcpu": per_vcpu, "classes": classes,
-            "ops": ops, "warnings": warnings, "threads": int(threads), "runs": (RUNS_LONG, RUNS_SHORT),
+    warnings, ops = [], []
+    if per_op and not marks:
+        warnings.append("no per-op counts: the runner's symbol table lacks the interpreter's Invoke/OpInvoke")
+    elif per_op:
+        from edgebnn.convert.flatbuffer import read_ops
+
+        ops, warn = attribute_ops(long_c.marks, labels, read_ops(model.read_bytes()))
+        warnings += [warn] if warn else []
+    return {"instructions": (long_c.total - short_c.total) / span, "per_vcpu": per_vcpu,
+            "classes": {c: (cl_long[c] - cl_short[c]) / span for c in CLASS_NAMES}, "ops": ops,
+            "warnings": warnings, "threads": int(threads), "runs": (RUNS_LONG, RUNS_SHORT),
             "qemu": qemu.qemu_version()}
 
 

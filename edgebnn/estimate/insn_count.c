@@ -10,7 +10,8 @@
  *   tb PC NINSNS EXECS               one line per translation of a block (PC hex)
  *   mark ID VCPU VCPU_COUNT TOTAL    one line per marker hit, in order
  *
- * Arguments: out=PATH (required), marks=PATH (optional: one hex address per line; its line number is its ID).
+ * Arguments: out=PATH (required), marks=PATH (optional: one hex address per line, its line number is its ID;
+ * a line "ADDR s" is a secondary marker, logged only at its first hit after a primary marker's hit).
  * The few plugin API declarations below follow QEMU's documented plugin API (docs/devel/tcg-plugins,
  * API version 1: QEMU 7.x and 8.x).
  */
@@ -66,7 +67,9 @@ static hit_t *hits;
 static size_t n_hits, cap_hits;
 static uint64_t *marks;                     /* marker addresses, sorted, with their IDs */
 static uint32_t *mark_ids;
+static unsigned char *mark_secondary;
 static size_t n_marks;
+static int armed;                           /* a primary marker hit since the last logged secondary one */
 static char *out_path;
 
 static void grow(void **buf, size_t *cap, size_t need, size_t size)
@@ -98,13 +101,20 @@ static void on_block(unsigned int vcpu, void *udata)
 
 static void on_mark(unsigned int vcpu, void *udata)
 {
+    uint32_t id = (uint32_t)(uintptr_t)udata >> 1;
+    if ((uintptr_t)udata & 1) {
+        if (!__atomic_exchange_n(&armed, 0, __ATOMIC_RELAXED))
+            return;
+    } else {
+        __atomic_store_n(&armed, 1, __ATOMIC_RELAXED);
+    }
     uint64_t total = 0;
     unsigned int seen = __atomic_load_n(&vcpus_seen, __ATOMIC_RELAXED);
     for (unsigned int i = 0; i < seen; i++)
         total += __atomic_load_n(&counts[i], __ATOMIC_RELAXED);
     pthread_mutex_lock(&lock);
     grow((void **)&hits, &cap_hits, n_hits + 1, sizeof(hit_t));
-    hits[n_hits++] = (hit_t){(uint32_t)(uintptr_t)udata, vcpu, vcpu < MAX_VCPUS ? counts[vcpu] : 0, total};
+    hits[n_hits++] = (hit_t){id, vcpu, vcpu < MAX_VCPUS ? counts[vcpu] : 0, total};
     pthread_mutex_unlock(&lock);
 }
 
@@ -138,7 +148,7 @@ static void on_translate(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
         long m = find_mark(qemu_plugin_insn_vaddr(insn));
         if (m >= 0)
             qemu_plugin_register_vcpu_insn_exec_cb(insn, on_mark, QEMU_PLUGIN_CB_NO_REGS,
-                                                   (void *)(uintptr_t)mark_ids[m]);
+                                                   (void *)(((uintptr_t)mark_ids[m] << 1) | mark_secondary[m]));
     }
 }
 
@@ -168,19 +178,23 @@ static int read_marks(const char *path)
     if (!f)
         return -1;
     char line[64];
-    size_t cap_m = 0, cap_i = 0;
+    size_t cap_m = 0, cap_i = 0, cap_s = 0;
     uint32_t id = 0;
     while (fgets(line, sizeof line, f)) {
+        char *end;
         grow((void **)&marks, &cap_m, n_marks + 1, sizeof(uint64_t));
         grow((void **)&mark_ids, &cap_i, n_marks + 1, sizeof(uint32_t));
-        marks[n_marks] = strtoull(line, NULL, 16);
+        grow((void **)&mark_secondary, &cap_s, n_marks + 1, 1);
+        marks[n_marks] = strtoull(line, &end, 16);
+        mark_secondary[n_marks] = strchr(end, 's') != NULL;
         mark_ids[n_marks++] = id++;
     }
     fclose(f);
-    for (size_t i = 1; i < n_marks; i++)  /* insertion sort keeps IDs beside their addresses */
+    for (size_t i = 1; i < n_marks; i++)  /* insertion sort keeps IDs and kinds beside their addresses */
         for (size_t j = i; j > 0 && marks[j - 1] > marks[j]; j--) {
             uint64_t a = marks[j]; marks[j] = marks[j - 1]; marks[j - 1] = a;
             uint32_t b = mark_ids[j]; mark_ids[j] = mark_ids[j - 1]; mark_ids[j - 1] = b;
+            unsigned char c = mark_secondary[j]; mark_secondary[j] = mark_secondary[j - 1]; mark_secondary[j - 1] = c;
         }
     return 0;
 }

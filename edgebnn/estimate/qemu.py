@@ -164,17 +164,20 @@ def parse_counts(text: str) -> Counts:
     return out
 
 
-def run_counted(runner, args, marks: list[int] = (), timeout: float = 600) -> tuple[Counts, dict]:
+def run_counted(runner, args, marks: list = (), timeout: float = 600) -> tuple[Counts, dict]:
     """Run the runner under the counting plugin; returns the counts and the run (stdout, stderr, rc).
 
-    ``marks``: function entry addresses whose every execution is logged with the running counts."""
+    ``marks``: function entry addresses whose every execution is logged with the running counts, or
+    (address, True) for a secondary marker, logged only at its first hit after a primary one."""
     version = qemu_version()
     plugin = build_plugin(version)
     with tempfile.TemporaryDirectory(prefix="edgebnn-count-") as tmp:
         out = Path(tmp) / "counts.txt"
         spec = f"{plugin},out={out}"
         if marks:
-            (Path(tmp) / "marks.txt").write_text("".join(f"{a:x}\n" for a in marks))
+            lines = [f"{m[0]:x} s" if isinstance(m, tuple) and m[1] else f"{m if isinstance(m, int) else m[0]:x}"
+                     for m in marks]
+            (Path(tmp) / "marks.txt").write_text("\n".join(lines) + "\n")
             spec += f",marks={Path(tmp) / 'marks.txt'}"
         run = run_emulated(runner, args, timeout=timeout, plugin=spec, cwd=tmp)
         if run["rc"] != 0:

@@ -96,6 +96,8 @@ def _public(row: dict, status: str, totals: list[dict] | None = None) -> dict:
             "init_ms", "warnings")
     out = {"status": status, **{k: row.get(k) for k in keys}}
     out["kind"] = store.kind_of(row)
+    if out["kind"] == "estimate":
+        out["estimate"], out["flags"] = row.get("estimate") or {}, row.get("flags") or []
     out["temp_before_c"] = (row.get("board") or {}).get("temp_before_c")
     out["temp_after_c"] = (row.get("board") or {}).get("temp_after_c")
     out["op_totals"] = totals or []
@@ -203,6 +205,37 @@ def _profile_ssh(sweep, device, models, threads, runs, warmup, op_profile, runne
         conn.close()
 
 
+def _profile_qemu(sweep, models, threads, runner, timeout) -> None:
+    """Device qemu:aarch64: count each model under QEMU, store an estimated row per calibrated board x threads
+    (never the emulated wall time)."""
+    from edgebnn.estimate import emulated
+    from edgebnn.estimate.estimate import op_type_totals
+
+    job = emulated.plan(runner, threads)
+    for w in job["warnings"]:
+        sweep.warn(w)
+    conn, failed = store.connect(sweep.db), []
+    try:
+        for model in models:
+            if not sweep.force and all(store.exists(conn, model["model_sha256"], board, n, "estimate")
+                                       for board, n in job["pairs"]):
+                for board, n in job["pairs"]:
+                    sweep.stored(conn, model, board, n, kinds=("estimate",))
+                continue
+            try:
+                rows = emulated.estimate_model(model, job, timeout=timeout)
+            except EdgebnnError as err:  # one model's failure does not end the sweep
+                failed.append(f"{model['model_name']} on qemu:aarch64: {err}")
+                continue
+            for row, ops in rows:
+                store.save(conn, row, ops)
+                sweep.add(_public(row, "estimated", op_type_totals(ops)))
+    finally:
+        conn.close()
+    if failed:
+        raise EdgebnnError("; ".join(failed))
+
+
 def profile(models, devices=("local",), threads=None, runs=None, warmup=None, op_profile=False,
             db=DEFAULT_DB, force=False, runner=None, target=None, timeout=600, connect_timeout=10,
             devices_file=None, ssh_config=None, progress=False, warn=None) -> list[dict]:
@@ -240,6 +273,8 @@ def profile(models, devices=("local",), threads=None, runs=None, warmup=None, op
                 local_runs = runs if runs is not None else 20
                 local_warm = warmup if warmup is not None else 3
                 _profile_local(sweep, infos, threads or [1], local_runs, local_warm, op_profile)
+            elif dev.kind == "qemu":
+                _profile_qemu(sweep, infos, threads, runner, timeout)
             else:
                 _profile_ssh(sweep, dev, infos, threads, runs, warmup, op_profile, runner, target, timeout,
                              connect_timeout)
@@ -277,6 +312,13 @@ def check_device(name: str, runner: str | None = None, target: str | None = None
     if dev.kind == "local":
         return {"device": "local", "facts": host_facts(), "problems": [], "warnings": [],
                 "target": None, "runner": "LCE Python interpreter (in process)"}
+    if dev.kind == "qemu":
+        from edgebnn.estimate import emulated
+
+        job = emulated.plan(runner)
+        return {"device": dev.name, "facts": {"label": f"{host_facts()['label']}, emulating aarch64 with QEMU"},
+                "problems": [], "warnings": job["warnings"], "target": "arm64",
+                "runner": f"{job['runner']} (estimates for {', '.join(f'{b} x{n}' for b, n in job['pairs'])})"}
     session = BoardSession(dev, runner=runner, target=target, connect_timeout=connect_timeout)
     try:
         facts = session.facts_only(session.runner_text)

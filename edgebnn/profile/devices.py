@@ -30,10 +30,11 @@ SEARCH = ("devices.toml", "~/.config/edgebnn/devices.toml")
 
 @dataclass
 class Device:
-    """A place to profile: ``local`` (this host) or a board over SSH."""
+    """A place to profile: ``local`` (this host), a board over SSH, or ``qemu:aarch64`` (LCE's aarch64 runner
+    emulated here, its instructions counted: estimates for named boards, never a latency measurement)."""
 
     name: str
-    kind: str  # "local" or "ssh"
+    kind: str  # "local", "ssh" or "qemu"
     ssh: str | None = None
     runner: str | None = None
     target: str | None = None
@@ -105,10 +106,18 @@ def load(path: str | os.PathLike | None = None) -> dict[str, Device]:
     return out
 
 
+QEMU_DEVICE = "qemu:aarch64"
+
+
 def resolve(spec: str, devices_path: str | os.PathLike | None = None, ssh_config: str | None = None) -> Device:
-    """``local``, ``ssh://[user@]host[:port]`` or a NAME from the devices file -> :class:`Device`."""
+    """``local``, ``ssh://[user@]host[:port]``, ``qemu:aarch64`` or a NAME from the devices file -> :class:`Device`."""
     if spec == "local":
         return Device(name="local", kind="local")
+    if spec.startswith("qemu:"):
+        if spec != QEMU_DEVICE:
+            raise EdgebnnError(f"unknown emulated device {spec!r}: the only one is {QEMU_DEVICE} (LCE's aarch64 "
+                               "runner under qemu-user, counted and estimated for calibrated boards)")
+        return Device(name=QEMU_DEVICE, kind="qemu")
     if spec.startswith("ssh://"):
         from edgebnn.profile.ssh import parse_url
 
@@ -122,5 +131,5 @@ def resolve(spec: str, devices_path: str | os.PathLike | None = None, ssh_config
         return dev
     where = devices_file(devices_path)
     names = ", ".join(sorted(known)) or "none"
-    raise EdgebnnError(f"unknown device {spec!r}: use local, ssh://user@host[:port] or a name from "
+    raise EdgebnnError(f"unknown device {spec!r}: use local, ssh://user@host[:port], {QEMU_DEVICE} or a name from "
                        f"{where or './devices.toml or ~/.config/edgebnn/devices.toml'} (known: {names})")

@@ -1,0 +1,163 @@
+"""Calibrations: which runner they were made with, the counts of the calibration models, and each board's fit.
+
+The package ships ``calibration.json``, made with LCE v0.16.0's ``lce_benchmark_model_aarch64`` (its sha256 is
+recorded). ``edgebnn calibrate --runner PATH`` makes one for another runner and saves it under
+``~/.config/edgebnn/calibrations/<runner sha256>.json`` (or ``$XDG_CONFIG_HOME``), where estimates find it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from importlib import resources
+from pathlib import Path
+
+from edgebnn.errors import EdgebnnError
+from edgebnn.estimate import boards as boards_mod
+from edgebnn.estimate import fit
+
+FORMAT = 1
+# Models whose kernel mix no other calibration model has: LCE leaves their binary dense layers as float
+# FULLY_CONNECTED ops. Kept out of every fit; the flag rule (``unseen_ops``) then flags them.
+EXCLUDED = {"XNORNet": "binary dense layers left as float FULLY_CONNECTED ops",
+            "BinaryAlexNet": "binary dense layers left as float FULLY_CONNECTED ops"}
+FLAG_MARGIN = 0.10  # an op type may exceed its largest calibrated share of instructions by 10 points
+
+
+def sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def user_dir() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "edgebnn" / "calibrations"
+
+
+def shipped() -> dict:
+    return json.loads(resources.files("edgebnn.estimate").joinpath("calibration.json").read_text())
+
+
+def load(path: str | os.PathLike) -> dict:
+    p = Path(path)
+    try:
+        cal = json.loads(p.read_text())
+    except (OSError, ValueError) as err:
+        raise EdgebnnError(f"calibration {p} cannot be read ({err}): run `edgebnn calibrate --runner PATH`") from None
+    if cal.get("format") != FORMAT:
+        raise EdgebnnError(f"calibration {p} has format {cal.get('format')}, this edgebnn reads {FORMAT}: run "
+                           "`edgebnn calibrate --runner PATH` again")
+    return cal
+
+
+def for_runner(runner_sha: str, path: str | os.PathLike | None = None) -> tuple[dict, list[str]]:
+    """The calibration to use for a runner and the warnings to print: ``path`` if given, else the user's own
+    calibration of this runner, else the shipped one (with a warning when the runner is another build)."""
+    if path:
+        cal = load(path)
+    else:
+        own = user_dir() / f"{runner_sha}.json"
+        cal = load(own) if own.is_file() else shipped()
+    warnings = []
+    if cal["runner_sha256"] != runner_sha:
+        warnings.append(f"the runner (sha256 {runner_sha[:12]}...) is not the one calibration {cal['name']!r} was "
+                        f"made with ({cal['runner_sha256'][:12]}...): its estimates may be off; run `edgebnn "
+                        "calibrate --runner PATH` to calibrate this runner")
+    return cal, warnings
+
+
+def op_type_shares(ops: list[dict]) -> dict[str, float]:
+    """Each op type's share of a model's per-op instructions."""
+    whole = sum(o["instructions"] for o in ops) or 1.0
+    out: dict[str, float] = {}
+    for o in ops:
+        out[o["node_type"]] = out.get(o["node_type"], 0.0) + o["instructions"] / whole
+    return out
+
+
+def unseen_ops(ops: list[dict], cal: dict) -> list[str]:
+    """Op types carrying a larger share of this model's instructions than in any calibration model (plus
+    ``FLAG_MARGIN``), or types the calibration never ran that carry more than 1%."""
+    seen = cal["op_type_max_share"]
+    flags = []
+    for node_type, share in sorted(op_type_shares(ops).items(), key=lambda kv: -kv[1]):
+        limit = seen[node_type] + FLAG_MARGIN if node_type in seen else 0.01
+        if share > limit:
+            where = (f"at most {100 * seen[node_type]:.1f}% in the calibration models" if node_type in seen
+                     else "never seen in the calibration models")
+            flags.append(f"{node_type} carries {100 * share:.1f}% of the instructions ({where})")
+    return flags
+
+
+def build(name: str, runner: str | os.PathLike, counts: dict[str, dict], qemu_version: str) -> dict:
+    """A calibration from per-model counts (``counting.count_model`` results, by Larq Zoo name): every board's
+    thread counts fitted with ``fit.choose`` on the models with published figures (``EXCLUDED`` left out)."""
+    cal = {"format": FORMAT, "name": name, "runner": str(runner), "runner_sha256": sha256(runner),
+           "qemu": qemu_version, "made": time.strftime("%Y-%m-%d"),
+           "models": "Larq Zoo 2.4.0 architectures, weights=None, 224x224, converted by LCE 0.16.0 (target arm)",
+           "excluded": EXCLUDED, "boards": {},
+           "counts": {m: {"instructions": c["instructions"], "classes": c["classes"],
+                          "op_types": {t: s for t, s in op_type_shares(c["ops"]).items()}}
+                      for m, c in counts.items()}}
+    shares: dict[str, float] = {}
+    for m, c in cal["counts"].items():
+        if m not in EXCLUDED:
+            for t, s in c["op_types"].items():
+                shares[t] = max(shares.get(t, 0.0), s)
+    cal["op_type_max_share"] = shares
+    for board in boards_mod.load().values():
+        for threads, published in board.published.items():
+            data = {m: (counts[m]["classes"], ms) for m, ms in published.items() if m in counts and m not in EXCLUDED}
+            if len(data) < 3:
+                continue
+            model, record = fit.choose(data)
+            cal["boards"].setdefault(board.name, {})[str(threads)] = {"model": model, "n": len(data), **record}
+    if not cal["boards"]:
+        raise EdgebnnError("no board has 3 or more calibration models with published figures: nothing to fit")
+    return cal
+
+
+def calibrate(runner, out: str | os.PathLike | None = None, models_dir: str | os.PathLike | None = None,
+              models: list[str] | None = None, progress: bool = True, timeout: float = 3600) -> tuple[dict, Path]:
+    """``edgebnn calibrate``: build and convert the Larq Zoo models (cached in ``models_dir``), count each under
+    QEMU with ``runner``, fit every board and write the calibration (default: the user's calibration of this
+    runner, which estimates then use). Returns the calibration and where it was written."""
+    from edgebnn.estimate import counting, qemu, zoo
+    from edgebnn.progress import progress_bar
+
+    runner = qemu.check_runner(runner)
+    qemu.build_plugin()
+    names = models or list(zoo.ZOO)
+    unknown = [m for m in names if m not in zoo.ZOO]
+    if unknown:
+        raise EdgebnnError(f"unknown Larq Zoo model(s) {', '.join(unknown)}: choose from {', '.join(zoo.ZOO)}")
+    folder = Path(models_dir or (qemu.cache_dir() / "zoo")).expanduser()
+    counts = {}
+    for name in progress_bar(names, desc="calibrating", unit="model", enable=progress):
+        counts[name] = counting.count_model(runner, zoo.convert(name, folder), timeout=timeout)
+    sha = sha256(runner)
+    cal = build(f"{runner.name} {sha[:12]}", runner, counts, qemu.qemu_version())
+    target = Path(out) if out else user_dir() / f"{sha}.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(cal, indent=1, sort_keys=True) + "\n")
+    return cal, target
+
+
+def format_loo(cal: dict) -> str:
+    """Every board's leave-one-out table: model, published ms, estimate, error; then the fit it chose."""
+    lines = []
+    for board, per in cal["boards"].items():
+        for threads, rec in sorted(per.items(), key=lambda kv: int(kv[0])):
+            lines.append(f"{board} x{threads}: {rec['model']} ({rec['n']} models), leave-one-out error "
+                         f"{rec['loo_mean_pct']:.1f}% mean, {rec['loo_max_pct']:.1f}% max")
+            lines.append(f"  {'model':<24} {'published':>10} {'estimate':>10} {'error':>8}")
+            for m, v in rec["loo"].items():
+                lines.append(f"  {m:<24} {v['published_ms']:8.1f}ms {v['estimate_ms']:8.1f}ms {v['error_pct']:+7.1f}%")
+            for name, c in rec["candidates"].items():
+                lines.append(f"  candidate {name:<28} mean {c['loo_mean_pct']:5.1f}%  max {c['loo_max_pct']:5.1f}%")
+    return "\n".join(lines)

@@ -1,0 +1,75 @@
+"""The board model: latency as a weighted sum of instruction counts, fitted to published figures.
+
+A model is a list of feature groups, each a set of kernel classes (see ``counting.CLASSES``):
+
+    t_board = sum_j k_j * I_j,    I_j = sum of the instructions per inference of the classes in group j
+
+with k_j >= 0 (ms per 10^9 instructions), fitted by non-negative least squares on the relative error
+``sum_i (t_i / T_i - 1)^2`` over the calibration models i with published latency T_i. Its error is measured
+leave-one-out: each model is estimated by a fit made without it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# Named models; the first entry is the one-constant baseline (all instructions alike).
+MODELS = {
+    "one constant": [("binary_gemm", "binary_other", "float_gemm", "float_other", "memory", "other")],
+    "binary/float split": [("binary_gemm", "binary_other"), ("float_gemm", "float_other", "memory", "other")],
+    "per-kernel-class linear fit": [("binary_gemm",), ("binary_other",), ("float_gemm",),
+                                    ("float_other", "memory", "other")],
+}
+
+
+def features(classes: dict[str, float], groups: list[tuple[str, ...]]) -> np.ndarray:
+    """Instructions (in 10^9) of each group."""
+    return np.array([sum(classes.get(c, 0.0) for c in g) for g in groups]) / 1e9
+
+
+def fit(rows: list[tuple[dict, float]], groups: list[tuple[str, ...]]) -> np.ndarray:
+    """k >= 0 minimising the squared relative error over (classes, published ms) rows."""
+    from scipy.optimize import nnls
+
+    a = np.array([features(c, groups) / t for c, t in rows])
+    k, _ = nnls(a, np.ones(len(rows)))
+    return k
+
+
+def predict(k, classes: dict[str, float], groups: list[tuple[str, ...]]) -> float:
+    return float(features(classes, groups) @ np.asarray(k))
+
+
+def leave_one_out(data: dict[str, tuple[dict, float]], groups: list[tuple[str, ...]]) -> dict[str, dict]:
+    """Per model: published ms, estimate by a fit without it, error in percent."""
+    out = {}
+    for name, (classes, published) in data.items():
+        rest = [v for n, v in data.items() if n != name]
+        est = predict(fit(rest, groups), classes, groups)
+        out[name] = {"published_ms": published, "estimate_ms": est, "error_pct": 100.0 * (est / published - 1)}
+    return out
+
+
+def summary(loo: dict[str, dict]) -> tuple[float, float]:
+    """Mean and max absolute leave-one-out error (percent)."""
+    errs = [abs(v["error_pct"]) for v in loo.values()]
+    return float(np.mean(errs)), float(np.max(errs))
+
+
+def choose(data: dict[str, tuple[dict, float]]) -> tuple[str, dict]:
+    """The model with the lowest mean leave-one-out error that does not raise the max error over the baseline
+    (a fit needs more models than parameters + 1; fewer fall back to fewer parameters). Returns its name and a
+    record: groups, k (fitted on all), loo, loo_mean_pct, loo_max_pct, and every candidate's errors."""
+    candidates = {}
+    for name, groups in MODELS.items():
+        if len(data) < len(groups) + 2:
+            continue
+        loo = leave_one_out(data, groups)
+        candidates[name] = (groups, loo, *summary(loo))
+    base = next(iter(MODELS))
+    best = min(candidates, key=lambda n: (candidates[n][2] if candidates[n][3] <= candidates[base][3] + 1e-9
+                                          else float("inf"), n != base))
+    groups, loo, mean, worst = candidates[best]
+    return best, {"groups": [list(g) for g in groups], "k_ms_per_1e9": fit(list(data.values()), groups).tolist(),
+                  "loo": loo, "loo_mean_pct": mean, "loo_max_pct": worst,
+                  "candidates": {n: {"loo_mean_pct": c[2], "loo_max_pct": c[3]} for n, c in candidates.items()}}
