@@ -227,7 +227,8 @@ def _thread_counts(text):
 @main.command("profile")
 @click.argument("models", nargs=-1, required=True, metavar="FILE.tflite...")
 @click.option("--device", "-d", "devices", multiple=True, default=("local",), show_default=True,
-              help="local, ssh://user@host[:port] or a NAME from devices.toml; repeat to profile boards in parallel.")
+              help="local, ssh://user@host[:port], qemu:aarch64 (estimates for calibrated boards from instructions "
+              "counted under QEMU; needs --runner) or a NAME from devices.toml; repeat to profile boards in parallel.")
 @click.option("--runner", default=None, help="Benchmark runner: a local lce_benchmark_model build (uploaded when "
               "the board lacks it) or a command on the board (default: the target's).")
 @click.option("--target", default=None, help="Target profile for the board checks (default: from `uname -m`).")
@@ -276,6 +277,30 @@ def profile_command(models, devices, runner, target, threads, runs, warmup, op_p
             click.echo(f"  {r['model_name']} @ {r['device']} x{r['threads']}: {t['node_type']:<16} {t['kind']:<6} "
                        f"{t['nodes']:>3} nodes {t['avg_ms']:9.3f} ms {t['pct']:5.1f}%")
     click.echo(f"results in {db}")
+
+
+@main.command("calibrate")
+@click.option("--runner", required=True, help="The aarch64 lce_benchmark_model to calibrate (run under QEMU).")
+@click.option("--out", default=None, help="Calibration file to write (default: ~/.config/edgebnn/calibrations/"
+              "<runner sha256>.json, which qemu:aarch64 estimates with this runner then use).")
+@click.option("--models-dir", default=None, help="Where the converted Larq Zoo flatbuffers are kept (default: the "
+              "cache, ~/.cache/edgebnn/zoo).")
+@click.option("--models", default=None, help="Comma-separated Larq Zoo models (default: all 13).")
+@click.option("--json", "as_json", is_flag=True, help="Print the calibration as JSON.")
+def calibrate_command(runner, out, models_dir, models, as_json):
+    """Calibrate the board estimates for RUNNER: build the Larq Zoo architectures (weights=None, nothing
+    downloaded; needs the zoo extra), convert them with LCE, count their instructions under QEMU, fit each
+    board's published latencies and print every model's leave-one-out error."""
+    from edgebnn.estimate import calibration
+
+    cal, path = calibration.calibrate(runner, out=out, models_dir=models_dir,
+                                      models=[m.strip() for m in models.split(",")] if models else None,
+                                      progress=not as_json)
+    if as_json:
+        _print_json(cal)
+        return
+    click.echo(calibration.format_loo(cal))
+    click.echo(f"calibration written to {path}")
 
 
 @main.group("devices")
