@@ -18,7 +18,8 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 # The main job on the embedded default data set (digits): train a small variant of each family and its
-# real-valued twin, convert each for arm64 with proof, profile the flatbuffers on this host, write the report.
+# real-valued twin, convert each for arm64 with proof, profile the flatbuffers on this host, estimate them for
+# ARM boards under QEMU when an aarch64 runner is at hand, write the report.
 DEMO_DIR    ?= demo
 DEMO_MODELS ?= bireal-18 reactnet-18 xnorpp-18-case4 sdbnn-resnet20
 EDGEBNN     := $(BIN)/edgebnn
@@ -36,6 +37,14 @@ demo: $(STAMP)
 	done
 	@echo "== profile every flatbuffer on this host (LCE reference kernels: a functional check, not ARM64 latency)"
 	$(EDGEBNN) profile $(DEMO_DIR)/runs/*/model-arm64.tflite --device local --threads 1,2 --db $(DEMO_DIR)/results.db
+	@runner="$${LCE_RUNNER_AARCH64:-}"; \
+	if [ -z "$$runner" ] && [ -f ../shared/lce/lce_benchmark_model_aarch64 ]; then runner=../shared/lce/lce_benchmark_model_aarch64; fi; \
+	if [ -n "$$runner" ]; then \
+	  echo "== estimate every flatbuffer for ARM boards: LCE's aarch64 kernels run under QEMU, instructions counted, calibrated on published figures (ESTIMATES, not measurements)"; \
+	  $(EDGEBNN) profile $(DEMO_DIR)/runs/*/model-arm64.tflite --device qemu:aarch64 --runner "$$runner" --db $(DEMO_DIR)/results.db; \
+	else \
+	  echo "== no aarch64 runner: set LCE_RUNNER_AARCH64 to LCE's release asset lce_benchmark_model_aarch64 (github.com/larq/compute-engine/releases) for estimated Raspberry Pi 4B latency"; \
+	fi
 	$(EDGEBNN) report --db $(DEMO_DIR)/results.db --runs $(DEMO_DIR)/runs --out $(DEMO_DIR)/report
 	@echo "== done: open $(DEMO_DIR)/report/index.html"
 
