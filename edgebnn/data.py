@@ -13,9 +13,11 @@ Names a user can pass:
   dir); needs the optional extra ``pip install 'edgebnn[tfds]'``.
 
 Training pipelines are shuffled and augmented as the recipe says (``augment="imagenet"``: random resized
-crop and flip; ``"cifar"``: pad-and-crop and flip; ``"none"``), with stateless random ops seeded from
-``seed`` so that two runs with the same seed see the same batches. Every pipeline is normalised per
-channel, ``(x / 255 - mean) / std``, with the data set's own statistics, then batched and prefetched.
+crop, PCA lighting noise and flip, with evaluation images resized on their short side and centre-cropped,
+aspect kept, as in the papers' code: ``edgebnn.preprocess``; ``"cifar"``: pad-and-crop and flip;
+``"none"``), with stateless random ops seeded from ``seed`` so that two runs with the same seed see the same
+batches. Every pipeline is normalised per channel, ``(x / 255 - mean) / std``, with the data set's own
+statistics, then batched and prefetched.
 """
 
 from __future__ import annotations
@@ -339,33 +341,22 @@ def _augment_fn(kind: str, size: int, flip: bool):
             return maybe_flip(image, seed + 1)
 
         return cifar
-    if kind == "imagenet":
+    if kind == "imagenet":  # RandomResizedCrop, Lighting(0.1), flip (edgebnn.preprocess)
+        from edgebnn import preprocess
 
-        def random_resized_crop(image, seed):
-            begin, extent, _ = tf.image.stateless_sample_distorted_bounding_box(
-                tf.shape(image), tf.zeros((1, 0, 4)), seed=seed, min_object_covered=0.0,
-                aspect_ratio_range=(3 / 4, 4 / 3), area_range=(0.08, 1.0), max_attempts=10,
-                use_image_if_no_bounding_boxes=True)
-            image = tf.slice(image, begin, extent)
-            image = tf.image.resize(image, (size, size), antialias=True)
-            return maybe_flip(image, seed + 1)
-
-        return random_resized_crop
+        return lambda image, seed: preprocess.imagenet_train(image, size, seed, flip=flip)
     return lambda image, seed: tf.image.resize(image, (size, size), antialias=True)
 
 
 def _eval_resize(kind: str, size: int):
-    """Validation images: ImageNet's resize to size/0.875 and centre crop, else a plain resize."""
+    """Validation images: ImageNet's short side to size * 256 / 224, aspect kept, and centre crop
+    (edgebnn.preprocess), else a plain resize."""
     import tensorflow as tf
 
     if kind == "imagenet":
-        big = int(round(size / 0.875))
+        from edgebnn import preprocess
 
-        def resize_crop(image):
-            image = tf.image.resize(image, (big, big), antialias=True)
-            return tf.image.resize_with_crop_or_pad(image, size, size)
-
-        return resize_crop
+        return lambda image: preprocess.imagenet_eval(image, size)
     return lambda image: tf.image.resize(image, (size, size), antialias=True)
 
 
