@@ -81,11 +81,16 @@ def op_type_shares(ops: list[dict]) -> dict[str, float]:
 
 
 def unseen_ops(ops: list[dict], cal: dict) -> list[str]:
+    """Flags for a model's per-op rows (see :func:`unseen_shares`)."""
+    return unseen_shares(op_type_shares(ops), cal)
+
+
+def unseen_shares(shares: dict[str, float], cal: dict) -> list[str]:
     """Op types carrying a larger share of this model's instructions than in any calibration model (plus
     ``FLAG_MARGIN``), or types the calibration never ran that carry more than 1%."""
     seen = cal["op_type_max_share"]
     flags = []
-    for node_type, share in sorted(op_type_shares(ops).items(), key=lambda kv: -kv[1]):
+    for node_type, share in sorted(shares.items(), key=lambda kv: -kv[1]):
         limit = seen[node_type] + FLAG_MARGIN if node_type in seen else 0.01
         if share > limit:
             where = (f"at most {100 * seen[node_type]:.1f}% in the calibration models" if node_type in seen

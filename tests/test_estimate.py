@@ -1,0 +1,193 @@
+"""Estimates from instructions counted under QEMU: LCE's real aarch64 runner (../shared/lce), Debian's qemu-aarch64,
+edgebnn's plugin built with the system compiler, the real LCE converter for the tiny model."""
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from profile_fixtures import tiny_tflite
+
+from edgebnn.errors import EdgebnnError
+from edgebnn.estimate import calibration, counting, emulated, fit, qemu
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNNER = Path(os.environ.get("LCE_RUNNER_AARCH64") or ROOT.parent / "shared" / "lce" / "lce_benchmark_model_aarch64")
+SHIPPED_SHA = "16ceb974644b5a521293850197f80dc33b767830c7b1f3f2d7407809bb63b728"
+
+needs_runner = pytest.mark.skipif(not RUNNER.is_file() or not shutil.which("qemu-aarch64"),
+                                  reason="needs ../shared/lce/lce_benchmark_model_aarch64 and qemu-aarch64")
+
+
+@pytest.fixture(scope="module")
+def tiny_counts():
+    """The tiny model counted twice, each time from two exact runs (11 and 1 inferences)."""
+    model = tiny_tflite()
+    return [counting.count_model(RUNNER, model) for _ in range(2)]
+
+
+@needs_runner
+@pytest.mark.slow
+def test_counts_are_deterministic_and_per_op_sums_match(tiny_counts):
+    a, b = tiny_counts
+    assert a["instructions"] > 1e5
+    assert abs(a["instructions"] - b["instructions"]) / a["instructions"] < 1e-4  # within 0.01%
+    assert sum(a["per_vcpu"].values()) == pytest.approx(a["instructions"])
+    assert sum(a["classes"].values()) == pytest.approx(a["instructions"])
+    assert a["classes"]["binary_gemm"] > 0.2 * a["instructions"]  # LCE's NEON kernels ran, not EvalRef
+    per_op = sum(o["instructions"] for o in a["ops"])
+    assert abs(per_op / a["instructions"] - 1) < 0.02
+    types = [o["node_type"] for o in a["ops"]]
+    assert types.count("LceBconv2d") == 2 and types.count("LceQuantize") == 1
+    assert "Convolution (F32, IGEMM)" in types and "Global average pooling (F32)" in types
+    bconvs = [o for o in a["ops"] if o["node_type"] == "LceBconv2d"]
+    assert all(o["instructions"] > 0.2 * a["instructions"] for o in bconvs)  # the costly layers
+    assert all(isinstance(o["index"], int) and o["name"] for o in bconvs)
+    assert a["warnings"] == []
+
+
+@needs_runner
+@pytest.mark.slow
+def test_runner_op_profile_is_parsed():
+    from edgebnn.profile.parse import parse
+
+    args = [f"--graph={tiny_tflite()}", "--num_threads=1", "--num_runs=2", "--warmup_runs=0",
+            "--warmup_min_secs=0", "--min_secs=0", "--enable_op_profiling=true"]
+    run = emulated_run(args)
+    parsed = parse(run["stdout"] + run["stderr"])
+    assert run["rc"] == 0 and parsed["runs"]["count"] == 2
+    types = [op["node_type"] for op in parsed["ops"]]
+    assert types.count("LceBconv2d") == 2
+    assert any(t.startswith("Convolution (NHWC, F32)") for t in types)  # XNNPACK's names, spaces and all
+    assert {s["node_type"] for s in parsed["op_summary"]} == set(types)
+
+
+def emulated_run(args):
+    from edgebnn.estimate import run_emulated
+
+    return run_emulated(RUNNER, args, timeout=300)
+
+
+@needs_runner
+def test_run_emulated_moves_files_in_and_out(tmp_path):
+    model = tmp_path / "m.tflite"
+    shutil.copyfile(tiny_tflite(), model)
+    run = emulated_run_files(model)
+    assert run["rc"] == 0, run["stderr"][-500:]
+    assert len(run["files"]["out.bin"]) == 10 * 4  # ten float32 logits
+
+
+def emulated_run_files(model):
+    from edgebnn.estimate import run_emulated
+
+    return run_emulated(RUNNER, ["--graph=m.tflite", "--num_runs=1", "--warmup_runs=0", "--min_secs=0",
+                                 "--warmup_min_secs=0", "--output_filepath=out.bin"],
+                        files_in={"m.tflite": model}, files_out=["out.bin"], timeout=300)
+
+
+def test_shipped_calibration_names_its_runner_and_fits():
+    cal = calibration.shipped()
+    assert cal["runner_sha256"] == SHIPPED_SHA
+    assert set(cal["boards"]) == {"pi4b", "pixel1"} and set(cal["boards"]["pi4b"]) == {"1", "4"}
+    for per in cal["boards"].values():
+        for rec in per.values():
+            assert rec["n"] >= 3 and len(rec["loo"]) == rec["n"]
+            assert rec["loo_mean_pct"] == pytest.approx(sum(abs(v["error_pct"]) for v in rec["loo"].values())
+                                                        / rec["n"])
+            assert rec["loo_mean_pct"] <= rec["candidates"]["one constant"]["loo_mean_pct"] + 1e-9
+    assert all(m not in cal["boards"]["pixel1"]["1"]["loo"] for m in calibration.EXCLUDED)
+
+
+@pytest.mark.parametrize("left_out", ["QuickNet", "BiRealNet", "BinaryDenseNet28"])
+def test_left_out_model_is_estimated_where_the_loo_table_says(left_out):
+    """A fit made without the model, from the counts stored in the shipped calibration, lands exactly on the
+    leave-one-out table's estimate and within the table's error of the published figure."""
+    cal = calibration.shipped()
+    for board, per in cal["boards"].items():
+        for threads, rec in per.items():
+            if left_out not in rec["loo"]:
+                continue
+            groups = [tuple(g) for g in rec["groups"]]
+            from edgebnn.estimate import boards
+
+            published = boards.get(board).published[int(threads)]
+            rest = [(cal["counts"][m]["classes"], ms) for m, ms in published.items()
+                    if m != left_out and m in rec["loo"]]
+            est = fit.predict(fit.fit(rest, groups), cal["counts"][left_out]["classes"], groups)
+            row = rec["loo"][left_out]
+            assert est == pytest.approx(row["estimate_ms"], rel=1e-9)
+            assert abs(est / published[left_out] - 1) * 100 == pytest.approx(abs(row["error_pct"]), rel=1e-9)
+            assert abs(row["error_pct"]) <= rec["loo_max_pct"] + 1e-9
+
+
+def test_dense_heavy_models_are_flagged_and_calibration_models_are_not():
+    cal = calibration.shipped()
+    for name in calibration.EXCLUDED:
+        flags = calibration.unseen_shares(cal["counts"][name]["op_types"], cal)
+        assert flags and "GEMM" in flags[0]
+    for name, c in cal["counts"].items():
+        if name not in calibration.EXCLUDED:
+            assert calibration.unseen_shares(c["op_types"], cal) == []
+    assert calibration.unseen_shares({"SomethingNew": 0.2, "LceBconv2d": 0.8}, cal)[0].startswith("SomethingNew")
+
+
+def test_unsupported_plugin_api_is_one_line(tmp_path, monkeypatch):
+    with pytest.raises(EdgebnnError, match="QEMU 9.1.0 is not supported for instruction counting"):
+        qemu.check_plugin_api("9.1.0")
+    fake = tmp_path / "qemu-aarch64"
+    fake.write_text("#!/bin/sh\necho 'qemu-aarch64 version 9.1.0'\n")
+    fake.chmod(0o755)
+    env = {**os.environ, "EDGEBNN_QEMU": str(fake)}
+    if not RUNNER.is_file():
+        pytest.skip("needs the aarch64 runner")
+    proc = subprocess.run([sys.executable, "-m", "edgebnn.cli", "profile", str(tiny_tflite()), "--device",
+                           "qemu:aarch64", "--runner", str(RUNNER), "--db", str(tmp_path / "r.db")],
+                          capture_output=True, text=True, env=env)
+    assert proc.returncode == 2
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and "plugin API version 1" in lines[0] and "Traceback" not in proc.stderr
+
+
+@needs_runner
+def test_another_runner_gets_a_warning_and_the_hint(tmp_path):
+    other = tmp_path / "lce_benchmark_model_aarch64"
+    other.write_bytes(RUNNER.read_bytes() + b"\0")  # same program, another sha256
+    job = emulated.plan(other)
+    assert len(job["warnings"]) == 1 and "edgebnn calibrate --runner PATH" in job["warnings"][0]
+    assert emulated.plan(RUNNER)["warnings"] == []
+    with pytest.raises(EdgebnnError, match="needs a runner"):
+        emulated.plan(None)
+    with pytest.raises(EdgebnnError, match="not an aarch64 Linux program"):
+        emulated.plan(Path(sys.executable).resolve())
+
+
+@needs_runner
+@pytest.mark.slow
+def test_profile_on_qemu_stores_estimated_rows(tmp_path):
+    db = tmp_path / "r.db"
+    cmd = [sys.executable, "-m", "edgebnn.cli", "profile", str(tiny_tflite()), "--device", "qemu:aarch64",
+           "--runner", str(RUNNER), "--db", str(db)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-800:]
+    assert "ESTIMATED latency (not measured)" in proc.stdout and "estimated for Raspberry Pi 4B" in proc.stdout
+    conn = sqlite3.connect(db)
+    conn.row_factory = sqlite3.Row
+    rows = [dict(r) for r in conn.execute("SELECT * FROM results ORDER BY device, threads")]
+    assert [(r["device"], r["threads"], r["kind"]) for r in rows] == [
+        ("pi4b", 1, "estimate"), ("pi4b", 4, "estimate"), ("pixel1", 1, "estimate")]
+    for r in rows:
+        e = json.loads(r["estimate"])
+        assert r["machine"].endswith("(estimated)") and r["mean_ms"] == r["min_ms"] == r["max_ms"] > 0
+        assert e["calibration"]["runner_sha256"] == SHIPPED_SHA and e["runner_sha256"] == SHIPPED_SHA
+        assert e["n_calibration_models"] >= 3 and e["loo_mean_pct"] > 0 and "QEMU 7" in e["source"]
+        ops = [dict(o) for o in conn.execute("SELECT * FROM op_profile WHERE result_id = ?", (r["id"],))]
+        assert abs(sum(o["instructions"] for o in ops) / e["instructions"] - 1) < 0.02
+        assert sum(o["avg_ms"] for o in ops) == pytest.approx(r["mean_ms"])
+    pi1, pi4 = rows[0], rows[1]
+    assert pi4["mean_ms"] < pi1["mean_ms"]  # four threads estimated faster
+    again = subprocess.run(cmd, capture_output=True, text=True)
+    assert again.returncode == 0 and "(stored; --force to count again)" in again.stdout
