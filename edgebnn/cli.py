@@ -245,11 +245,21 @@ def _thread_counts(text):
 def profile_command(models, devices, runner, target, threads, runs, warmup, op_profile, db, force, timeout,
                     devices_file, ssh_config, as_json):
     """Time converted models on this host and on boards over SSH; every result goes into --db."""
-    from edgebnn.profile import profile
+    from edgebnn.profile import ProfileFailed, profile
 
-    results = profile(list(models), list(devices), threads=_thread_counts(threads), runs=runs, warmup=warmup,
-                      op_profile=op_profile, db=db, force=force, runner=runner, target=target, timeout=timeout,
-                      devices_file=devices_file, ssh_config=ssh_config, progress=not as_json)
+    failed = None
+    try:
+        results = profile(list(models), list(devices), threads=_thread_counts(threads), runs=runs, warmup=warmup,
+                          op_profile=op_profile, db=db, force=force, runner=runner, target=target, timeout=timeout,
+                          devices_file=devices_file, ssh_config=ssh_config, progress=not as_json)
+    except ProfileFailed as err:  # what was measured is printed, then the failures as one error line
+        results, failed = err.results, err
+    _print_profile(results, db, as_json)
+    if failed is not None:
+        raise failed
+
+
+def _print_profile(results: list[dict], db: str, as_json: bool) -> None:
     if as_json:
         _print_json(results)
         return
@@ -270,6 +280,8 @@ def profile_command(models, devices, runner, target, threads, runs, warmup, op_p
         skipped = "  (stored; --force to re-measure)" if r["status"] == "skipped" else ""
         click.echo(f"{r['model_name']:<{w}} {r['device'][:28]:<28} {r['threads']:>3} {fmt(r['mean_ms'])} "
                    f"{fmt(r['median_ms'])} {fmt(r['min_ms'])} {fmt(r['p90_ms'])} {fmt(r['std_ms'])[1:]}{skipped}")
+        if r.get("flags"):  # why this figure should not be trusted (spread, load, threads, throttling)
+            click.echo(f"{'':<{w}} ! noisy: {'; '.join(r['flags'])}")
     for machine in dict.fromkeys((r["device"], r["machine"], r["kernels"]) for r in results):
         click.echo(f"{machine[0]}: {machine[1]}; {machine[2]}")
     for r in results:
@@ -352,7 +364,31 @@ def devices_check_command(ctx, name, runner, target, devices_file, ssh_config, a
         if not report["problems"]:
             click.echo("ok: ready to profile")
     if report["problems"]:
-        ctx.exit(1)
+        ctx.exit(EdgebnnError.exit_code)  # a board that is not ready is bad input like any other: exit 2
+
+
+@devices_group.command("clean")
+@click.argument("name")
+@click.option("--older-than", type=float, default=10, show_default=True,
+              help="Minutes after which a work folder with no benchmark running counts as left over.")
+@click.option("--kill-running", is_flag=True, help="Also end benchmarks still running and remove their folders.")
+@click.option("--devices-file", default=None, help="devices.toml (default: ./ then ~/.config/edgebnn/).")
+@click.option("--ssh-config", default=None, help="An ssh -F config file.")
+def devices_clean_command(name, older_than, kill_running, devices_file, ssh_config):
+    """Remove what killed runs left: edgebnn.* work folders on board NAME (ending their benchmarks) and this
+    host's SSH control folders whose edgebnn process is gone. A folder whose run is alive is kept."""
+    from edgebnn.profile import cleanup
+    from edgebnn.profile import devices as devmod
+
+    dev = devmod.resolve(name, devices_file, ssh_config=ssh_config)
+    found = cleanup.clean_local()
+    if dev.kind == "ssh":
+        found += [{**f, "path": f"{dev.name}:{f['path']}"}
+                  for f in cleanup.clean_board(dev, older_than_min=older_than, kill_running=kill_running)]
+    for f in found:
+        click.echo(f"{f['path']}: {f['action']}")
+    removed = sum(1 for f in found if f["remove"])
+    click.echo(f"{removed} removed, {len(found) - removed} kept" if found else "nothing left over")
 
 
 # --------------------------------------------------------------------------------------------- report

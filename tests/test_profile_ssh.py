@@ -247,7 +247,7 @@ def test_runner_for_another_architecture(db, model, sshd, board_bin):
     assert "lce_benchmark_model_aarch64" in msg
     res = CliRunner().invoke(main, ["devices", "check", sshd.url, "--ssh-config", sshd.config, "--runner",
                                     str(board_bin["elf"])])
-    assert res.exit_code == 1 and "problem: runner lce_benchmark_model_aarch64 is built for aarch64" in res.output
+    assert res.exit_code == 2 and "problem: runner lce_benchmark_model_aarch64 is built for aarch64" in res.output
 
 
 def test_arm64_target_on_this_board_is_refused(db, model, sshd, board_bin):
@@ -258,11 +258,11 @@ def test_arm64_target_on_this_board_is_refused(db, model, sshd, board_bin):
 def test_corrupt_model(db, model, sshd, board_bin, tmp_path):
     corrupt = tmp_path / "corrupt.tflite"
     corrupt.write_bytes(model.read_bytes()[:64] + b"\xff" * 256)  # a TFL3 header, then garbage
-    _fault(db, "edgebnn-runner (failed|crashed) on .*(LCE cannot load the model|SIGSEGV)", [str(corrupt)], [sshd.url],
-           runner=str(board_bin["runner"]), ssh_config=sshd.config)
+    _fault(db, "is not a valid TFLite flatbuffer", [str(corrupt)], [sshd.url], runner=str(board_bin["runner"]),
+           ssh_config=sshd.config)  # refused by the schema check before anything is uploaded
     junk = tmp_path / "junk.tflite"
     junk.write_bytes(b"hello")
-    _fault(db, "not a TFLite flatbuffer", [str(junk)], [sshd.url], runner=str(board_bin["runner"]),
+    _fault(db, "not a valid TFLite flatbuffer", [str(junk)], [sshd.url], runner=str(board_bin["runner"]),
            ssh_config=sshd.config)
 
 
@@ -288,10 +288,14 @@ def test_cli_fault_is_one_line_exit_2(db, model, sshd):
 
 def test_interrupted_sweep_keeps_what_it_finished(model, sshd, board_bin, tmp_path):
     db = tmp_path / "r.db"
-    corrupt = tmp_path / "zz-corrupt.tflite"
-    corrupt.write_bytes(model.read_bytes()[:64] + b"\xff" * 256)
-    with pytest.raises(EdgebnnError, match=r"edgebnn-runner (crashed|failed) on .*\(1 result\(s\) measured "
-                                           r"before the failure are stored in"):
-        profile([str(model), str(corrupt)], [sshd.url], threads=[1], runs=3, warmup=0, db=db,
-                runner=str(board_bin["runner"]), ssh_config=sshd.config)
-    assert [(r[0], r[2]) for r in _rows(db)] == [(sha256(model), 1)]
+    other = tmp_path / "other.tflite"  # the same graph, another sha256: the runner below crashes on it
+    other.write_bytes(model.read_bytes() + b"\0" * 8)
+    runner = tmp_path / "crashes-on-other"
+    runner.write_text(f'#!/bin/sh\ncase "$*" in *model-{sha256(other)[:16]}*) kill -SEGV $$;; esac\n'
+                      f'exec {sys.executable} -m edgebnn.runner "$@"\n')
+    runner.chmod(0o755)
+    with pytest.raises(EdgebnnError, match=r"crashes-on-other crashed on .*SIGSEGV.*\(1 other result\(s\) measured "
+                                           r"and stored in"):
+        profile([str(other), str(model)], [sshd.url], threads=[1], runs=3, warmup=0, db=db, runner=str(runner),
+                ssh_config=sshd.config)
+    assert [(r[0], r[2]) for r in _rows(db)] == [(sha256(model), 1)]  # the crash did not end the sweep

@@ -21,18 +21,16 @@ from edgebnn.errors import EdgebnnError
 from edgebnn.profile import store
 from edgebnn.profile.parse import op_totals
 
-__all__ = ["profile", "check_device", "DEFAULT_DB"]
+__all__ = ["profile", "check_device", "DEFAULT_DB", "ProfileFailed"]
 DEFAULT_DB = store.DEFAULT_DB
+MAX_THREADS = 1024
 
 
 def _model_info(path: str | Path) -> dict:
+    from edgebnn import tflite_file
+
     p = Path(path)
-    if not p.is_file():
-        raise EdgebnnError(f"model file {p} does not exist: pass a .tflite file from `edgebnn convert`")
-    data = p.read_bytes()
-    if len(data) < 8 or data[4:8] != b"TFL3":
-        raise EdgebnnError(f"model file {p} is not a TFLite flatbuffer (no TFL3 identifier): it is corrupt or not "
-                           "a converted model; re-run `edgebnn convert`")
+    data = tflite_file.read(p)  # checked against the TFLite schema before any interpreter sees it
     sha = hashlib.sha256(data).hexdigest()
     return {"path": p, "model_path": str(p.resolve()), "model_name": model_name(p, data, sha),
             "model_sha256": sha, "model_size_mb": len(data) / 1e6}
@@ -93,13 +91,15 @@ def _versions(extra: dict | None = None) -> dict:
 def _public(row: dict, status: str, totals: list[dict] | None = None) -> dict:
     keys = ("model_name", "model_sha256", "model_path", "device", "kind", "threads", "target", "machine", "kernels",
             "runner", "runs", "warmup", "min_ms", "median_ms", "mean_ms", "p90_ms", "std_ms", "max_ms", "first_ms",
-            "init_ms", "warnings")
+            "init_ms", "warnings", "load", "flags")
     out = {"status": status, **{k: row.get(k) for k in keys}}
     out["kind"] = store.kind_of(row)
     if out["kind"] == "estimate":
         out["estimate"], out["flags"] = row.get("estimate") or {}, row.get("flags") or []
     out["temp_before_c"] = (row.get("board") or {}).get("temp_before_c")
     out["temp_after_c"] = (row.get("board") or {}).get("temp_after_c")
+    out["flags"] = list(row.get("flags") or [])
+    out["load"] = dict(row.get("load") or {})
     out["op_totals"] = totals or []
     return out
 
@@ -111,6 +111,7 @@ class _Sweep:
         self.db, self.force, self.warn = db, force, warn
         self.lock = threading.Lock()
         self.results: list[dict] = []
+        self.failures: list[str] = []
         from edgebnn.progress import progress_bar
 
         self.bar = progress_bar(total=total, desc="profiling", unit="run", enable=progress)
@@ -132,8 +133,22 @@ class _Sweep:
             self.results.append(result)
             self.bar.update(1)
 
+    def fail(self, message: str) -> None:
+        with self.lock:
+            self.failures.append(message)
 
-def _profile_local(sweep, models, threads, runs, warmup, op_profile) -> None:
+    def save(self, conn, row: dict, ops: list[dict] | None = None) -> None:
+        """Store one measurement; when the database refuses the write, keep it in the fallback JSON beside it."""
+        try:
+            store.save(conn, row, ops)
+        except store.WriteFailed as err:
+            with self.lock:
+                kept = store.save_fallback(self.db, row, ops)
+            self.fail(f"{err}; the measurement is kept in {kept}")
+        self.add(_public(row, "measured", op_totals(ops or []) if ops else None))
+
+
+def _profile_local(sweep, models, threads, runs, warmup, op_profile, timeout) -> None:
     from edgebnn.profile import local
 
     conn = store.connect(sweep.db)
@@ -142,24 +157,50 @@ def _profile_local(sweep, models, threads, runs, warmup, op_profile) -> None:
             for n in threads:
                 if sweep.stored(conn, model, "local", n):
                     continue
-                r = local.profile_file(model["path"], threads=n, runs=runs, warmup=warmup)
+                try:
+                    r = local.profile_file(model["path"], threads=n, runs=runs, warmup=warmup, timeout=timeout)
+                except EdgebnnError as err:  # one model's failure (even a crash) ends neither the sweep nor the device
+                    sweep.fail(str(err))
+                    break
                 warnings = []
                 if op_profile:
                     warnings.append("no op profile on device local: LCE's Python interpreter has no per-op timer")
                 row = {**model, **{k: r[k] for k in ("min_ms", "median_ms", "mean_ms", "p90_ms", "std_ms", "max_ms",
                                                      "first_ms", "init_ms", "runs", "warmup", "machine", "kernels",
-                                                     "runner", "board")},
+                                                     "runner", "board", "load", "flags")},
                        "device": "local", "threads": n, "target": "host", "warnings": warnings,
                        "versions": _versions(r["versions"])}
-                store.save(conn, row)
-                sweep.add(_public(row, "measured"))
+                sweep.save(conn, row)
     finally:
         conn.close()
 
 
+def _board_row(session, model, parsed, device, n, fields, op_profile) -> dict:
+    """One board measurement as a results row: statistics, board facts, temperatures, load and flags."""
+    from edgebnn.profile import load
+
+    board_facts = {**fields["board"], "temp_before_c": parsed["temp_before_c"],
+                   "temp_after_c": parsed["temp_after_c"], "throttled_after": parsed["throttled_after"]}
+    warnings = list(fields["warnings"])
+    if op_profile and not parsed["ops"]:
+        warnings.append(f"no op profile from {session.runner.name}: "
+                        + (parsed["notes"][-1] if parsed["notes"] else "it printed no Run Order table"))
+    notes = [x for x in parsed["notes"] if x.startswith("edgebnn runner")]
+    stats = _stats_from_parsed(parsed)
+    row = {**model, **stats, **fields, "board": board_facts, "device": device.name, "threads": n,
+           "warnings": warnings, "load": parsed.get("load") or {},
+           "versions": _versions({"runner_output": notes[0] if notes else session.runner.name})}
+    row["flags"] = load.flags(stats, row["load"], n)
+    if parsed.get("throttled_after") not in (None, "", "0x0", "throttled=0x0"):
+        row["flags"].append(f"throttled: {parsed['throttled_after']}")
+    if row["model_size_mb"] is None:
+        row["model_size_mb"] = parsed.get("model_size_mb")
+    return row
+
+
 def _profile_ssh(sweep, device, models, threads, runs, warmup, op_profile, runner, target, timeout,
                  connect_timeout) -> None:
-    from edgebnn.profile.remote import BoardSession
+    from edgebnn.profile.remote import BoardSession, RunFailed
 
     conn = store.connect(sweep.db)
     try:
@@ -177,6 +218,12 @@ def _profile_ssh(sweep, device, models, threads, runs, warmup, op_profile, runne
             n_warm = warmup if warmup is not None else (t.warmup_runs if t else 1)
             xnnpack = t.use_xnnpack if t else None
             fields = session.result_fields()
+            cores = session.facts.get("cores")
+            for n in sorted({n for _, ns in todo for n in (ns or default_threads)}):
+                if isinstance(cores, int) and n > cores:
+                    sweep.warn(f"--threads {n} is more than the {cores} cores of {device.name}: figures at {n} "
+                               "threads measure contention")
+            no_ops_said = False
             for model, ns in todo:
                 ns = ns if ns is not None else [n for n in default_threads
                                                 if not sweep.stored(conn, model, device.name, n)]
@@ -184,22 +231,16 @@ def _profile_ssh(sweep, device, models, threads, runs, warmup, op_profile, runne
                     continue
                 remote = session.upload_model(model["path"], model["model_sha256"])
                 for n in ns:
-                    parsed = session.benchmark(remote, n, n_runs, n_warm, op_profile, use_xnnpack=xnnpack)
-                    board_facts = {**fields["board"], "temp_before_c": parsed["temp_before_c"],
-                                   "temp_after_c": parsed["temp_after_c"],
-                                   "throttled_after": parsed["throttled_after"]}
-                    warnings = list(fields["warnings"])
-                    if op_profile and not parsed["ops"]:
-                        warnings.append(f"no op profile from {session.runner.name}: "
-                                        + (parsed["notes"][-1] if parsed["notes"] else "it printed no Run Order table"))
-                    notes = [x for x in parsed["notes"] if x.startswith("edgebnn runner")]
-                    row = {**model, **_stats_from_parsed(parsed), **fields, "board": board_facts,
-                           "device": device.name, "threads": n, "warnings": warnings,
-                           "versions": _versions({"runner_output": notes[0] if notes else session.runner.name})}
-                    if row["model_size_mb"] is None:
-                        row["model_size_mb"] = parsed.get("model_size_mb")
-                    store.save(conn, row, parsed["ops"])
-                    sweep.add(_public(row, "measured", op_totals(parsed["ops"])))
+                    try:
+                        parsed = session.benchmark(remote, n, n_runs, n_warm, op_profile, use_xnnpack=xnnpack)
+                    except RunFailed as err:  # this model's run failed or crashed: the next model still runs
+                        sweep.fail(str(err))
+                        break
+                    row = _board_row(session, model, parsed, device, n, fields, op_profile)
+                    if op_profile and not parsed["ops"] and not no_ops_said:
+                        sweep.warn(f"--op-profile: {row['warnings'][-1]}; the timings are whole-model only")
+                        no_ops_said = True
+                    sweep.save(conn, row, parsed["ops"])
                 session.remove(remote)
     finally:
         conn.close()
@@ -258,29 +299,34 @@ def profile(models, devices=("local",), threads=None, runs=None, warmup=None, op
         if dev.name not in [d.name for d in resolved]:
             resolved.append(dev)
     threads = [int(t) for t in threads] if threads else None
-    if threads is not None and any(t < 1 for t in threads):
-        raise EdgebnnError("--threads takes counts of 1 or more, e.g. --threads 1,4")
-    if runs is not None and runs < 1:
-        raise EdgebnnError("--runs must be 1 or more")
-    store.connect(db).close()  # a bad --db fails here, before any board is touched
+    _check_numbers(threads, runs, warmup, timeout)
+    store.check_writable(db)  # a bad or read-only --db fails here, before anything is measured
+    if threads and any(d.kind == "local" for d in resolved):
+        import os
+
+        cores = os.cpu_count() or 1
+        if max(threads) > cores:
+            warn(f"--threads {max(threads)} is more than this host's {cores} cores: figures above {cores} threads "
+                 "measure contention, not speed")
+        if op_profile:
+            warn("--op-profile: device local cannot profile per op (LCE's Python interpreter has no per-op timer); "
+                 "its timings are whole-model only")
     total = len(infos) * sum(len(threads or [1]) for _ in resolved)
     sweep = _Sweep(db, force, total, progress, warn)
-    failures: list[str] = []
 
     def job(dev):
         try:
             if dev.kind == "local":
                 local_runs = runs if runs is not None else 20
                 local_warm = warmup if warmup is not None else 3
-                _profile_local(sweep, infos, threads or [1], local_runs, local_warm, op_profile)
+                _profile_local(sweep, infos, threads or [1], local_runs, local_warm, op_profile, timeout)
             elif dev.kind == "qemu":
                 _profile_qemu(sweep, infos, threads, runner, timeout)
             else:
                 _profile_ssh(sweep, dev, infos, threads, runs, warmup, op_profile, runner, target, timeout,
                              connect_timeout)
         except EdgebnnError as err:
-            with sweep.lock:
-                failures.append(str(err))
+            sweep.fail(str(err))
 
     started = time.monotonic()
     if len(resolved) == 1:
@@ -289,15 +335,34 @@ def profile(models, devices=("local",), threads=None, runs=None, warmup=None, op
         with ThreadPoolExecutor(max_workers=len(resolved)) as pool:
             list(pool.map(job, resolved))
     sweep.bar.close()
-    if failures:
-        done = sum(1 for r in sweep.results if r["status"] == "measured")
-        kept = f" ({done} result(s) measured before the failure are stored in {db})" if done else ""
-        if len(failures) == 1:
-            raise EdgebnnError(failures[0] + kept)
-        raise EdgebnnError(f"{len(failures)} devices failed: " + "; ".join(failures) + kept)
     for r in sweep.results:
         r["elapsed_s"] = round(time.monotonic() - started, 3)
+    if sweep.failures:
+        raise ProfileFailed(sweep.failures, sweep.results, db)
     return sweep.results
+
+
+def _check_numbers(threads, runs, warmup, timeout) -> None:
+    """Counts and seconds a user gives, refused before anything runs."""
+    if threads is not None and any(not 1 <= t <= MAX_THREADS for t in threads):
+        raise EdgebnnError(f"--threads takes counts from 1 to {MAX_THREADS}, e.g. --threads 1,4")
+    if runs is not None and not 1 <= runs <= 1_000_000:
+        raise EdgebnnError("--runs must be from 1 to 1000000")
+    if warmup is not None and not 0 <= warmup <= 1_000_000:
+        raise EdgebnnError("--warmup must be from 0 to 1000000")
+    if timeout is not None and not 0 < timeout <= 7 * 24 * 3600:
+        raise EdgebnnError("--timeout must be a number of seconds above 0 (and at most a week)")
+
+
+class ProfileFailed(EdgebnnError):
+    """Some runs failed; the others were measured and stored (``results``), and the message names every failure."""
+
+    def __init__(self, failures: list[str], results: list[dict], db):
+        done = sum(1 for r in results if r["status"] == "measured")
+        kept = f" ({done} other result(s) measured and stored in {db})" if done else ""
+        text = failures[0] if len(failures) == 1 else f"{len(failures)} runs failed: " + "; ".join(failures)
+        super().__init__(text + kept)
+        self.failures, self.results = failures, results
 
 
 def check_device(name: str, runner: str | None = None, target: str | None = None, devices_file=None,

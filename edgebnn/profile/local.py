@@ -173,21 +173,80 @@ def host_facts() -> dict:
             "os": platform.platform(), "hostname": platform.node()}
 
 
+def _child(path: str, threads: int, runs: int, warmup: int, use_xnnpack: bool) -> dict:
+    """In the child process: time the model and record the host's load around it (see ``load``)."""
+    import os
+
+    from edgebnn.profile import load
+
+    before, cpu0 = load.snapshot(), os.times()
+    m = measure(Path(path).read_bytes(), threads=threads, runs=runs, warmup=warmup, use_xnnpack=use_xnnpack)
+    cpu1, after = os.times(), load.snapshot()
+    m["load"] = load.around(before, after, (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system))
+    return m
+
+
+def _in_child(path: Path, threads: int, runs: int, warmup: int, use_xnnpack: bool, timeout: float) -> dict:
+    """:func:`_child` in a fresh Python: a model that crashes the interpreter (SIGSEGV) ends that process, not
+    ours, and becomes one line."""
+    import json
+    import subprocess
+
+    args = [sys.executable, "-m", "edgebnn.profile.local", str(path), str(int(threads)), str(int(runs)),
+            str(int(warmup)), "1" if use_xnnpack else "0"]
+    try:
+        proc = subprocess.run(args, capture_output=True, text=True, errors="replace", timeout=timeout,
+                              stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise EdgebnnError(f"LCE's interpreter gave no result for {path} within {timeout:.0f} s (--timeout); "
+                           "nothing was stored for it") from None
+    if proc.returncode < 0:
+        import signal
+
+        name = signal.Signals(-proc.returncode).name if -proc.returncode in signal.valid_signals() else \
+            f"signal {-proc.returncode}"
+        raise EdgebnnError(f"LCE's interpreter crashed on {path} ({name}): the model is corrupt in a way the schema "
+                           "check cannot see; re-run `edgebnn convert`")
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    if proc.returncode != 0:
+        errs = [ln for ln in lines if ln.startswith("error: ")]
+        raise EdgebnnError(errs[-1][len("error: "):] if errs else
+                           f"timing {path} failed (exit {proc.returncode}): {lines[-1] if lines else 'no message'}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def profile_file(path: str | Path, threads: int = 1, runs: int = 50, warmup: int = 1,
-                 use_xnnpack: bool = False) -> dict:
-    """Time one .tflite file here; a result dict for :func:`edgebnn.profile.store.save`."""
+                 use_xnnpack: bool = False, timeout: float = 600) -> dict:
+    """Time one .tflite file here, in a child process, after checking it against the TFLite schema; a result
+    dict for :func:`edgebnn.profile.store.save` (with ``load`` and ``flags``, see ``load``)."""
+    from edgebnn import tflite_file
     from edgebnn.machine import host_label
+    from edgebnn.profile import load
 
     path = Path(path)
-    try:
-        flatbuffer = path.read_bytes()
-    except OSError as err:
-        raise EdgebnnError(f"cannot read model {path}: {err.strerror}") from None
-    m = measure(flatbuffer, threads=threads, runs=runs, warmup=warmup, use_xnnpack=use_xnnpack)
+    flatbuffer = tflite_file.read(path)
+    m = _in_child(path, threads, runs, warmup, use_xnnpack, timeout)
     samples = m["samples_us"]
-    return {**stats_ms(samples), "runs": len(samples), "warmup": len(m["warmup_us"]), "threads": int(threads),
+    stats = stats_ms(samples)
+    return {**stats, "runs": len(samples), "warmup": len(m["warmup_us"]), "threads": int(threads),
             "first_ms": (m["warmup_us"] or samples)[0] / 1e3, "init_ms": m["init_us"] / 1e3,
             "model_size_mb": len(flatbuffer) / 1e6, "machine": host_label(),
-            "kernels": kernels_label(platform.machine()), "runner": "LCE Python interpreter (in process)",
+            "kernels": kernels_label(platform.machine()), "runner": "LCE Python interpreter (child process)",
             "board": host_facts(), "versions": {"larq-compute-engine": lce_version()}, "ops": [],
-            "samples_us": samples}
+            "samples_us": samples, "load": m["load"], "flags": load.flags(stats, m["load"], int(threads))}
+
+
+def _main(argv: list[str]) -> int:
+    import json
+
+    try:
+        path, threads, runs, warmup, xnnpack = argv
+        print(json.dumps(_child(path, int(threads), int(runs), int(warmup), xnnpack == "1")))
+    except EdgebnnError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

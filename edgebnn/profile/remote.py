@@ -8,14 +8,16 @@ after, under ``timeout``), parse. Close: remove the work directory, whatever hap
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import signal
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
 from edgebnn.errors import EdgebnnError
-from edgebnn.profile import board
+from edgebnn.profile import board, load
 from edgebnn.profile.local import kernels_label, sha256
 from edgebnn.profile.parse import parse
 from edgebnn.profile.ssh import Connection
@@ -69,6 +71,34 @@ def pick_target(facts: dict, name: str | None):
         if machine in t.machines:
             return t
     return None
+
+
+class RunFailed(EdgebnnError):
+    """One benchmark run failed or crashed on the board (the connection is fine: the next model can run)."""
+
+
+PID_FILE = "bench.pid"  # in the work directory while a benchmark runs: its process group id
+WORKDIR_GLOB = "edgebnn.*"  # what `mktemp -d "${TMPDIR:-/tmp}/edgebnn.XXXXXXXX"` makes
+OWNER_FILE = "owner"  # "<host> <pid>" of the edgebnn process that made the work directory
+OWNER_HOST = socket.gethostname()
+
+
+def kill_script(workdir_q: str) -> str:
+    """Shell lines that end the benchmark of a work directory (already quoted): its whole process group (it runs
+    under ``setsid``), TERM then KILL, by the pid file it wrote."""
+    pid = f"{workdir_q}/{PID_FILE}"
+    return (f'if [ -s {pid} ]; then pg=$(cat {pid}); case "$pg" in *[!0-9]*|"") ;; *) '
+            'kill -TERM -- "-$pg" 2>/dev/null || kill -TERM "$pg" 2>/dev/null; sleep 1; '
+            'kill -KILL -- "-$pg" 2>/dev/null || kill -KILL "$pg" 2>/dev/null;; esac; fi')
+
+
+def own_session(run: str, workdir_q: str) -> str:
+    """``run`` (a shell command line) in its own session and process group (``setsid -w``, or a background job
+    where there is no setsid), its id in the work directory's pid file: :func:`kill_script` ends it and
+    everything it started."""
+    pid = f"{workdir_q}/{PID_FILE}"
+    return (f"if setsid -w true >/dev/null 2>&1; then setsid -w sh -c 'echo $$ > \"$0\"; exec \"$@\"' {pid} "
+            f"{run}; else {run} & echo $! > {pid}; wait $!; fi; rc=$?; rm -f {pid}; (exit $rc)")
 
 
 def _safe_name(name: str) -> str:
@@ -155,8 +185,10 @@ class BoardSession:
             raise EdgebnnError(problems[0] + more)
         for w in self.warnings:
             self.warn(w)
-        proc = self.conn.run('mktemp -d "${TMPDIR:-/tmp}/edgebnn.XXXXXXXX"', timeout=60,
-                             what="making a work directory")
+        # The owner file names this process: `edgebnn devices clean` removes a folder whose owner is gone.
+        owner = shlex.quote(f"{OWNER_HOST} {os.getpid()}")
+        proc = self.conn.run(f'd=$(mktemp -d "${{TMPDIR:-/tmp}}/edgebnn.XXXXXXXX") && echo {owner} > "$d/{OWNER_FILE}"'
+                             ' && echo "$d"', timeout=60, what="making a work directory")
         workdir = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
         if not re.fullmatch(r"/[\w./\-]+", workdir):
             raise EdgebnnError(f"{self.url}: mktemp -d returned {workdir!r}; is /tmp writable there?")
@@ -181,12 +213,15 @@ class BoardSession:
                                f"!= {sha[:12]}): check the board's disk space and retry")
 
     def close(self) -> None:
+        """End whatever benchmark still runs (interrupted or failed), remove the work directory, end the
+        connection."""
         try:
             if self.workdir:
                 workdir, self.workdir = self.workdir, None
+                q = shlex.quote(workdir)
                 try:
-                    self.conn.run(f"rm -rf -- {shlex.quote(workdir)}", timeout=30,
-                                  what="removing the work directory")
+                    self.conn.run(f"{kill_script(q)}; rm -rf -- {q}", timeout=30,
+                                  what="ending the benchmark and removing the work directory")
                 except EdgebnnError as err:
                     self.warn(f"could not remove {workdir} on {self.url}: {err}")
         finally:
@@ -209,26 +244,67 @@ class BoardSession:
             flags.append("--enable_op_profiling=true")
         if use_xnnpack is not None:
             flags.append(f"--use_xnnpack={'true' if use_xnnpack else 'false'}")
-        words = [board.quote_remote(self.command[0])] + [shlex.quote(w) for w in self.command[1:] + flags]
         limit = int(self.timeout)
-        run = " ".join(words)
-        if self.facts.get("has_timeout"):
-            run = f"timeout -k 5 {limit} {run}"
-        script = "; ".join([f"cd {shlex.quote(self.workdir)} || exit 96", board.temperature_script("before"),
-                            "echo '@@output'", f"{run}", "rc=$?", board.temperature_script("after"),
-                            "exit $rc"])
+        wd = shlex.quote(self.workdir)
+        run = own_session(self._command_line(flags, limit), wd)
+        # Temperatures, the load (/proc) and the shell's children's CPU time (`times`) around the benchmark.
+        script = "; ".join([f"cd {wd} || exit 96", board.temperature_script("before"),
+                            f"echo '@@load_before'; ({load.SCRIPT}) 2>/dev/null", "echo '@@output'", run, "rc=$?",
+                            f"echo '@@load_after'; ({load.SCRIPT}) 2>/dev/null", "echo '@@times'; times",
+                            board.temperature_script("after"), "exit $rc"])
         proc = self.conn.run(script, timeout=limit + 45, what=f"running {self.runner.name}", check=False)
         s = board.sections(proc.stdout)
         output = s.get("output", "")
         rc = proc.returncode
         if rc != 0:
-            raise EdgebnnError(self._failure(rc, output, proc.stderr, limit))
+            raise RunFailed(self._failure(rc, output, proc.stderr, limit))
         parsed = parse(output)
+        parsed["load"] = load.around(load.parse(s.get("load_before")), load.parse(s.get("load_after")),
+                                     load.parse_times(s.get("times")))
         parsed["temp_before_c"] = board.temperature_c(s.get("temp_before"))
         parsed["temp_after_c"] = board.temperature_c(s.get("temp_after"))
         parsed["throttled_after"] = s.get("throttled_after") or None
         parsed["raw"] = output
         return parsed
+
+    def _command_line(self, flags: list[str], limit: int) -> str:
+        """The runner with ``flags``, quoted for the board's shell, under ``timeout`` when the board has it."""
+        words = [board.quote_remote(self.command[0])] + [shlex.quote(w) for w in self.command[1:] + list(flags)]
+        run = " ".join(words)
+        return f"timeout -k 5 {limit} {run}" if self.facts.get("has_timeout") else run
+
+    def run_files(self, flags: list[str], files_in: dict | None = None, files_out=(), timeout: float | None = None
+                  ) -> dict:
+        """Run the runner in the work directory with ``flags`` (which name files relative to it): ``files_in``
+        ({name: local path}) uploaded first and checked by sha256, ``files_out`` (names) read back after.
+        Returns {stdout, stderr, rc, files: {name: bytes}} (an output the runner did not write is left out);
+        the files are removed from the board afterwards."""
+        import tempfile
+
+        files_in = dict(files_in or {})
+        names = [*files_in, *files_out]
+        bad = [n for n in names if not re.fullmatch(r"[\w.\-]+", n)]
+        if bad:
+            raise ValueError(f"unsafe file name {bad[0]!r}")
+        for name, local in files_in.items():
+            self._put(Path(local), f"{self.workdir}/{name}", sha256(local), f"uploading {name}")
+        limit = int(timeout or self.timeout)
+        cd = f"cd {shlex.quote(self.workdir)} || exit 96"
+        proc = self.conn.run(f"{cd}; {own_session(self._command_line(flags, limit), shlex.quote(self.workdir))}",
+                             timeout=limit + 45,
+                             what=f"running {self.runner.name}", check=False)
+        files = {}
+        if files_out:
+            listed = self.conn.run(f"{cd}; ls -1 -- {' '.join(files_out)} 2>/dev/null; exit 0", timeout=60,
+                                   what="listing the runner's output files").stdout.split()
+            with tempfile.TemporaryDirectory(prefix="edgebnn-out-") as tmp:
+                for name in (n for n in files_out if n in listed):
+                    self.conn.download(f"{self.workdir}/{name}", Path(tmp) / name, timeout=max(self.timeout, 60),
+                                       what=f"reading back {name}")
+                    files[name] = (Path(tmp) / name).read_bytes()
+        if names:
+            self.conn.run(f"{cd}; rm -f -- {' '.join(names)}", timeout=60, what="removing files", check=False)
+        return {"stdout": proc.stdout, "stderr": proc.stderr, "rc": proc.returncode, "files": files}
 
     def _failure(self, rc: int, output: str, stderr: str, limit: int) -> str:
         name = self.runner.name
@@ -249,6 +325,11 @@ class BoardSession:
     def result_fields(self) -> dict:
         """What every result from this board records besides the timings."""
         keep = {k: v for k, v in self.facts.items() if k not in ("runner_head",)}
-        return {"machine": self.facts.get("label") or self.url, "kernels": kernels_label(self.facts.get("machine", "")),
-                "target": self.target.name if self.target else None, "runner": " ".join(self.command),
-                "board": keep, "warnings": list(self.warnings)}
+        fields = {"machine": self.facts.get("label") or self.url,
+                  "kernels": kernels_label(self.facts.get("machine", "")),
+                  "target": self.target.name if self.target else None, "runner": " ".join(self.command),
+                  "board": keep, "warnings": list(self.warnings)}
+        if self.facts.get("emulator"):  # wall time on this host's CPU through an emulator: never board latency
+            fields["kernels"] += " under emulation (emulated wall time, not latency)"
+            fields["kind"] = "host"
+        return fields

@@ -7,6 +7,7 @@ host key is refused, never silently accepted. Every remote argument is quoted wi
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -16,6 +17,8 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from edgebnn.errors import EdgebnnError
+
+CONTROL_PREFIX = "edgebnn-ssh-"  # local folders of the shared connection's control socket
 
 
 @dataclass
@@ -34,17 +37,26 @@ class SshTarget:
 
     @property
     def url(self) -> str:
-        return f"ssh://{self.destination}" + (f":{self.port}" if self.port else "")
+        host = f"[{self.host}]" if ":" in self.host else self.host  # IPv6: ssh://user@[::1]:2222
+        return f"ssh://{self.user + '@' if self.user else ''}{host}" + (f":{self.port}" if self.port else "")
+
+    @property
+    def known_hosts_name(self) -> str:
+        """The host as known_hosts names it: ``host``, or ``[host]:port`` off port 22."""
+        return f"[{self.host}]:{self.port}" if self.port and self.port != 22 else self.host
 
 
 def parse_url(text: str, config_file: str | None = None) -> SshTarget:
     """``ssh://user@host[:port]`` (or ``user@host[:port]``) -> :class:`SshTarget`."""
+    if not isinstance(text, str):
+        raise EdgebnnError(f"device {text!r} is not ssh://[user@]host[:port]: give the address as a string")
     raw = text if text.startswith("ssh://") else f"ssh://{text}"
     try:
         parts = urlsplit(raw)
         port = parts.port
     except ValueError:
-        raise EdgebnnError(f"device {text!r} is not ssh://[user@]host[:port]: fix the port or the address") from None
+        raise EdgebnnError(f"device {_hide_password(text)!r} is not ssh://[user@]host[:port]: fix the port or the "
+                           "address (an IPv6 address goes in brackets: ssh://user@[::1]:2222)") from None
     host = parts.hostname or ""
     if parts.netloc.rsplit("@", 1)[-1].startswith("["):
         host = parts.netloc.rsplit("@", 1)[-1].split("]")[0][1:]
@@ -52,10 +64,17 @@ def parse_url(text: str, config_file: str | None = None) -> SshTarget:
         host = parts.netloc.rsplit("@", 1)[-1].rsplit(":", 1)[0] if port else parts.netloc.rsplit("@", 1)[-1]
     if not host or host.startswith("-") or parts.path not in ("", "/") or not re.fullmatch(r"[\w.\-:%]+", host):
         raise EdgebnnError(f"device {text!r} is not ssh://[user@]host[:port]: give a host name or address")
+    if parts.password is not None:
+        raise EdgebnnError(f"device {_hide_password(text)}: a password in the URL is never used (ssh runs with "
+                           "BatchMode, keys only): drop it and install a key with `ssh-copy-id`")
     user = unquote(parts.username) if parts.username else None
     if user is not None and (not user or user.startswith("-")):
         raise EdgebnnError(f"device {text!r} has an invalid user name")
     return SshTarget(host=host, user=user, port=port, config_file=config_file)
+
+
+def _hide_password(text: str) -> str:
+    return re.sub(r"(//[^:/@]*):[^@]*@", r"\1:***@", text)
 
 
 def _tool(name: str) -> str:
@@ -79,7 +98,7 @@ def explain_failure(stderr: str, target: SshTarget, what: str) -> str:
     low = err.lower()
     if "remote host identification has changed" in low or "host key for" in low and "has changed" in low:
         return (f"host key of {where} does not match known_hosts (possible impostor or a reinstalled board): "
-                f"check the board, then remove the old key with `ssh-keygen -R {target.host}`")
+                f"check the board, then remove the old key with `ssh-keygen -R '{target.known_hosts_name}'`")
     if "host key verification failed" in low or "no " in low and "host key is known" in low:
         port = f"-p {target.port} " if target.port else ""
         return (f"host key of {where} is not in known_hosts: connect once with `ssh {port}{target.destination}` "
@@ -128,7 +147,8 @@ class Connection:
     def _start_master(self) -> None:
         # The master runs in the background (-f) with its output in a file: a pipe would stay open as long as
         # the master lives. ControlPersist bounds its life should close() never be called.
-        directory = tempfile.mkdtemp(prefix="edgebnn-ssh-")
+        directory = tempfile.mkdtemp(prefix=CONTROL_PREFIX)
+        Path(directory, "owner").write_text(f"{os.getpid()}\n")  # `edgebnn devices clean` ends a dead owner's master
         log = Path(directory, "master.log")
         args = [_tool("ssh"), *self._config_args(), *self.options(), "-o", "ControlMaster=yes",
                 "-o", f"ControlPath={directory}/cm", "-o", "ControlPersist=120", "-N", "-f"]
@@ -222,15 +242,28 @@ class Connection:
 
     def upload(self, local: str | Path, remote_path: str, timeout: float, what: str) -> None:
         """Copy a local file to ``remote_path`` on the board (a path of safe characters, made by edgebnn)."""
+        # An absolute local path: scp never mistakes it for host:path, whatever characters it holds.
+        self._scp([str(Path(local).resolve()), f"{self._scp_host()}:{self._safe(remote_path)}"], timeout, what)
+
+    def download(self, remote_path: str, local: str | Path, timeout: float, what: str) -> None:
+        """Copy ``remote_path`` on the board (a path of safe characters, made by edgebnn) to a local file."""
+        self._scp([f"{self._scp_host()}:{self._safe(remote_path)}", str(Path(local).resolve())], timeout, what)
+
+    @staticmethod
+    def _safe(remote_path: str) -> str:
         if not re.fullmatch(r"[\w./\-]+", remote_path):
             raise ValueError(f"unsafe remote path {remote_path!r}")
+        return remote_path
+
+    def _scp_host(self) -> str:
+        host = f"[{self.target.host}]" if ":" in self.target.host else self.target.host
+        return f"{self.target.user}@{host}" if self.target.user else host
+
+    def _scp(self, paths: list[str], timeout: float, what: str) -> None:
         args = [_tool("scp"), "-q", *self._config_args(), *self.options(), *self._control_args()]
         if self.target.port:
             args += ["-P", str(self.target.port)]
-        host = f"[{self.target.host}]" if ":" in self.target.host else self.target.host
-        dest = f"{self.target.user}@{host}" if self.target.user else host
-        # An absolute local path: scp never mistakes it for host:path, whatever characters it holds.
-        args += ["--", str(Path(local).resolve()), f"{dest}:{remote_path}"]
+        args += ["--", *paths]
         try:
             proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
                                   errors="replace")
@@ -241,4 +274,4 @@ class Connection:
             if proc.returncode == 255 or "connect" in proc.stderr.lower() or "host key" in proc.stderr.lower():
                 raise EdgebnnError(explain_failure(proc.stderr, self.target, what))
             last = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-            raise EdgebnnError(f"{what} to {self.target.url} failed: {last[-1].strip() if last else 'scp failed'}")
+            raise EdgebnnError(f"{what} on {self.target.url} failed: {last[-1].strip() if last else 'scp failed'}")

@@ -152,10 +152,62 @@ def connect(path: str | Path = DEFAULT_DB) -> sqlite3.Connection:
     except EdgebnnError as err:
         raise EdgebnnError(f"results database {path} {err}: pass another --db") from None
     except sqlite3.DatabaseError as err:
+        if "readonly" in str(err):
+            raise EdgebnnError(f"results database {path} cannot be written ({err}): make it writable or pass "
+                               "another --db") from None
         raise EdgebnnError(f"results database {path} cannot be opened ({err}): pass another --db") from None
     conn.execute("PRAGMA foreign_keys = ON")
     conn.row_factory = sqlite3.Row
     return conn
+
+
+class WriteFailed(EdgebnnError):
+    """The database refused a write (read-only file or folder, full disk, locked): the caller keeps the row."""
+
+
+def check_writable(path: str | Path = DEFAULT_DB) -> None:
+    """Open ``path`` as :func:`connect` does and prove a write goes through, before anything is measured: a
+    read-only file or folder is refused up front rather than after minutes of measuring."""
+    import os
+
+    path = Path(path)
+    conn = connect(path)
+    try:
+        with conn:
+            conn.execute("INSERT OR REPLACE INTO meta VALUES ('last_opened', ?)", (time.strftime("%Y-%m-%dT%H:%M:%S"),))
+    except sqlite3.DatabaseError as err:
+        raise EdgebnnError(f"results database {path} cannot be written ({err}): make it writable or pass "
+                           "another --db") from None
+    finally:
+        conn.close()
+    folder = path.resolve().parent
+    if not os.access(folder, os.W_OK):
+        raise EdgebnnError(f"results database {path} lies in a folder that cannot be written ({folder}; SQLite "
+                           "needs it for its journal): pass another --db")
+
+
+def fallback_path(db: str | Path) -> Path:
+    """Where measurements go when the database refuses them: ``<db>.unsaved.json`` beside it, else in the
+    working directory."""
+    return Path(str(db) + ".unsaved.json")
+
+
+def save_fallback(db: str | Path, result: dict, ops: list[dict] | None = None) -> Path:
+    """Append one result the database refused to the fallback JSON (a list); returns where it went."""
+    import os
+
+    path = fallback_path(db)
+    if not os.access(path.resolve().parent, os.W_OK) and not os.access(path, os.W_OK):
+        path = Path.cwd() / path.name
+    try:
+        kept = json.loads(path.read_text()) if path.is_file() else []
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+        kept = []
+    kept.append({"result": {k: v for k, v in result.items() if k != "path"}, "ops": ops or []})
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(kept, indent=1, default=str))
+    os.replace(tmp, path)
+    return path
 
 
 def kind_of(result: dict) -> str:
@@ -176,9 +228,8 @@ def exists(conn: sqlite3.Connection, model_sha256: str, device: str, threads: in
 
 
 def save(conn: sqlite3.Connection, result: dict, ops: list[dict] | None = None) -> int:
-    """Store one result and its per-op rows in one transaction, replacing an older row with the same key."""
-    from edgebnn.profile.parse import op_kind
-
+    """Store one result and its per-op rows in one transaction, replacing an older row with the same key; a write
+    the database refuses raises :class:`WriteFailed` (the caller keeps the result, see :func:`save_fallback`)."""
     row = {k: result.get(k) for k in _RESULT_COLUMNS}
     row["created_at"] = row["created_at"] or time.strftime("%Y-%m-%dT%H:%M:%S%z")
     row["kind"] = kind_of(result)
@@ -191,6 +242,15 @@ def save(conn: sqlite3.Connection, result: dict, ops: list[dict] | None = None) 
                            "min_ms", "mean_ms") if row[k] is None]
     if missing:
         raise ValueError(f"result lacks {', '.join(missing)}")
+    try:
+        return _insert(conn, row, ops)
+    except sqlite3.OperationalError as err:
+        raise WriteFailed(f"the results database refused the result ({err})") from None
+
+
+def _insert(conn: sqlite3.Connection, row: dict, ops: list[dict] | None) -> int:
+    from edgebnn.profile.parse import op_kind
+
     with conn:
         conn.execute("DELETE FROM results WHERE model_sha256 = ? AND device = ? AND threads = ? AND kind = ?",
                      (row["model_sha256"], row["device"], int(row["threads"]), row["kind"]))
