@@ -354,8 +354,8 @@ def devices_check_command(ctx, name, runner, target, devices_file, ssh_config, a
         _print_json(report)
     else:
         click.echo(f"{report['device']}" + (f"  # {report['notes']}" if report.get("notes") else ""))
-        click.echo(describe(report["facts"]) if report["device"] != "local" else f"  board        "
-                   f"{report['facts']['label']}")
+        here = report["device"] in ("local", "qemu:aarch64")  # this host (emulating aarch64 or not)
+        click.echo(f"  board        {report['facts']['label']}" if here else describe(report["facts"]))
         click.echo(f"  target       {report['target'] or 'host'}\n  runner       {report['runner'] or 'none'}")
         for w in report["warnings"]:
             click.echo(f"warning: {w}")

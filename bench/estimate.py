@@ -1,0 +1,93 @@
+"""Board estimates from instructions counted under QEMU: the leave-one-out table per board and the time one
+estimate of a 224x224 model takes.
+
+Table: for every board x threads of the calibration (default: the shipped one), each calibration model's
+published latency, the estimate of a fit made without it, the error; the chosen board model against the
+one-constant baseline. Time: one `qemu:aarch64` estimate (two counted runs under QEMU, per-op attribution and
+the estimate rows) of a 224x224 model: ``--model FILE.tflite``, or edgebnn's bireal-18 at 224x224 (random
+weights) converted here. Wall time on this machine, which other jobs may share: the load average is printed.
+
+    .venv/bin/python bench/estimate.py [--calibration FILE] [--runner PATH] [--model FILE.tflite] [--no-time]
+"""
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import edgebnn  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+from edgebnn.estimate import calibration
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNNER = os.environ.get("LCE_RUNNER_AARCH64") or str(ROOT.parent / "shared" / "lce" / "lce_benchmark_model_aarch64")
+TARGETS = {("pixel1", "1"): "mean <= 8%, max <= 15%", ("pi4b", "1"): "mean <= 3%", ("pi4b", "4"): "mean <= 10%"}
+
+
+def loo_tables(cal: dict) -> None:
+    print(f"calibration {cal['name']!r} (runner sha256 {cal['runner_sha256'][:16]}..., QEMU {cal['qemu']}, "
+          f"{cal['made']}): {cal['models']}")
+    print(calibration.format_loo(cal))
+    print("\nsummary: board x threads, models, chosen fit, leave-one-out mean/max, one-constant baseline, target")
+    for board, per in cal["boards"].items():
+        for threads, rec in sorted(per.items()):
+            base = rec["candidates"]["one constant"]
+            print(f"  {board:<7} x{threads}  n={rec['n']:<3} {rec['model']:<28} {rec['loo_mean_pct']:5.1f}% / "
+                  f"{rec['loo_max_pct']:5.1f}%   baseline {base['loo_mean_pct']:5.1f}% / {base['loo_max_pct']:5.1f}%"
+                  f"   target {TARGETS.get((board, threads), '-')}")
+    print("flagged, not calibrated: " + "; ".join(f"{m} ({why})" for m, why in cal["excluded"].items()))
+
+
+def model_224(path: str | None) -> Path:
+    if path:
+        return Path(path)
+    import larq_compute_engine as lce
+
+    from edgebnn import archs
+
+    model = archs.build("bireal-18", input_shape=(224, 224, 3), num_classes=1000)
+    out = Path(tempfile.mkdtemp(prefix="edgebnn-bench-")) / "bireal-18-224.tflite"
+    out.write_bytes(lce.convert_keras_model(model, target="arm"))
+    return out
+
+
+def time_one(model: Path, runner: str) -> None:
+    from edgebnn.estimate import emulated
+    from edgebnn.profile import _model_info
+
+    job = emulated.plan(runner)
+    info = _model_info(model)
+    load_before = os.getloadavg()
+    t0 = time.perf_counter()
+    rows = emulated.estimate_model(info, job)
+    seconds = time.perf_counter() - t0
+    load_after = os.getloadavg()
+    first = rows[0][0]
+    print(f"\none estimate of {model.name} ({first['estimate']['instructions']:.4g} instructions per inference): "
+          f"{seconds:.1f} s wall on this machine ({os.cpu_count()} cores, 1-min load average "
+          f"{load_before[0]:.1f} before, {load_after[0]:.1f} after; other jobs shared the cores)")
+    for row, ops in rows:
+        print(f"  {row['device']:<7} x{row['threads']}: {row['mean_ms']:8.2f} ms ESTIMATED ({len(ops)} ops)"
+              + (f"  flagged: {row['flags'][0]}" if row["flags"] else ""))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--calibration", default=None, help="calibration JSON (default: the shipped one)")
+    ap.add_argument("--runner", default=RUNNER, help="aarch64 lce_benchmark_model for the timing")
+    ap.add_argument("--model", default=None, help="a 224x224 .tflite to time (default: bireal-18 built here)")
+    ap.add_argument("--no-time", action="store_true", help="only the leave-one-out tables")
+    args = ap.parse_args()
+    cal = calibration.load(args.calibration) if args.calibration else calibration.shipped()
+    loo_tables(cal)
+    if not args.no_time:
+        if not Path(args.runner).is_file():
+            print(f"\nno runner at {args.runner}: set LCE_RUNNER_AARCH64 to time an estimate")
+            return 0
+        time_one(model_224(args.model), args.runner)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
