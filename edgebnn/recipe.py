@@ -23,7 +23,7 @@ A recipe names a registered architecture and says how the paper trains it::
     schedule = "linear"              # linear (to 0) | cosine (to 0) | constant
     momentum = 0.9                   # sgd only
     weight_decay = 1e-5
-    weight_decay_on = "kernels"      # kernels | all | none
+    weight_decay_on = "conv_kernels" # conv_kernels (rank 4) | kernels (conv + FC) | all | none
     label_smoothing = 0.0
     loss = "distributional"          # crossentropy | distributional (needs teacher)
     teacher = "resnet-34"            # registry name (trained first), run folder or saved model
@@ -48,7 +48,7 @@ from edgebnn.errors import EdgebnnError
 OPTIMIZERS = ("adam", "sgd", "adamw")
 SCHEDULES = ("linear", "cosine", "constant")
 LOSSES = ("crossentropy", "distributional")
-DECAY_ON = ("kernels", "all", "none")
+DECAY_ON = ("conv_kernels", "kernels", "all", "none")
 AUGMENTS = ("none", "cifar", "imagenet")
 TWIN_SUFFIX = "-real"  # NAME-real: the real-valued twin of NAME (its recipe with real = true)
 

@@ -7,9 +7,9 @@ name from the previous step (``init_from_previous``), and trained with:
 - Adam / SGD (momentum) / AdamW, Keras' legacy optimizers (what Larq supports), epsilon 1e-8 as in PyTorch;
 - learning rate ``lr * (1 - t/T)`` (linear), ``lr * (1 + cos(pi t/T)) / 2`` (cosine) or constant, t the step
   within the recipe step, T its total number of steps;
-- weight decay ``wd`` on the chosen parameters (``kernels``: every weight of rank > 1, i.e. conv and FC kernels;
-  ``all``; ``none``): added to the gradient (g + wd w, PyTorch's coupled decay) for adam/sgd, decoupled
-  (w <- w - lr_t wd w) for adamw;
+- weight decay ``wd`` on the chosen parameters (``conv_kernels``: every conv kernel, rank 4; ``kernels``: every
+  weight of rank > 1, i.e. conv and FC kernels; ``all``; ``none``): added to the gradient (g + wd w, PyTorch's
+  coupled decay) for adam/sgd, decoupled (w <- w - lr_t wd w) for adamw (``apply_weight_decay``);
 - cross-entropy with label smoothing, or ReActNet's distributional loss against a teacher,
   L = -1/n sum_i sum_k softmax(t_i)_k log softmax(s_i)_k (``edgebnn.archs.common.distributional_loss``).
 
@@ -73,12 +73,35 @@ def make_optimizer(step: dict, schedule):
 
 
 def decayed_variables(model, which: str) -> list:
-    """The variables that get weight decay: ``kernels`` (rank > 1: conv and FC kernels), ``all`` or ``none``."""
+    """The variables that get weight decay: ``conv_kernels`` (rank 4: every conv kernel, as ReActNet's official
+    code, whose FC weight gets none), ``kernels`` (rank > 1: conv and FC kernels), ``all`` or ``none``."""
     if which == "none":
         return []
     if which == "all":
         return list(model.trainable_variables)
-    return [v for v in model.trainable_variables if len(v.shape) > 1]
+    rank = 4 if which == "conv_kernels" else 2
+    return [v for v in model.trainable_variables if len(v.shape) >= rank]
+
+
+def apply_weight_decay(grads, variables, decay_vars, wd: float, lr_t, *, decoupled: bool) -> list:
+    """Weight decay ``wd`` on ``decay_vars``. Coupled (adam, sgd; PyTorch's ``weight_decay``): the gradient becomes
+    g + wd w. Decoupled (adamw; Loshchilov & Hutter): w <- w - lr_t wd w now, the gradient unchanged."""
+    if not wd:
+        return grads
+    decay_ids = {id(v) for v in decay_vars}
+    if decoupled:
+        for v in decay_vars:
+            v.assign_sub(lr_t * wd * v)
+        return grads
+    return [g + wd * v if id(v) in decay_ids and g is not None else g for g, v in zip(grads, variables, strict=True)]
+
+
+def classification_loss(labels, logits, num_classes: int, smoothing: float):
+    """Cross-entropy against smoothed one-hot targets, (1 - e) onehot(y) + e / K, averaged over the batch."""
+    import tensorflow as tf
+
+    return tf.reduce_mean(tf.keras.losses.categorical_crossentropy(
+        tf.one_hot(labels, num_classes), logits, from_logits=True, label_smoothing=smoothing))
 
 
 def _sync_batchnorm(model):
@@ -430,7 +453,6 @@ class _Trainer:
                 larq.models.summary(model)
 
         decay_vars = decayed_variables(model, step["weight_decay_on"]) if step["weight_decay"] > 0 else []
-        decay_ids = {id(v) for v in decay_vars}
         wd, decoupled = step["weight_decay"], step["optimizer"] == "adamw"
         smoothing, replicas = step["label_smoothing"], self.replicas
         num_classes, k5 = self.num_classes, min(5, self.num_classes)
@@ -443,19 +465,13 @@ class _Trainer:
                     t_logits = teacher(x, training=False)
                     loss = archs.common.distributional_loss(t_logits, logits)
                 else:
-                    loss = tf.reduce_mean(tf.keras.losses.categorical_crossentropy(
-                        tf.one_hot(y, num_classes), logits, from_logits=True, label_smoothing=smoothing))
+                    loss = classification_loss(y, logits, num_classes, smoothing)
                 total = loss + (tf.add_n(model.losses) if model.losses else 0.0)
                 scaled = total / replicas
             variables = model.trainable_variables
             grads = tape.gradient(scaled, variables)
-            lr_t = schedule(optimizer.iterations)
-            if wd and not decoupled:
-                grads = [g + wd * v if id(v) in decay_ids and g is not None else g
-                         for g, v in zip(grads, variables, strict=True)]
-            if wd and decoupled:
-                for v in decay_vars:
-                    v.assign_sub(lr_t * wd * v)
+            grads = apply_weight_decay(grads, variables, decay_vars, wd, schedule(optimizer.iterations),
+                                       decoupled=decoupled)
             optimizer.apply_gradients([(g, v) for g, v in zip(grads, variables, strict=True) if g is not None])
             n = tf.cast(tf.shape(y)[0], tf.float32)
             top1 = tf.reduce_sum(tf.cast(tf.math.in_top_k(y, logits, 1), tf.float32))

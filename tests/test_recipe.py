@@ -41,7 +41,7 @@ def test_paper_figures_and_two_steps():
     s1, s2 = r["steps"]
     assert (s1["binary_weights"], s1["binary_activations"]) == (False, True)
     assert (s2["binary_weights"], s2["binary_activations"]) == (True, True) and s2["init_from_previous"]
-    assert s1["weight_decay"] == 1e-5 and s1["weight_decay_on"] == "kernels" and s2["weight_decay"] == 0
+    assert s1["weight_decay"] == 1e-5 and s1["weight_decay_on"] == "conv_kernels" and s2["weight_decay"] == 0
     assert s1["lr"] == 1.25e-3 and s1["batch_size"] == 256 and s1["loss"] == "distributional"
     assert s1["teacher"] == "resnet-34"
     assert recipe.load("bireal-18")["paper"]["top5"] == 79.5

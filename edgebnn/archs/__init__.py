@@ -111,7 +111,7 @@ _VARIANTS = [
     Variant("sdbnn-resnet18", "sdbnn", _builder("sdbnn", "sdbnn_resnet18"), *CIFAR10),
     Variant("sdbnn-vgg-small", "sdbnn", _builder("sdbnn", "sdbnn_vgg_small"), *CIFAR10),
     Variant("sdbnn-18", "sdbnn", _builder("sdbnn", "sdbnn_bireal", depth=18),
-            ours="weights' backward (clipped STE) is ours; " + SMALL_STEM),
+            ours=SMALL_STEM),  # the clipped STE on its weights is the official code's (sdbnn.py)
     Variant("resnet-18", "resnet", _builder("resnet", "resnet", depth=18), binary=False),
     Variant("resnet-34", "resnet", _builder("resnet", "resnet", depth=34), binary=False),
 ]

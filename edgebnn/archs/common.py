@@ -10,6 +10,11 @@
 
 Every binary conv is a Larq ``QuantConv2D`` with ``padding="same", pad_values=1.0`` and quantizers built on
 ``larq.math.sign``, so that Larq Compute Engine turns it into an ``LceBconv2d`` op.
+
+Not the papers' (say so wherever it matters):
+- ``pad_values=1`` is ours, so that LCE keeps the padded conv a fast binary op; the papers' code pads with 0.
+- Latent weights clipped to [-1, 1] (``weight_clip``) and ``glorot_normal`` kernels are Larq Zoo practice; the
+  papers' PyTorch code clips nothing and initialises its kernels otherwise.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import tensorflow as tf
 
 BN_MOMENTUM = 0.9  # the papers' PyTorch default (momentum 0.1 there is 1 - 0.9 here)
 BN_EPSILON = 1e-5  # PyTorch's default, which the papers' code uses
-KERNEL_INIT = "glorot_normal"
+KERNEL_INIT = "glorot_normal"  # Larq Zoo practice, not the papers' (their PyTorch code initialises otherwise)
 
 
 @dataclass(frozen=True)
@@ -95,9 +100,10 @@ def binary_conv(
     conv_class=None,
     **kwargs,
 ) -> tf.keras.layers.Layer:
-    """A conv that is binary where ``mode`` says so: sign on the input, binary kernel, +1 padding. With real
-    activations the input goes through Hardtanh instead of sign, so that a real-valued twin keeps a nonlinearity
-    where the sign was (Bi-Real's block has no other)."""
+    """A conv that is binary where ``mode`` says so: sign on the input, binary kernel, +1 padding (ours: the papers
+    pad with 0), latent weights clipped to [-1, 1] while binary (Larq Zoo practice: the papers do not clip). With
+    real activations the input goes through Hardtanh instead of sign, so that a real-valued twin keeps a
+    nonlinearity where the sign was (Bi-Real's block has no other)."""
     conv_class = conv_class or lq.layers.QuantConv2D
     if kernel_quantizer == "magnitude_aware_weights":
         kernel_quantizer = MagnitudeAwareWeights()

@@ -6,7 +6,8 @@
   mean(w_o) is the signed mean over c_in x kh x kw, detached; alpha in R^(C_out), init 0.
 - Backward of sign: IR-Net's EDE on CIFAR, g'(x) = k t (1 - tanh^2(t x)) with t = T_min 10^(p log10(T_max / T_min)),
   k = max(1 / t, 1), p the fraction of training done, T_min = 1e-3, T_max = 10 (applied to activations and weights);
-  ApproxSign on ImageNet activations, with the clipped STE on its weights (ours: the paper names ApproxSign only).
+  ApproxSign on ImageNet activations, with the clipped STE on its weights (the official code's, though the paper
+  names ApproxSign only).
 
 Layouts: ResNet-20 (16/32/64 x [3, 3, 3] two-conv blocks, one residual per binary conv: conv -> BN -> + shortcut
 -> Hardtanh, option-A shortcut), ResNet-18 (64..512 x [2, 2, 2, 2] basic blocks, real 1x1 s2 conv + BN downsample,
