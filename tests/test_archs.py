@@ -247,6 +247,15 @@ def test_binary_conv_counts(name, convs):
     assert len(stats.binary_conv_layers(archs.build(name))) == convs
 
 
+@pytest.mark.parametrize("name", ["sdbnn-resnet20", "sdbnn-resnet18"])
+def test_sdbnn_cifar_resnet_heads_are_pool_batchnorm1d_fc(name):
+    """The official resnet.py: avg pool -> BatchNorm1d -> FC (ResNet-20 lacked the BatchNorm1d before issue 12)."""
+    model = archs.build(name, **SMALL)
+    pool, bn, fc = (model.get_layer(n) for n in ("head_pool", "head_bn", "head_fc"))
+    assert bn.input is pool.output and fc.input is bn.output and fc.output is model.output
+    assert isinstance(bn, tf.keras.layers.BatchNormalization) and bn.gamma.shape == (pool.output_shape[-1],)
+
+
 def test_sdbnn_vgg_small_head_is_8192_to_10():
     model = archs.build("sdbnn-vgg-small")
     assert model.get_layer("head_fc").kernel.shape == (8192, 10)

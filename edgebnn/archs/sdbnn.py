@@ -10,10 +10,10 @@
   names ApproxSign only).
 
 Layouts: ResNet-20 (16/32/64 x [3, 3, 3] two-conv blocks, one residual per binary conv: conv -> BN -> + shortcut
--> Hardtanh, option-A shortcut), ResNet-18 (64..512 x [2, 2, 2, 2] basic blocks, real 1x1 s2 conv + BN downsample,
-Hardtanh, GAP -> BatchNorm1d -> FC), VGG-Small (real 3 -> 128; binary 128, pool; 256, 256, pool; 512, 512, pool; each
-conv -> (pool) -> BN -> Hardtanh; real FC) on CIFAR-10; SD-BNN-18 on ImageNet: the Bi-Real-18 layout with
-(ASD -> sign -> WSD bconv3x3) -> BN -> + shortcut -> PReLU.
+-> Hardtanh, option-A shortcut, GAP -> BatchNorm1d -> FC), ResNet-18 (64..512 x [2, 2, 2, 2] basic blocks, real
+1x1 s2 conv + BN downsample, Hardtanh, GAP -> BatchNorm1d -> FC), VGG-Small (real 3 -> 128; binary 128, pool;
+256, 256, pool; 512, 512, pool; each conv -> (pool) -> BN -> Hardtanh; real FC) on CIFAR-10; SD-BNN-18 on
+ImageNet: the Bi-Real-18 layout with (ASD -> sign -> WSD bconv3x3) -> BN -> + shortcut -> PReLU.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ from edgebnn.archs.common import (
     binary_conv,
     bireal_layout,
     channels,
-    classifier,
     downsample_shortcut,
     real_conv,
 )
@@ -190,6 +189,13 @@ class OptionAShortcut(tf.keras.layers.Layer):
         return {**super().get_config(), "filters": self.filters, "strides": self.strides}
 
 
+def _bn_head(x, num_classes: int):
+    """The official CIFAR ResNets' head: global average pool -> BatchNorm1d -> FC (logits)."""
+    x = tf.keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
+    x = batch_norm("head_bn")(x)
+    return tf.keras.layers.Dense(num_classes, name="head_fc")(x)
+
+
 def _cifar_stem(inputs, filters: int):
     x = real_conv(filters, 3, name="stem_conv")(inputs)
     return HardTanh(name="stem_act")(batch_norm("stem_bn")(x))
@@ -197,7 +203,8 @@ def _cifar_stem(inputs, filters: int):
 
 def sdbnn_resnet20(input_shape=(32, 32, 3), num_classes: int = 10, *, width: float = 1.0,
                    mode: Binarization = BINARY, ratio: int = 16):
-    """SD-BNN ResNet-20 (CIFAR-10): 18 binary convs, each with its own option-A residual."""
+    """SD-BNN ResNet-20 (CIFAR-10): 18 binary convs, each with its own option-A residual; head GAP -> BatchNorm1d
+    -> FC as the official resnet.py."""
     inputs = tf.keras.Input(shape=input_shape, name="image")
     x = _cifar_stem(inputs, channels(16, width))
     for stage, filters in enumerate((16, 32, 64), start=1):
@@ -211,7 +218,7 @@ def sdbnn_resnet20(input_shape=(32, 32, 3), num_classes: int = 10, *, width: flo
             y = sd_conv(x, filters, 3, strides=strides, name=name, mode=mode, ratio=ratio, backward="ede")
             y = tf.keras.layers.Add(name=f"{name}_add")([batch_norm(f"{name}_bn")(y), shortcut])
             x = HardTanh(name=f"{name}_act")(y)
-    return tf.keras.Model(inputs, classifier(x, num_classes), name="sdbnn-resnet20")
+    return tf.keras.Model(inputs, _bn_head(x, num_classes), name="sdbnn-resnet20")
 
 
 def sdbnn_resnet18(input_shape=(32, 32, 3), num_classes: int = 10, *, width: float = 1.0,
@@ -233,10 +240,7 @@ def sdbnn_resnet18(input_shape=(32, 32, 3), num_classes: int = 10, *, width: flo
             y = sd_conv(y, filters, 3, name=f"{name}_conv2", mode=mode, ratio=ratio, backward="ede")
             y = tf.keras.layers.Add(name=f"{name}_add")([batch_norm(f"{name}_bn2")(y), shortcut])
             x = HardTanh(name=f"{name}_act2")(y)
-    x = tf.keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
-    x = batch_norm("head_bn")(x)
-    outputs = tf.keras.layers.Dense(num_classes, name="head_fc")(x)
-    return tf.keras.Model(inputs, outputs, name="sdbnn-resnet18")
+    return tf.keras.Model(inputs, _bn_head(x, num_classes), name="sdbnn-resnet18")
 
 
 VGG_SMALL = ((128, False), (128, True), (256, False), (256, True), (512, False), (512, True))
