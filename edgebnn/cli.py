@@ -64,6 +64,13 @@ def main(verbose):
         quiet.keep_off_terminal()
 
 
+def _at_least(**options) -> None:
+    """Numeric options given below their least sensible value are refused (never silently replaced by a default)."""
+    for name, (value, least) in options.items():
+        if value is not None and value < least:
+            raise EdgebnnError(f"--{name.replace('_', '-')} must be {least} or more, got {value}")
+
+
 def _print_json(obj) -> None:
     click.echo(json.dumps(obj, indent=2, sort_keys=False))
 
@@ -80,6 +87,7 @@ def data_command(name, input_size, as_json):
     """
     from edgebnn import data
 
+    _at_least(input_size=(input_size, 1))
     summary = data.describe(name, input_size=input_size, progress=not as_json)
     if as_json:
         _print_json(summary)
@@ -105,6 +113,9 @@ def models_command(name, input_size, num_classes, width, twins, counts, as_json)
     from edgebnn import archs
     from edgebnn.progress import progress_bar
 
+    _at_least(input_size=(input_size, 1), num_classes=(num_classes, 2))
+    if not width > 0:
+        raise EdgebnnError(f"--width must be above 0, got {width}")
     shape = (input_size, input_size, 3) if input_size else None
     if name:
         archs.get(name)  # an unknown name is one clear line

@@ -182,10 +182,20 @@ def _cifar10_source(path: str | None) -> Source:
     root = _find_cifar10(path)
     train_parts = [_cifar_batch(root / f"data_batch_{i}") for i in range(1, 6)]
     val_images, val_labels = _cifar_batch(root / "test_batch")
+    for name, labels in [*((f"data_batch_{i + 1}", p[1]) for i, p in enumerate(train_parts)),
+                         ("test_batch", val_labels)]:
+        bad = labels[(labels < 0) | (labels >= 10)]
+        if bad.size:
+            raise EdgebnnError(f"cifar10: {root / name} has label {int(bad[0])}, outside the 10 classes 0..9; the "
+                               "file is corrupt or not CIFAR-10: download the python batches again")
     class_names = [f"class_{i}" for i in range(10)]
     if (root / "batches.meta").is_file():
         meta = _read_cifar_pickle(root / "batches.meta")
-        class_names = [n.decode() if isinstance(n, bytes) else str(n) for n in meta.get(b"label_names", [])]
+        names = meta.get(b"label_names") if isinstance(meta, dict) else None
+        if not isinstance(names, list) or len(names) != 10:
+            raise EdgebnnError(f"cifar10: {root / 'batches.meta'} does not hold the 10 label_names of CIFAR-10; "
+                               "download the python batches again or remove the file")
+        class_names = [n.decode(errors="replace") if isinstance(n, bytes) else str(n) for n in names]
     return Source(
         name="cifar10",
         class_names=class_names,
@@ -215,6 +225,9 @@ def _list_class_folder(root: Path) -> tuple[list[str], list[str], list[int]]:
         names.append(class_dir.name)
         paths += [str(p) for p in files]
         labels += [label] * len(files)
+    if len(names) < 2:
+        raise EdgebnnError(f"folder: {root} has one class folder ({names[0]}); a classifier needs two or more, "
+                           f"each in {root}/<class name>/")
     return names, paths, labels
 
 
@@ -229,9 +242,25 @@ def _check_images(paths: list[str], progress: bool) -> set[tuple[int, int]]:
         try:
             with Image.open(p) as im:
                 sizes.add(im.size)
-        except (UnidentifiedImageError, OSError) as err:
+                fmt = im.format
+        except (UnidentifiedImageError, OSError, ValueError) as err:
             raise EdgebnnError(f"folder: cannot read image {p} ({type(err).__name__}); remove or replace it") from None
+        if not _complete(p, fmt):
+            raise EdgebnnError(f"folder: image {p} is truncated (its {fmt} end marker is missing); remove or "
+                               "replace it")
     return sizes
+
+
+def _complete(path: str, fmt: str | None) -> bool:
+    """Whether a JPEG ends with its EOI marker and a PNG with its IEND chunk (a cheap look at the file's tail
+    that catches a truncated download without decoding every image)."""
+    marker = {"JPEG": b"\xff\xd9", "PNG": b"IEND"}.get(fmt or "")
+    if marker is None:
+        return True
+    with open(path, "rb") as f:
+        f.seek(0, 2)
+        f.seek(max(f.tell() - 64, 0))
+        return marker in f.read()
 
 
 def _folder_source(path: str, seed: int, val_fraction: float, progress: bool) -> Source:
@@ -256,6 +285,10 @@ def _folder_source(path: str, seed: int, val_fraction: float, progress: bool) ->
         train_paths, train_labels = [paths[i] for i in train_idx], labels_arr[train_idx]
         val_paths, val_labels = [paths[i] for i in val_idx], labels_arr[val_idx]
         note = f"seeded {1 - val_fraction:.0%}/{val_fraction:.0%} split (seed {seed}) of {root}"
+    if not len(val_paths) or not len(train_paths):
+        raise EdgebnnError(f"folder: the {'validation' if not len(val_paths) else 'training'} split of {root} is "
+                           f"empty ({len(train_paths)} training, {len(val_paths)} validation images): add images "
+                           "(a few per class at least) or give train/ and val/ folders")
     sizes = _check_images(train_paths + val_paths, progress)
     native = next(iter(sizes))[0] if len(sizes) == 1 and len(set(next(iter(sizes)))) == 1 else None
     return Source(

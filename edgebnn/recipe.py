@@ -155,6 +155,7 @@ def validate(raw: dict, where: str) -> dict:
     if model not in names():  # every registered variant ships a recipe (checked by tests/test_recipe.py)
         raise EdgebnnError(f"{where}: unknown model {recipe['model']!r}; registered: {', '.join(names())}")
     recipe["arch"] = _check_table(recipe["arch"], ARCH_KEYS, where, "arch.", open_keys=True)
+    _check_arch(recipe["arch"], where)
     recipe["paper"] = _check_table(recipe["paper"], PAPER_KEYS, where, "paper.")
     if not recipe["steps"]:
         raise EdgebnnError(f"{where}: steps is empty; give at least one [[steps]] table")
@@ -169,8 +170,13 @@ def validate(raw: dict, where: str) -> dict:
                 raise EdgebnnError(f"{where}: steps.{i}.{key} must be at least 1, got {step[key]}")
         for key in ("lr", "momentum", "weight_decay", "label_smoothing"):
             step[key] = float(step[key])
-            if step[key] < 0:
-                raise EdgebnnError(f"{where}: steps.{i}.{key} must not be negative, got {step[key]}")
+            if not step[key] >= 0 or step[key] == float("inf"):  # NaN and inf fail too
+                raise EdgebnnError(f"{where}: steps.{i}.{key} must be a finite number of 0 or more, got {step[key]}")
+        for key, top in (("label_smoothing", 1.0), ("momentum", 1.0)):  # both are fractions: 1 is no learning
+            if step[key] >= top:
+                raise EdgebnnError(f"{where}: steps.{i}.{key} must be in [0, 1), got {step[key]}")
+        if step["lr"] == 0:
+            raise EdgebnnError(f"{where}: steps.{i}.lr must be above 0, got 0")
         if step["loss"] == "distributional" and not step["teacher"]:
             raise EdgebnnError(f"{where}: steps.{i}.loss = 'distributional' needs steps.{i}.teacher "
                                f"(a registered model, a run folder or a saved model)")
@@ -185,6 +191,20 @@ def validate(raw: dict, where: str) -> dict:
                                    f"{', '.join(k for k in TOP_KEYS if k not in ('model', 'digits'))}")
         validate(_merge(raw, recipe["digits"]), f"{where} [digits]")
     return recipe
+
+
+def _check_arch(arch: dict, where: str) -> None:
+    """The values of the [arch] keys edgebnn knows: a positive width, an input shape of three positive sizes, two
+    or more classes."""
+    width, shape, classes = arch.get("width"), arch.get("input_shape"), arch.get("num_classes")
+    if width is not None and not 0 < width < float("inf"):
+        raise EdgebnnError(f"{where}: arch.width must be above 0, got {width}")
+    if shape is not None and (len(shape) != 3 or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1
+                                                          for d in shape)):
+        raise EdgebnnError(f"{where}: arch.input_shape must be [height, width, channels] of sizes 1 or more, "
+                           f"got {shape}")
+    if classes is not None and classes < 2:
+        raise EdgebnnError(f"{where}: arch.num_classes must be 2 or more, got {classes}")
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -205,7 +225,11 @@ def read(name_or_path: str) -> tuple[dict, str]:
         path = Path(name_or_path)
         if not path.is_file():
             raise EdgebnnError(f"recipe file {name_or_path} does not exist")
-        text = path.read_text()
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError) as err:
+            raise EdgebnnError(f"recipe file {name_or_path} cannot be read as UTF-8 TOML "
+                               f"({type(err).__name__}): give a recipe .toml (see `edgebnn recipe NAME`)") from None
     else:
         if name_or_path not in names() and name_or_path.endswith(TWIN_SUFFIX) and \
                 name_or_path.removesuffix(TWIN_SUFFIX) in names():

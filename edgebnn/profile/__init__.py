@@ -290,6 +290,7 @@ def profile(models, devices=("local",), threads=None, runs=None, warmup=None, op
     from edgebnn.profile import devices as devmod
 
     warn = warn or (lambda msg: print(f"warning: {msg}", file=sys.stderr))
+    _check_numbers([int(t) for t in threads] if threads else None, runs, warmup, timeout)
     infos = [_model_info(m) for m in models]
     if not infos:
         raise EdgebnnError("no model given: pass one or more .tflite files")
@@ -299,7 +300,6 @@ def profile(models, devices=("local",), threads=None, runs=None, warmup=None, op
         if dev.name not in [d.name for d in resolved]:
             resolved.append(dev)
     threads = [int(t) for t in threads] if threads else None
-    _check_numbers(threads, runs, warmup, timeout)
     store.check_writable(db)  # a bad or read-only --db fails here, before anything is measured
     if threads and any(d.kind == "local" for d in resolved):
         import os
