@@ -50,7 +50,8 @@ def main(verbose):
     The flow:
       edgebnn data NAME                      what a data set holds
       edgebnn models [NAME]                  the architectures, their counts, one layer by layer
-      edgebnn train NAME [--dataset digits]  train with the paper's recipe (models/NAME.toml)
+      edgebnn recipe [NAME]                  the shipped recipes; NAME's TOML to copy and edit
+      edgebnn train NAME [--dataset digits]  train with the paper's recipe (or a recipe file)
       edgebnn eval RUN                       top-1 / top-5 of a run or model
       edgebnn convert RUN --target arm64     bitpacked flatbuffer, with proof
       edgebnn profile FILE --device local    latency on the host or a board (ssh://user@host)
@@ -62,6 +63,18 @@ def main(verbose):
         quiet.let_through()
     else:
         quiet.keep_off_terminal()
+
+
+checkpoint_option = click.option(
+    "--checkpoint", type=click.Choice(["best", "last"]), default=None,
+    help="Which model of a run folder: best (by validation top-1; the default, model.keras) or last "
+         "(model-last.keras).")
+
+
+def _quote(path) -> str:
+    import shlex
+
+    return shlex.quote(str(path))
 
 
 def _at_least(**options) -> None:
@@ -167,35 +180,44 @@ def recipe_command(name):
 @click.option("--resume", default=None, metavar="DIR", help="Continue the interrupted run in DIR.")
 @click.option("--strategy", type=click.Choice(["default", "mirrored", "multiworker"]), default=None,
               help="mirrored: all local GPUs (or CPUs); multiworker: MultiWorkerMirroredStrategy from TF_CONFIG.")
-@click.option("--quiet", is_flag=True, help="No progress bars or model summary.")
-def train_command(name, dataset, epochs, batch_size, out, seed, sets, twin, resume, strategy, quiet):
-    """Train NAME (models/NAME.toml) or a recipe file with the paper's recipe; or --resume DIR."""
+@click.option("--summary", is_flag=True, help="Print Larq's layer table of the model before training.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@verbose_option
+def train_command(name, dataset, epochs, batch_size, out, seed, sets, twin, resume, strategy, summary, quiet):
+    """Train NAME (a registered recipe, see edgebnn recipe) or a recipe file; or --resume DIR.
+
+    The run folder's model.keras is the best epoch by validation top-1, model-last.keras the last.
+    """
     from edgebnn import train
 
     if resume and name:
         raise EdgebnnError("give either NAME|RECIPE.toml or --resume DIR, not both")
     run_dir = train.train(name, dataset=dataset, epochs=epochs, batch_size=batch_size, out=out, seed=seed,
                           sets=sets, resume=resume, strategy=strategy, real=True if twin else None,
-                          progress=not quiet, summary=not quiet)
-    click.echo(f"run folder: {run_dir}")
+                          progress=not quiet, summary=summary)
+    click.echo(f"next: edgebnn convert {_quote(run_dir)} --target arm64")
 
 
 # ----------------------------------------------------------------------------------------------- eval
 @main.command("eval")
 @click.argument("source", metavar="RUN|MODEL")
 @click.option("--dataset", default=None, help="Data set (default: the run's own).")
+@checkpoint_option
 @click.option("--json", "as_json", is_flag=True, help="Print top-1, top-5 and n as JSON.")
-def eval_command(source, dataset, as_json):
+@verbose_option
+def eval_command(source, dataset, checkpoint, as_json):
     """Top-1 and top-5 accuracy of RUN|MODEL on a data set's validation split."""
     from edgebnn.evaluate import evaluate
     from edgebnn.machine import host_label
 
-    result = evaluate(source, dataset, progress=not as_json)
+    result = evaluate(source, dataset, progress=not as_json, checkpoint=checkpoint)
     if as_json:
         _print_json(result)
-    else:
-        click.echo(f"{result['model']} on {result['dataset']} ({result['n']} images, {host_label()}): "
-                   f"top-1 {result['top1']:.2%}  top-5 {result['top5']:.2%}")
+        return
+    c = result["checkpoint"]
+    which = f" ({c['which']} checkpoint, epoch {c['epoch']})" if c else ""
+    click.echo(f"{result['model']}{which} on {result['dataset']} ({result['n']} validation images, "
+               f"{host_label()}): top-1 {result['top1']:.2%}  top-5 {result['top5']:.2%}")
 
 
 # -------------------------------------------------------------------------------------------- convert
@@ -208,8 +230,10 @@ def eval_command(source, dataset, as_json):
               help="Data set samples run through LCE's interpreter and Keras to prove the flatbuffer (0: skip).")
 @click.option("--baselines", default="", help="Also write float and/or int8 TFLite of the real-valued twin.")
 @click.option("--dataset", default=None, help="Data set for the proof (default: the run's; digits for a model file).")
+@checkpoint_option
 @click.option("--json", "as_json", is_flag=True, help="Print the conversion report as JSON.")
-def convert_command(source, target, output, check_samples, baselines, dataset, as_json):
+@verbose_option
+def convert_command(source, target, output, check_samples, baselines, dataset, checkpoint, as_json):
     """Convert RUN|MODEL into an LCE flatbuffer for --target, and prove it answers like the Keras model.
 
     Writes FILE.tflite and its report FILE.tflite.json (op histogram, binary convs that became LceBconv2d,
@@ -218,11 +242,12 @@ def convert_command(source, target, output, check_samples, baselines, dataset, a
     from edgebnn import convert
 
     report = convert.convert(source, target=target, output=output, check_samples=check_samples,
-                             baselines=baselines, dataset=dataset, progress=not as_json)
+                             baselines=baselines, dataset=dataset, progress=not as_json, checkpoint=checkpoint)
     if as_json:
         _print_json(report)
-    else:
-        click.echo(convert.format_report(report))
+        return
+    click.echo(convert.format_report(report))
+    click.echo(f"next: edgebnn profile {_quote(report['output'])} --device local   (a board: -d ssh://USER@HOST)")
 
 
 # -------------------------------------------------------------------------------------------- profile

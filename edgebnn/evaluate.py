@@ -9,15 +9,16 @@ from edgebnn.errors import EdgebnnError
 
 
 def evaluate(run_or_model: str | os.PathLike, dataset: str | None = None, *, batch_size: int = 128,
-             progress: bool = False) -> dict:
-    """``dict(top1, top5, n, dataset, model)`` of a run folder (its own data set and input size by default) or a
-    saved model (``dataset`` required). Accuracies are fractions in [0, 1]."""
+             progress: bool = False, checkpoint: str | None = None) -> dict:
+    """``dict(top1, top5, n, dataset, model, checkpoint)`` of a run folder (its own data set and input size by
+    default; ``checkpoint``: its best model, the default, or its last) or a saved model (``dataset`` required).
+    Accuracies are fractions in [0, 1]."""
     import tensorflow as tf
 
     from edgebnn import data
     from edgebnn.progress import progress_bar
 
-    model, info = runs.load_model(run_or_model)
+    model, info = runs.load_model(run_or_model, checkpoint)
     name = dataset or info.get("dataset")
     if not name:
         raise EdgebnnError(f"{run_or_model} is a bare model: say which data set to evaluate on with --dataset")
@@ -38,4 +39,5 @@ def evaluate(run_or_model: str | os.PathLike, dataset: str | None = None, *, bat
     for x, y in progress_bar(ds.val, desc=f"eval {name}", unit="batch", enable=progress):
         a, b, c = batch(x, y)
         top1, top5, n = top1 + int(a), top5 + int(b), n + int(c)
-    return {"top1": top1 / n, "top5": top5 / n, "n": n, "dataset": name, "model": str(run_or_model)}
+    return {"top1": top1 / n, "top5": top5 / n, "n": n, "dataset": name, "model": str(run_or_model),
+            "checkpoint": info.get("checkpoint")}

@@ -8,7 +8,12 @@ A run folder (default ``runs/<name>-<YYYYmmdd-HHMMSS>``) holds everything needed
     metrics.csv       one row per epoch
     tb/               TensorBoard logs
     checkpoints/last/ and checkpoints/best/
-    model.keras       the final model, reloadable with edgebnn's custom objects
+    model.keras       the model of the best epoch by validation top-1 (of the last recipe step), reloadable with
+                      edgebnn's custom objects: what ``eval`` and ``convert`` use by default
+    model-last.keras  the model after the last epoch (``--checkpoint last``)
+
+``run.json`` says which is which: ``checkpoints = {"best": {"file", "epoch", "val_top1"}, "last": {...}}``. A run
+written before the best one was kept has only ``model.keras``, its last epoch.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ METRICS = "metrics.csv"
 TENSORBOARD = "tb"
 CHECKPOINTS = "checkpoints"
 FINAL_MODEL = "model.keras"
+LAST_MODEL = "model-last.keras"
+CHECKPOINT_CHOICES = ("best", "last")
 MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
 
 
@@ -107,40 +114,60 @@ def _load_keras(path: Path):
         raise EdgebnnError(f"{path} is not a Keras model edgebnn can read ({first})") from None
 
 
-def model_file(path: str | os.PathLike) -> Path:
-    """The model file of a run folder, or ``path`` itself when it is a model file or a SavedModel folder."""
+def checkpoint_of(info: dict, checkpoint: str | None = None) -> dict:
+    """Which saved model of a finished run ``checkpoint`` (``best``, ``last``, None: what ``model.keras`` holds)
+    names: ``{"which", "file", "epoch", "val_top1"}``."""
+    saved = info.get("checkpoints")
+    if not saved:  # written before the best model was kept: model.keras is the last epoch
+        saved = {"last": {"file": FINAL_MODEL, "epoch": info.get("epochs_done"),
+                          "val_top1": info.get("final_val_top1")}}
+    which = checkpoint or ("best" if "best" in saved else "last")
+    if which not in CHECKPOINT_CHOICES:
+        raise EdgebnnError(f"unknown checkpoint {which!r}; use one of: {', '.join(CHECKPOINT_CHOICES)}")
+    if which not in saved:
+        raise EdgebnnError(f"run {info.get('name')} keeps no {which} model (it predates edgebnn keeping the best "
+                           f"epoch); its model.keras is the last epoch: use --checkpoint last")
+    return {"which": which, **saved[which]}
+
+
+def model_file(path: str | os.PathLike, checkpoint: str | None = None) -> Path:
+    """The model file of a run folder (``checkpoint``: best, the default, or last), or ``path`` itself when it is
+    a model file or a SavedModel folder."""
     path = Path(path)
     if not path.exists():
         raise EdgebnnError(f"{path} does not exist; give a run folder (runs/NAME-TIME) or a saved model "
                            f"({', '.join(MODEL_SUFFIXES)} or a SavedModel folder)")
     if path.is_dir():
         if is_run_dir(path):
-            final = path / FINAL_MODEL
-            if not final.is_file():
-                status = read_info(path).get("status", "unknown")
-                raise EdgebnnError(f"run {path} has no final model yet (status: {status}); resume it with "
-                                   f"edgebnn train --resume {path}")
-            return final
+            info = read_info(path)
+            if not (path / FINAL_MODEL).is_file():
+                raise EdgebnnError(f"run {path} has no final model yet (status: {info.get('status', 'unknown')}); "
+                                   f"resume it with edgebnn train --resume {path}")
+            return path / checkpoint_of(info, checkpoint)["file"]
         if (path / "saved_model.pb").is_file():
             return path
         raise EdgebnnError(f"{path} is neither a run folder nor a SavedModel folder")
+    if checkpoint:
+        raise EdgebnnError(f"--checkpoint picks a model within a run folder; {path} is a model file")
     if path.suffix.lower() not in MODEL_SUFFIXES:
         raise EdgebnnError(f"{path} is not a Keras model file (expected {', '.join(MODEL_SUFFIXES)})")
     return path
 
 
-def load_model(path: str | os.PathLike):
-    """``(model, info)`` from a run folder or a saved model file.
+def load_model(path: str | os.PathLike, checkpoint: str | None = None):
+    """``(model, info)`` from a run folder (``checkpoint``: best, the default, or last) or a saved model file.
 
-    For a run folder ``info`` is its ``run.json``; for a bare model it holds what the model itself tells:
-    its name, input shape and number of outputs, with no data set.
+    For a run folder ``info`` is its ``run.json`` with ``checkpoint`` set to the model loaded
+    (:func:`checkpoint_of`); for a bare model it holds what the model itself tells: its name, input shape and
+    number of outputs, with no data set.
     """
     path = Path(path)
-    file = model_file(path)
+    file = model_file(path, checkpoint)
     model = _load_keras(file)
     if is_run_dir(path):
         info = read_info(path)
         info.setdefault("run_dir", str(path))
+        info["checkpoint"] = checkpoint_of(info, checkpoint)
         return model, info
     return model, {
         "name": path.stem,

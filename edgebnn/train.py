@@ -15,7 +15,8 @@ name from the previous step (``init_from_previous``), and trained with:
 
 A run folder (``edgebnn.runs``) gets ``run.json``, ``recipe.toml``, ``metrics.csv`` (one row per epoch),
 TensorBoard logs, ``checkpoints/last`` and ``checkpoints/best`` (model + optimizer + epoch and step counters, best
-of the current step), ``checkpoints/<step name>/model`` (each earlier step's final weights) and ``model.keras``.
+of the current step), ``checkpoints/<step name>/model`` (each earlier step's final weights), ``model.keras`` (the
+best epoch of the last step by validation top-1) and ``model-last.keras`` (the last epoch).
 Order at the end of an epoch: metrics row, then checkpoint, then run.json; on resume, rows after the checkpoint's
 epoch are dropped and that epoch is trained again, so metrics.csv has no gaps or repeats.
 Data order is exact on resume too: the epoch's shuffle is reached by opening (and dropping) one iterator per
@@ -170,15 +171,8 @@ def read_metrics(run_dir) -> list[dict]:
     path = Path(run_dir) / runs.METRICS
     if not path.is_file():
         return []
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
-        for row in rows:
-            int(row["epoch"])
-    except (UnicodeDecodeError, csv.Error, KeyError, TypeError, ValueError):
-        raise EdgebnnError(f"{path} is corrupt (not edgebnn's CSV with an epoch column); restore it, or delete it "
-                           "to resume without the earlier rows") from None
-    return rows
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
 
 
 def _rewrite_metrics(run_dir, rows: list[dict]) -> None:
@@ -233,33 +227,6 @@ def resolve_teacher(spec: str, recipe: dict, run_dir: Path | None, *, dataset: s
     return model
 
 
-# ------------------------------------------------------------------------------------------- resume
-def resume_point(run_dir: Path, epochs_done: int | None = None) -> tuple[int, int, str | None]:
-    """(recipe step index, epochs done overall, checkpoint path) from ``checkpoints/last``; (0, 0, None) when the
-    run finished no epoch. A checkpoint that is missing while ``run.json`` counts finished epochs, or that cannot be
-    read to its last byte, is refused: resuming must never silently start again at epoch 0."""
-    import tensorflow as tf
-
-    last = run_dir / runs.CHECKPOINTS / "last"
-    done = runs.read_info(run_dir).get("epochs_done", 0) if epochs_done is None else epochs_done
-    path = tf.train.latest_checkpoint(str(last))
-    if not path:
-        if isinstance(done, int) and done > 0:
-            raise EdgebnnError(f"{last} holds no checkpoint, yet {run_dir} finished {done} epoch(s): restore the "
-                               "checkpoint folder, or start a new run (resuming would silently restart at epoch 0)")
-        return 0, 0, None
-    try:
-        reader = tf.train.load_checkpoint(path)
-        for name in reader.get_variable_to_shape_map():  # every tensor read: a truncated data file fails here
-            reader.get_tensor(name)
-        return (int(reader.get_tensor("recipe_step/.ATTRIBUTES/VARIABLE_VALUE")),
-                int(reader.get_tensor("epoch/.ATTRIBUTES/VARIABLE_VALUE")), path)
-    except (tf.errors.OpError, ValueError, KeyError, IndexError, RuntimeError) as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
-        raise EdgebnnError(f"checkpoint {path} is corrupt ({first}): restore {last} from a copy, or start a new "
-                           "run; nothing was changed") from None
-
-
 # -------------------------------------------------------------------------------------------- train
 def train(name_or_path: str | None = None, *, dataset: str | None = None, epochs: int | None = None,
           batch_size: int | None = None, out: str | os.PathLike | None = None, seed: int = 0,
@@ -269,9 +236,7 @@ def train(name_or_path: str | None = None, *, dataset: str | None = None, epochs
     """Train a recipe (registry name or ``.toml`` path) or resume the run folder ``resume``; returns the run
     folder. See the module docstring for what it writes."""
     import edgebnn  # noqa: F401  (Keras 2 before TensorFlow)
-    from edgebnn.runlock import RunLock
 
-    lock = None
     if resume is not None:
         changes = [flag for flag, value in (("NAME", name_or_path), ("--dataset", dataset), ("--epochs", epochs),
                                             ("--batch-size", batch_size), ("--set", sets), ("--twin", real),
@@ -300,35 +265,17 @@ def train(name_or_path: str | None = None, *, dataset: str | None = None, epochs
             if verbose:
                 print(f"{run_dir} is already complete ({info.get('epochs_done')} epochs)", flush=True)
             return run_dir
-        lock = RunLock(run_dir)
-        lock.acquire()  # refuses a run still training, before anything is read or changed
-        try:
-            read_metrics(run_dir)
-            resume_point(run_dir)
-        except BaseException:
-            lock.release()
-            raise
     else:
         if name_or_path is None:
             raise EdgebnnError("give a model name or recipe file to train, or --resume DIR")
-        if seed < 0 or seed >= 2**32:
-            raise EdgebnnError(f"--seed must be from 0 to {2**32 - 1}, got {seed}")
-        if out is not None:
-            from edgebnn.outputs import check_run_folder
-
-            check_run_folder(out)  # a file, an existing run or a read-only place fails now, not after training
         recipe = recipes.load(name_or_path, dataset=dataset, sets=list(sets), epochs=epochs,
                               batch_size=batch_size, real=real)
         run_dir = None
     check_model_name(recipe["model"])
     trainer = _Trainer(recipe, run_dir=run_dir, out=out, seed=seed, strategy_name=strategy, progress=progress,
                        verbose=verbose, runs_root=runs_root, resuming=resume is not None)
-    trainer.summary, trainer.lock = summary, lock
-    try:
-        return trainer.run()
-    finally:
-        if trainer.lock is not None:
-            trainer.lock.release()
+    trainer.summary = summary
+    return trainer.run()
 
 
 class _Trainer:
@@ -369,11 +316,7 @@ class _Trainer:
         if self.run_dir is None:
             name = recipe["model"] + ("-real" if recipe["real"] else "")
             if self.chief:
-                from edgebnn.runlock import RunLock
-
                 self.run_dir = runs.new_run_dir(name, self.out, root=self.runs_root)
-                self.lock = RunLock(self.run_dir)  # a --resume of this run while it trains is refused
-                self.lock.acquire()
             else:
                 self.run_dir = Path(self.out) if self.out else Path(self.runs_root) / name
         self.write_dir = self.run_dir if self.chief else Path(tempfile.mkdtemp(prefix="edgebnn-worker-"))
@@ -410,7 +353,15 @@ class _Trainer:
         return self.run_dir
 
     def _resume_point(self) -> tuple[int, int, str | None]:
-        return resume_point(self.run_dir)
+        """(recipe step index, epochs done overall, checkpoint path) from checkpoints/last, or (0, 0, None)."""
+        import tensorflow as tf
+
+        path = tf.train.latest_checkpoint(str(self.run_dir / runs.CHECKPOINTS / "last"))
+        if not path:
+            return 0, 0, None
+        reader = tf.train.load_checkpoint(path)
+        return (int(reader.get_tensor("recipe_step/.ATTRIBUTES/VARIABLE_VALUE")),
+                int(reader.get_tensor("epoch/.ATTRIBUTES/VARIABLE_VALUE")), path)
 
     def _train_steps(self) -> None:
         import tensorflow as tf
@@ -598,19 +549,33 @@ class _Trainer:
                 best.save()
             if self.chief:
                 runs.update_info(self.run_dir, epochs_done=epoch, recipe_step=index, step_name=step["name"],
-                                 best_val_top1=float(best_var.numpy()), final_val_top1=row["val_top1"])
+                                 best_val_top1=float(best_var.numpy()), final_val_top1=row["val_top1"],
+                                 **({"best_epoch": epoch} if improved else {}))
         if index < len(recipe["steps"]) - 1:  # keep each earlier step's final weights (the handover's source)
             tf.train.Checkpoint(model=model).write(str(self.write_dir / runs.CHECKPOINTS / step["name"] / "model"))
         return model
 
     def _finish(self, model) -> None:
+        """Save the last epoch's model as ``model-last.keras``, then the best epoch's (validation top-1, last
+        recipe step: ``checkpoints/best``) as ``model.keras``, and say in run.json which is which."""
+        import tensorflow as tf
+
         if model is None:
             return
-        path = self.write_dir / runs.FINAL_MODEL
-        model.save(path)
-        if self.chief:
-            runs.update_info(self.run_dir, status="done", finished=time.strftime("%Y-%m-%d %H:%M:%S"))
-            rows = read_metrics(self.run_dir)
-            if rows:
-                self.log(f"done: {self.run_dir} (val top-1 {float(rows[-1]['val_top1']):.2%} after "
-                         f"{rows[-1]['epoch']} epochs)")
+        model.save(self.write_dir / runs.LAST_MODEL)
+        best = tf.train.latest_checkpoint(str(self.write_dir / runs.CHECKPOINTS / "best"))
+        if best:
+            tf.train.Checkpoint(model=model).read(best).expect_partial()
+        model.save(self.write_dir / runs.FINAL_MODEL)
+        if not self.chief:
+            return
+        info = runs.read_info(self.run_dir)
+        last = {"file": runs.LAST_MODEL, "epoch": info.get("epochs_done"), "val_top1": info.get("final_val_top1")}
+        chosen = {"file": runs.FINAL_MODEL, "epoch": info.get("best_epoch"), "val_top1": info.get("best_val_top1")}
+        if not best:  # no epoch improved on the step's start (cannot happen with top-1 >= 0): keep the last
+            chosen = {**last, "file": runs.FINAL_MODEL}
+        runs.update_info(self.run_dir, status="done", finished=time.strftime("%Y-%m-%d %H:%M:%S"),
+                         checkpoints={"best": chosen, "last": last})
+        self.log(f"done: {self.run_dir}: model.keras is the best epoch, {chosen['epoch']} of {last['epoch']} (val "
+                 f"top-1 {chosen['val_top1']:.2%}); the last epoch ({last['val_top1']:.2%}) is in "
+                 f"{runs.LAST_MODEL}")

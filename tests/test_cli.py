@@ -1,5 +1,6 @@
 """The command-line group and the package import contract."""
 
+import csv
 import hashlib
 import json
 import os
@@ -171,3 +172,81 @@ def test_reading_the_metadata_does_not_import_tensorflow(tmp_path):
             f"print(read_metadata({str(path)!r}), read_metadata({str(path)!r}, 'other'), 'tensorflow' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "{'model': 'bireal-18', 'n': [1, 2], 'name': 'run'} None False"
+
+
+# A real tiny run, trained by the installed command with stdout and stderr piped (not a terminal), as in a log.
+# At lr 0.3 (constant) its validation top-1 peaks before the last epoch, so best and last differ.
+TINY = ["bireal-18", "--dataset", "digits", "--epochs", "4", "--set", "arch.width=0.125", "--set", "input_size=16",
+        "--set", "steps.schedule=constant", "--set", "steps.lr=0.3"]
+CHATTER = ("WARNING:tensorflow", "absl", "oneDNN", "cuda", "W0000", "I0000", "XNNPACK")
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "tiny"
+    proc = subprocess.run([EDGEBNN, "train", *TINY, "--out", str(out)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return out, proc
+
+
+@pytest.mark.slow
+def test_train_prints_epochs_one_done_line_and_the_next_command(tiny_run):
+    run, proc = tiny_run
+    lines = proc.stdout.splitlines()
+    assert lines[-1] == f"next: edgebnn convert {run} --target arm64"
+    assert sum(ln.startswith("done") for ln in lines) == 1 and "run folder" not in proc.stdout
+    assert [ln.split(" train:")[0] for ln in lines if ln.startswith("epoch")] == [f"epoch {i}/4" for i in (1, 2, 3, 4)]
+    assert "stats---" not in proc.stdout  # Larq's layer table only with --summary
+    assert "\r" not in proc.stderr and not [w for w in CHATTER if w in proc.stderr]
+    # one progress line per epoch (a short bar prints only its end), whole lines
+    assert [ln.split(" batch")[0] for ln in proc.stderr.splitlines()] == [f"epoch {i}/4: 23/23" for i in (1, 2, 3, 4)]
+
+
+@pytest.mark.slow
+def test_model_keras_is_the_best_epoch_and_the_last_is_kept(tiny_run):
+    from edgebnn import runs
+
+    run, _ = tiny_run
+    val = [float(r["val_top1"]) for r in csv.DictReader(open(run / "metrics.csv"))]
+    best_epoch = 1 + val.index(max(val))
+    info = runs.read_info(run)
+    assert info["checkpoints"]["best"] == {"file": "model.keras", "epoch": best_epoch,
+                                           "val_top1": pytest.approx(max(val), abs=1e-6)}
+    assert info["checkpoints"]["last"] == {"file": "model-last.keras", "epoch": 4,
+                                           "val_top1": pytest.approx(val[-1], abs=1e-6)}
+    assert best_epoch < 4 and max(val) > val[-1]  # this seed's run peaks early: the two models differ
+    best = json.loads(CliRunner().invoke(main, ["eval", str(run), "--json"]).stdout)
+    last = json.loads(CliRunner().invoke(main, ["eval", str(run), "--checkpoint", "last", "--json"]).stdout)
+    assert best["top1"] == pytest.approx(max(val), abs=1e-5) and best["checkpoint"]["which"] == "best"
+    assert last["top1"] == pytest.approx(val[-1], abs=1e-5) and last["checkpoint"]["epoch"] == 4
+    text = CliRunner().invoke(main, ["eval", str(run)]).stdout
+    assert f"(best checkpoint, epoch {best_epoch}) on digits (359 validation images" in text
+    bad = CliRunner().invoke(main, ["eval", str(run / "model.keras"), "--checkpoint", "last"])
+    assert bad.exit_code == 2 and "--checkpoint picks a model within a run folder" in bad.stderr
+
+
+@pytest.mark.slow
+def test_convert_of_the_last_checkpoint_says_so_and_prints_the_next_command(tiny_run):
+    from edgebnn.convert import read_metadata
+
+    run, _ = tiny_run
+    proc = subprocess.run([EDGEBNN, "convert", str(run), "--checkpoint", "last", "--check-samples", "20"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    out = run / "model-last-arm64.tflite"
+    assert proc.stdout.splitlines()[-1].startswith(f"next: edgebnn profile {out} --device local")
+    assert f"{run} (run, last checkpoint: epoch 4, val top-1" in proc.stdout
+    assert read_metadata(out)["checkpoint"]["which"] == "last" and not (run / "model-arm64.tflite").exists()
+    assert "\r" not in proc.stderr and not [w for w in CHATTER if w in proc.stderr]
+
+
+@pytest.mark.slow
+def test_summary_and_verbose_on_request(tiny_run, tmp_path):
+    run, _ = tiny_run
+    proc = subprocess.run([EDGEBNN, "train", *TINY[:4], "1", *TINY[5:], "--summary", "--out", str(tmp_path / "s")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0 and "bireal_18 stats" in proc.stdout and "stage1_conv1" in proc.stdout
+    quiet = subprocess.run([EDGEBNN, "eval", str(run)], capture_output=True, text=True)
+    loud = subprocess.run([EDGEBNN, "eval", str(run), "--verbose"], capture_output=True, text=True)
+    assert quiet.returncode == loud.returncode == 0 and quiet.stdout == loud.stdout
+    assert "tensorflow/" not in quiet.stderr and "tensorflow/" in loud.stderr

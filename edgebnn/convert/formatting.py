@@ -14,7 +14,9 @@ def _pct(v) -> str:
 def _conversion_rows(report: dict) -> list[tuple[str, str]]:
     conv, size = report["conversion"], report["size"]
     rows = [
-        ("source", f"{report['source']['path']} ({report['source']['kind']})"),
+        ("source", f"{report['source']['path']} ({report['source']['kind']}"
+                   + (f", {_checkpoint(report['source']['checkpoint'])}" if report["source"].get("checkpoint")
+                      else "") + ")"),
         ("target", f"{report['target']['name']} (LCE target {report['target']['lce_target']}, "
                    f"runner {report['target']['runner'] or 'none named'})"),
         ("flatbuffer", f"{report['output']}  {_mb(report['bytes'])}  sha256 {report['sha256'][:16]}..."),
@@ -31,6 +33,8 @@ def _conversion_rows(report: dict) -> list[tuple[str, str]]:
     per = conv["float_ops_per_binary_conv"]
     rows.append(("float ops", f"{conv['float_ops']}" + (f" ({per:.2f} per binary conv)" if per is not None else "")))
     rows.append(("ops", ", ".join(f"{k} {v}" for k, v in conv["ops"].items())))
+    for fold, layers in conv.get("folds", {}).items():
+        rows.append(("  folded", f"{fold.replace('_', ' ')}: {len(layers)} layer(s), proven by the check below"))
     for problem in conv.get("problems", []):
         rows.append(("  PROBLEM", problem))
     return rows
@@ -66,6 +70,12 @@ def table(rows: list[tuple[str, str]]) -> str:
     """``rows`` as two aligned columns."""
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def _checkpoint(c: dict) -> str:
+    """``best epoch 3 of the run, val top-1 98.1%``: which saved model of a run was converted."""
+    top1 = f", val top-1 {100 * c['val_top1']:.1f}%" if c.get("val_top1") is not None else ""
+    return f"{c['which']} checkpoint: epoch {c.get('epoch')}{top1}"
 
 
 def format_report(report: dict) -> str:

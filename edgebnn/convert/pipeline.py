@@ -19,6 +19,7 @@ from edgebnn.convert.flatbuffer import (
     read_ops,
     sidecar_path,
 )
+from edgebnn.convert.fold import deployment_model
 from edgebnn.convert.matching import match_binary_convs, other_binary_layers
 from edgebnn.convert.proof import compare, keras_outputs, run_tflite, samples, sign_margins
 from edgebnn.errors import EdgebnnError
@@ -26,17 +27,17 @@ from edgebnn.errors import EdgebnnError
 DEFAULT_DATASET = "digits"
 
 
-def _default_output(path: Path, target: str) -> Path:
+def _default_output(path: Path, target: str, checkpoint: str | None = None) -> Path:
     from edgebnn import runs
 
     if runs.is_run_dir(path):
-        return path / f"model-{target}.tflite"
+        return path / (f"model-last-{target}.tflite" if checkpoint == "last" else f"model-{target}.tflite")
     return path.with_name(f"{path.stem}-{target}.tflite")
 
 
-def _output_path(output, path: Path, info: dict, target: str) -> Path:
+def _output_path(output, path: Path, info: dict, target: str, checkpoint: str | None = None) -> Path:
     if output is None:
-        return _default_output(path, target)
+        return _default_output(path, target, checkpoint)
     out = Path(output)
     if out.is_dir():
         return out / f"{info.get('name') or path.stem}-{target}.tflite"
@@ -77,7 +78,7 @@ def _deployment(model, info: dict, path: Path, profile, dataset: str, need_data:
         "edgebnn_version": edgebnn.__version__,
         "target": profile.name, "lce_target": profile.lce_target, "runner": profile.runner,
         "model": info.get("model"), "name": info.get("name") or path.stem,
-        "source": str(path), "run_dir": info.get("run_dir"),
+        "source": str(path), "run_dir": info.get("run_dir"), "checkpoint": info.get("checkpoint"),
         "recipe": _recipe_ref(info),
         "dataset": dataset, "input_shape": input_shape, "num_classes": num_classes,
         "class_names": class_names, "mean": mean, "std": std, "notes": notes,
@@ -116,7 +117,7 @@ def _report(fb: bytes, float_fb: bytes, float_seconds: float, meta: dict, conver
         "machine": machine.host_label(),
         "source": {"path": meta["source"], "kind": "run" if meta["run_dir"] else "model",
                    "name": meta["name"], "model": meta["model"], "run_dir": meta["run_dir"],
-                   "recipe": meta["recipe"]},
+                   "recipe": meta["recipe"], "checkpoint": meta["checkpoint"]},
         "target": {"name": profile.name, "lce_target": profile.lce_target, "runner": profile.runner,
                    "profile": profile.path},
         "output": str(out), "bytes": len(fb), "sha256": sha256(fb),
@@ -149,12 +150,15 @@ def _host_proof(fb: bytes, model, layers, x, y, dataset: str, broken: str | None
 
 
 def convert(source, target: str = "arm64", output=None, check_samples: int = 100, baselines=(),
-            dataset: str | None = None, progress: bool = False) -> dict:
+            dataset: str | None = None, progress: bool = False, checkpoint: str | None = None,
+            fold: bool = True) -> dict:
     """Convert a run folder or a saved Keras model for ``target``; write the ``.tflite`` and ``<file>.json``.
 
     Returns the conversion report (the same dict the JSON file holds). ``check_samples=0`` skips the proof;
     ``baselines`` is any of ``("float", "int8")`` (or ``"float,int8"``); ``dataset`` overrides the run's data set
-    (a bare model file defaults to ``digits``).
+    (a bare model file defaults to ``digits``); ``checkpoint`` picks a run's best (default) or last model;
+    ``fold=False`` converts the model as it is, without the deployment folds of :mod:`edgebnn.convert.fold` (the
+    proof always compares against the unfolded model).
     """
     from edgebnn import runs, targets
     from edgebnn.archs import stats
@@ -168,13 +172,14 @@ def convert(source, target: str = "arm64", output=None, check_samples: int = 100
                            f"existing folder")
     log(progress, f"loading {source}")
     path = Path(source)
-    model, info = runs.load_model(path)
-    out = _output_path(output, path, info, profile.name)
+    model, info = runs.load_model(path, checkpoint)
+    out = _output_path(output, path, info, profile.name, checkpoint)
     dataset = dataset or info.get("dataset") or DEFAULT_DATASET
 
     layers = stats.binary_conv_layers(model)
+    deploy, folds = deployment_model(model) if fold else (model, {})
     log(progress, f"converting with LCE (target {profile.lce_target!r}; most of the time is the SavedModel export)")
-    fb, seconds = lce_flatbuffer(model, profile.lce_target)
+    fb, seconds = lce_flatbuffer(deploy, profile.lce_target)
     ops = read_ops(fb)
     log(progress, "converting the same model with TensorFlow's converter (float size)")
     float_fb, float_seconds, _ = float_flatbuffer(model)
@@ -182,6 +187,7 @@ def convert(source, target: str = "arm64", output=None, check_samples: int = 100
     fb = embed_metadata(fb, meta)
     report = _report(fb, float_fb, float_seconds, meta, _conversion_facts(layers, ops, model, seconds), model,
                      profile, out)
+    report["conversion"]["folds"] = folds
 
     x = y = None
     if check_samples or wanted:
