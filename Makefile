@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.edgebnn-installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint sshd clean
+.PHONY: install demo test lint sshd arm64-tools clean
 
 install: $(STAMP)
 
@@ -56,7 +56,20 @@ sshd:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq openssh-server >/dev/null; \
 	fi
 
-test: $(STAMP) sshd lint
+# The aarch64 tests: Debian's qemu-user (dynamic qemu-aarch64, the emulated device and its instruction-counting
+# plugins), qemu-user-static + binfmt-support (aarch64 programs run as if native, also inside a chroot) and
+# debootstrap (the aarch64 Debian userland the SSH tests use as a board, built once into ~/.cache/edgebnn).
+ARM64_TOOLS := qemu-user qemu-user-static binfmt-support debootstrap
+
+arm64-tools:
+	@missing=""; for p in $(ARM64_TOOLS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian's$$missing for the aarch64 tests"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+test: $(STAMP) sshd arm64-tools lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)

@@ -1,4 +1,23 @@
 """Loaded by pytest before any test module: importing edgebnn first sets TF_USE_LEGACY_KERAS, so test modules may
 import larq and tensorflow in any order (ruff sorts third-party imports before ours)."""
 
-import edgebnn  # noqa: F401
+import sys
+
+import pytest
+
+import edgebnn  # noqa: F401  (neither sys nor pytest imports TensorFlow)
+
+
+@pytest.fixture(scope="session")
+def arm64_board():
+    """An aarch64 Debian 12 userland with its own sshd on 127.0.0.1 (edgebnn.profile.testing_arm64): built once into
+    the cache folder, started for the session, stopped with every process it started; skipped with the reason when
+    it cannot be built or started here (not root, no Debian archive, no qemu-user-static)."""
+    from edgebnn.profile.testing_arm64 import Arm64Sshd, Arm64Unavailable, build_rootfs
+
+    try:
+        board = Arm64Sshd(build_rootfs(log=lambda msg: print(msg, file=sys.stderr, flush=True))).start()
+    except Arm64Unavailable as err:
+        pytest.skip(f"no aarch64 test board here: {err}")
+    yield board
+    board.stop()

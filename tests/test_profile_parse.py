@@ -10,32 +10,6 @@ import edgebnn  # noqa: F401
 from edgebnn.errors import EdgebnnError
 from edgebnn.profile.parse import op_totals, parse
 
-# Verbatim output of LCE 0.16's aarch64 lce_benchmark_model (under qemu): ../shared/lce/samples beside the project.
-SAMPLES = Path(__file__).resolve().parents[1] / ".." / "shared" / "lce" / "samples"
-SAMPLE_MODELS = ["BiRealNet", "QuickNet", "small_bnn_32x32"]
-
-
-def _sample(name: str, kind: str) -> str:
-    path = SAMPLES / f"{name}.{kind}.txt"
-    if not path.is_file():
-        pytest.skip(f"{path} is absent: the shared LCE runner samples are not beside this checkout")
-    return path.read_text()
-
-
-def assert_totals_match_summary(parsed: dict) -> None:
-    """op_totals of the Run Order rows equal the runner's own "Summary by node type" table, type by type, within
-    1% (or the table's 3-decimal printing, 0.005 ms), and the shares within 0.1 percentage point."""
-    summary = {r["node_type"]: r for r in parsed["op_summary"]}
-    totals = {t["node_type"]: t for t in op_totals(parsed["ops"])}
-    assert summary and totals.keys() == summary.keys()
-    for node_type, row in summary.items():
-        t = totals[node_type]
-        assert (t["nodes"], t["calls"]) == (row["count"], row["times_called"]), node_type
-        assert t["avg_ms"] == pytest.approx(row["avg_ms"], rel=0.01, abs=0.005), node_type
-        assert t["pct"] == pytest.approx(row["pct"], abs=0.1), node_type
-    whole = sum(t["avg_ms"] for t in totals.values())
-    assert whole == pytest.approx(sum(r["avg_ms"] for r in summary.values()), rel=0.01)
-
 HEAD = """STARTING!
 Graph: [model.tflite]
 Num threads: [1]
@@ -210,6 +184,33 @@ def test_op_table_without_section_header_is_the_regular_runs():
 
 
 # ------------------------------------------------------------------------------------------ real runner output
+# Verbatim output of LCE 0.16's aarch64 lce_benchmark_model (under qemu): ../shared/lce/samples beside the project.
+SAMPLES = Path(__file__).resolve().parents[1] / ".." / "shared" / "lce" / "samples"
+SAMPLE_MODELS = ["BiRealNet", "QuickNet", "small_bnn_32x32"]
+
+
+def _sample(name: str, kind: str) -> str:
+    path = SAMPLES / f"{name}.{kind}.txt"
+    if not path.is_file():
+        pytest.skip(f"{path} is absent: the shared LCE runner samples are not beside this checkout")
+    return path.read_text()
+
+
+def assert_totals_match_summary(parsed: dict) -> None:
+    """op_totals of the Run Order rows equal the runner's own "Summary by node type" table, type by type, within
+    1% (or the table's 3-decimal printing, 0.005 ms), and the shares within 0.1 percentage point."""
+    summary = {r["node_type"]: r for r in parsed["op_summary"]}
+    totals = {t["node_type"]: t for t in op_totals(parsed["ops"])}
+    assert summary and totals.keys() == summary.keys()
+    for node_type, row in summary.items():
+        t = totals[node_type]
+        assert (t["nodes"], t["calls"]) == (row["count"], row["times_called"]), node_type
+        assert t["avg_ms"] == pytest.approx(row["avg_ms"], rel=0.01, abs=0.005), node_type
+        assert t["pct"] == pytest.approx(row["pct"], abs=0.1), node_type
+    whole = sum(t["avg_ms"] for t in totals.values())
+    assert whole == pytest.approx(sum(r["avg_ms"] for r in summary.values()), rel=0.01)
+
+
 @pytest.mark.parametrize("name", SAMPLE_MODELS)
 def test_op_totals_equal_the_runners_summary_on_real_output(name):
     assert_totals_match_summary(parse(_sample(name, "op_profile")))

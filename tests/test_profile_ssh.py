@@ -299,3 +299,83 @@ def test_interrupted_sweep_keeps_what_it_finished(model, sshd, board_bin, tmp_pa
         profile([str(other), str(model)], [sshd.url], threads=[1], runs=3, warmup=0, db=db, runner=str(runner),
                 ssh_config=sshd.config)
     assert [(r[0], r[2]) for r in _rows(db)] == [(sha256(model), 1)]  # the crash did not end the sweep
+
+
+# ------------------------------------------------------------------------------------------ a 64-bit ARM board
+# The aarch64 Debian userland over its own sshd (conftest's arm64_board), running LCE's real aarch64 runner under
+# qemu-user. Its timings are emulated: these tests check the path and the answers, never speed.
+def test_aarch64_board_facts_say_aarch64_debian_12_glibc_236_and_emulated(arm64_board):
+    from arm64_helpers import aarch64_runner
+
+    report = check_device(arm64_board.url, runner=str(aarch64_runner()), ssh_config=arm64_board.config)
+    facts = report["facts"]
+    assert (facts["machine"], facts["glibc"], facts["long_bit"]) == ("aarch64", "2.36", 64)
+    assert facts["os"] == "Debian GNU/Linux 12 (bookworm)" and facts["has_timeout"] and facts["sha256_tool"]
+    assert report["problems"] == [] and report["target"] == "arm64"
+    assert "qemu-aarch64" in facts["emulator"] and facts["label"].endswith("[emulated]")
+    assert any("emulated wall time" in w and "not aarch64 latency" in w for w in report["warnings"])
+
+
+def test_aarch64_runner_uploaded_sha256_checked_op_profile_parsed_work_dir_removed(arm64_board, tmp_path):
+    from arm64_helpers import aarch64_runner, tiny_32
+    from test_profile_parse import assert_totals_match_summary
+
+    from edgebnn.profile.devices import resolve
+    from edgebnn.profile.parse import op_totals
+    from edgebnn.profile.remote import BoardSession
+
+    runner, model = aarch64_runner(), tiny_32()
+    before = arm64_board.workdirs()
+    device = resolve(arm64_board.url, ssh_config=arm64_board.config)
+    with BoardSession(device, runner=str(runner), timeout=300) as session:
+        assert session.workdir not in before and session.command == [f"{session.workdir}/{runner.name}"]
+        inside = arm64_board.rootfs / session.workdir.lstrip("/")
+        assert sha256(inside / runner.name) == sha256(runner) == session._remote_sha(session.command[0])
+        remote = session.upload_model(model, sha256(model))
+        assert (inside / Path(remote).name).read_bytes() == model.read_bytes()
+        parsed = session.benchmark(remote, threads=1, runs=2, warmup=0, op_profile=True)
+        fields = session.result_fields()
+    assert arm64_board.workdirs() == before  # the work directory is gone from the board's /tmp
+    assert parsed["runs"]["count"] == 2 and parsed["model_size_mb"] == pytest.approx(model.stat().st_size / 1e6, 1e-3)
+    assert {op["node_type"] for op in parsed["ops"]} >= {"LceBconv2d", "LceQuantize"}
+    assert_totals_match_summary(parsed)  # the real aarch64 output, delegate rows counted per call
+    assert sum(t["calls"] for t in op_totals(parsed["ops"])) >= len(parsed["ops"])
+    assert fields["kind"] == "host" and "under emulation" in fields["kernels"]  # never board latency
+    assert fields["kernels"].startswith("LCE optimized kernels (ARM64)") and fields["target"] == "arm64"
+
+
+def test_aarch64_profile_is_stored_as_emulated_never_as_board_latency(arm64_board, tmp_path):
+    from arm64_helpers import aarch64_runner, tiny_32
+
+    db = tmp_path / "r.db"
+    model = tiny_32()
+    before = arm64_board.workdirs()
+    [r] = profile([str(model)], [arm64_board.url], threads=[1], runs=2, warmup=0, op_profile=True, db=db,
+                  runner=str(aarch64_runner()), ssh_config=arm64_board.config, timeout=300, warn=lambda w: None)
+    assert arm64_board.workdirs() == before
+    assert r["status"] == "measured" and r["kind"] == "host" and r["machine"].startswith("aarch64")
+    assert "[emulated]" in r["machine"] and "emulated wall time, not latency" in r["kernels"]
+    assert any("emulated wall time" in w for w in r["warnings"])
+    conn = store.connect(db)
+    [row] = store.results(conn)
+    assert row["kind"] == "host" and store.results(conn, kind="board") == []
+    assert row["board"]["machine"] == "aarch64" and row["board"]["glibc"] == "2.36"
+    assert row["board"]["os"] == "Debian GNU/Linux 12 (bookworm)" and "qemu" in row["board"]["emulator"]
+    stored = {t["node_type"]: t for t in store.op_totals(conn, row["id"])}
+    returned = {t["node_type"]: t for t in r["op_totals"]}
+    assert stored.keys() == returned.keys() and "LceBconv2d" in stored
+    for name, t in returned.items():
+        assert stored[name]["avg_ms"] == pytest.approx(t["avg_ms"]) and stored[name]["calls"] == t["calls"]
+
+
+def test_aarch64_board_refuses_an_x86_64_runner(arm64_board, tmp_path):
+    from arm64_helpers import tiny_32
+
+    x86 = Path(os.path.realpath(shutil.which("true")))
+    db = tmp_path / "r.db"
+    before = arm64_board.workdirs()
+    with pytest.raises(EdgebnnError, match=f"runner {x86.name} is built for x86_64 but .* runs aarch64, 64-bit OS: "
+                                           "use the aarch64 build"):
+        profile([str(tiny_32())], [arm64_board.url], threads=[1], runs=1, db=db, runner=str(x86),
+                ssh_config=arm64_board.config, warn=lambda w: None)
+    assert arm64_board.workdirs() == before and _rows(db) == []

@@ -2,9 +2,14 @@
 
 Facts come from one POSIX shell script run on the board: ``uname -m``, board model (``/proc/device-tree/model``
 or DMI), CPU model and cores, governor and current frequency, temperature, ``vcgencmd get_throttled``, glibc,
-``getconf LONG_BIT``, OS (``/etc/os-release``), free memory. Checks: the runner's ELF ``e_machine`` against the
-board's userland, the board's glibc against the target's ``min_glibc``, a 32-bit OS under an arm64 target
-(errors); a governor other than ``performance`` and throttling (warnings).
+``getconf LONG_BIT``, OS (``/etc/os-release``), free memory, and signs of user-mode emulation. Checks: the runner's
+ELF ``e_machine`` against the board's userland, the board's glibc against the target's ``min_glibc``, a 32-bit OS
+under an arm64 target (errors); a governor other than ``performance``, throttling and emulation (warnings).
+
+Emulation (an aarch64 userland run by ``qemu-aarch64`` through binfmt_misc on an x86 host, as the test board is)
+is read from the board itself: the kernel's link ``/proc/<shell pid>/exe`` names the program really running the
+shell (QEMU intercepts only ``/proc/self/exe``), and an x86 ``vendor_id`` in ``/proc/cpuinfo`` under an ARM
+``uname -m`` shows the kernel is not the userland's. Such a board's wall time is emulated, never ARM latency.
 """
 
 from __future__ import annotations
@@ -64,6 +69,8 @@ def facts_script(runner_word: str | None = None) -> str:
         _section("mem_total_kb", "awk '/^MemTotal:/ {print $2}' /proc/meminfo"),
         _section("has_timeout", "command -v timeout"),
         _section("has_sha256sum", "command -v sha256sum || command -v shasum"),
+        _section("shell_exe", "readlink /proc/$$/exe"),
+        _section("cpu_vendor", "grep -m1 '^vendor_id' /proc/cpuinfo"),
     ]
     if runner_word:
         parts += [_section("runner", f"command -v {runner_word}"),
@@ -144,8 +151,20 @@ def parse_facts(text: str) -> dict:
         facts["runner_path"] = s["runner"].splitlines()[0] if s["runner"] else None
         head = s.get("runner_head", "")
         facts["runner_head"] = bytes(int(h, 16) for h in head.split()) if head and facts["runner_path"] else b""
+    facts["emulator"] = emulator(s, machine)
     facts["label"] = label(facts)
     return facts
+
+
+def emulator(s: dict, machine: str) -> str | None:
+    """Why the board's ``machine`` runs emulated (from the facts script's sections), or None."""
+    exe = (s.get("shell_exe") or "").strip()
+    if "qemu" in exe.rsplit("/", 1)[-1]:
+        return f"its shell runs inside {exe}"
+    vendor = (s.get("cpu_vendor") or "").partition(":")[2].strip()
+    if machine in _UNAME_ELF and _UNAME_ELF[machine] not in (3, 62) and vendor in ("GenuineIntel", "AuthenticAMD"):
+        return f"uname -m says {machine} but the kernel's CPU is {vendor} x86"
+    return None
 
 
 def label(facts: dict) -> str:
@@ -153,7 +172,8 @@ def label(facts: dict) -> str:
     text = f"{facts.get('machine') or '?'} {facts.get('cpu') or 'unknown CPU'}"
     if facts.get("cores"):
         text += f", {facts['cores']} cores"
-    return text + (f" ({facts['model']})" if facts.get("model") else "")
+    text += f" ({facts['model']})" if facts.get("model") else ""
+    return text + (" [emulated]" if facts.get("emulator") else "")
 
 
 def elf_machine(head: bytes) -> tuple[int, int] | None:
@@ -205,6 +225,9 @@ def check(facts: dict, target=None, runner_head: bytes | None = None, runner_nam
             warnings.append(f"{where}: CPU governor is {facts['governor']}, not {target.governor}; figures may "
                             f"vary (sudo sh -c 'echo {target.governor} > "
                             "/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor')")
+    if facts.get("emulator"):
+        warnings.append(f"{where} runs {machine} under emulation ({facts['emulator']}): its timings are emulated "
+                        f"wall time on another CPU, not {machine} latency; use it to check answers, not speed")
     throttled = facts.get("throttled")
     if throttled and "=" in throttled:
         value = throttled.split("=", 1)[1].strip()
@@ -219,6 +242,7 @@ def check(facts: dict, target=None, runner_head: bytes | None = None, runner_nam
 def describe(facts: dict) -> str:
     """Board facts as aligned lines for ``edgebnn devices check``."""
     rows = [("board", facts.get("label")), ("kernel", facts.get("kernel")), ("os", facts.get("os")),
+            ("emulated", facts.get("emulator") or "no sign of emulation"),
             ("glibc", facts.get("glibc") or "none found"), ("userland", f"{facts.get('long_bit')}-bit"),
             ("governor", facts.get("governor") or "n/a"),
             ("frequency", f"{facts['cur_freq_mhz']:.0f} MHz (max {facts.get('max_freq_mhz') or 0:.0f})"

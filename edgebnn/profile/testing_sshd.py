@@ -45,9 +45,11 @@ class LoopbackSshd:
     """``with LoopbackSshd(tmpdir) as s:`` -> a running sshd; ``s.config`` for ``ssh -F``, ``s.url`` for
     ``--device``."""
 
-    def __init__(self, root: str | os.PathLike):
+    alias = ALIAS  # the host alias its ssh -F config defines
+
+    def __init__(self, root: str | os.PathLike, user: str | None = None):
         self.root = Path(root)
-        self.user = getpass.getuser()
+        self.user = user or getpass.getuser()
         self.port = 0
         self.proc: subprocess.Popen | None = None
 
@@ -71,8 +73,19 @@ class LoopbackSshd:
         p = self.root / "sshd.log"
         return p.read_text(errors="replace") if p.exists() else ""
 
+    # Hooks for a server that sees the file system differently (testing_arm64: sshd inside a chroot).
+    def _server_path(self, path: Path) -> str:
+        """``path`` (on this host) as the sshd process sees it."""
+        return str(path)
+
+    def _sshd_command(self) -> list[str]:
+        return [_sshd_binary(), "-D", "-e", "-f", self._server_path(self.root / "sshd_config")]
+
+    def _privsep_dir(self) -> Path:
+        return Path("/run/sshd")  # Debian's privilege separation directory
+
     def start(self) -> LoopbackSshd:
-        sshd = _sshd_binary()
+        command = self._sshd_command()
         self.root.mkdir(parents=True, exist_ok=True)
         for name in ("host_key", "user_key"):
             if not (self.root / name).exists():
@@ -80,26 +93,27 @@ class LoopbackSshd:
         (self.root / "authorized_keys").write_text((self.root / "user_key.pub").read_text())
         os.chmod(self.root / "authorized_keys", 0o600)
         if os.geteuid() == 0:
-            Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # Debian's privilege separation directory
+            self._privsep_dir().mkdir(mode=0o755, exist_ok=True)
         last = ""
         for _ in range(3):  # the port may be taken between choosing and binding
             self.port = _free_port()
-            self._write_configs(sshd)
+            self._write_configs()
             log = open(self.root / "sshd.log", "w")
-            self.proc = subprocess.Popen([sshd, "-D", "-e", "-f", str(self.root / "sshd_config")],
-                                         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
             log.close()
             if self._wait_listening():
                 return self
             last = self.log().strip().splitlines()[-1:] or ["no output"]
-            self.stop()
+            self._stop_process()
         raise SshdUnavailable(f"sshd did not start: {last[0] if isinstance(last, list) else last}")
 
-    def _write_configs(self, sshd: str) -> None:
+    def _write_configs(self) -> None:
         r = self.root
+        server = self._server_path
         (r / "sshd_config").write_text("\n".join([
-            f"Port {self.port}", "ListenAddress 127.0.0.1", f"HostKey {r / 'host_key'}",
-            f"PidFile {r / 'sshd.pid'}", f"AuthorizedKeysFile {r / 'authorized_keys'}", "StrictModes no",
+            f"Port {self.port}", "ListenAddress 127.0.0.1", f"HostKey {server(r / 'host_key')}",
+            f"PidFile {server(r / 'sshd.pid')}", f"AuthorizedKeysFile {server(r / 'authorized_keys')}",
+            "StrictModes no",
             "UsePAM no", "PasswordAuthentication no", "KbdInteractiveAuthentication no", "PubkeyAuthentication yes",
             "PermitRootLogin prohibit-password", f"AllowUsers {self.user}", "X11Forwarding no",
             "AllowTcpForwarding no", "PrintMotd no", "Subsystem sftp internal-sftp", "LogLevel VERBOSE",
@@ -110,10 +124,10 @@ class LoopbackSshd:
                  f"  UserKnownHostsFile {self.known_hosts}", "  GlobalKnownHostsFile /dev/null",
                  "  IdentityAgent none", "  LogLevel ERROR"]
         (r / "ssh_config").write_text("\n".join(
-            [f"Host {ALIAS}", "  HostName 127.0.0.1", f"  Port {self.port}", *block,
+            [f"Host {self.alias}", "  HostName 127.0.0.1", f"  Port {self.port}", *block,
              "Host 127.0.0.1 localhost", *block, ""]))
 
-    def _wait_listening(self, seconds: float = 10.0) -> bool:
+    def _wait_listening(self, seconds: float = 30.0) -> bool:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -127,6 +141,9 @@ class LoopbackSshd:
         return False
 
     def stop(self) -> None:
+        self._stop_process()
+
+    def _stop_process(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
