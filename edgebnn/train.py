@@ -171,8 +171,15 @@ def read_metrics(run_dir) -> list[dict]:
     path = Path(run_dir) / runs.METRICS
     if not path.is_file():
         return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        for row in rows:
+            int(row["epoch"])
+    except (UnicodeDecodeError, csv.Error, KeyError, TypeError, ValueError):
+        raise EdgebnnError(f"{path} is corrupt (not edgebnn's CSV with an epoch column); restore it, or delete it "
+                           "to resume without the earlier rows") from None
+    return rows
 
 
 def _rewrite_metrics(run_dir, rows: list[dict]) -> None:
@@ -227,6 +234,33 @@ def resolve_teacher(spec: str, recipe: dict, run_dir: Path | None, *, dataset: s
     return model
 
 
+# ------------------------------------------------------------------------------------------- resume
+def resume_point(run_dir: Path, epochs_done: int | None = None) -> tuple[int, int, str | None]:
+    """(recipe step index, epochs done overall, checkpoint path) from ``checkpoints/last``; (0, 0, None) when the
+    run finished no epoch. A checkpoint that is missing while ``run.json`` counts finished epochs, or that cannot be
+    read to its last byte, is refused: resuming must never silently start again at epoch 0."""
+    import tensorflow as tf
+
+    last = run_dir / runs.CHECKPOINTS / "last"
+    done = runs.read_info(run_dir).get("epochs_done", 0) if epochs_done is None else epochs_done
+    path = tf.train.latest_checkpoint(str(last))
+    if not path:
+        if isinstance(done, int) and done > 0:
+            raise EdgebnnError(f"{last} holds no checkpoint, yet {run_dir} finished {done} epoch(s): restore the "
+                               "checkpoint folder, or start a new run (resuming would silently restart at epoch 0)")
+        return 0, 0, None
+    try:
+        reader = tf.train.load_checkpoint(path)
+        for name in reader.get_variable_to_shape_map():  # every tensor read: a truncated data file fails here
+            reader.get_tensor(name)
+        return (int(reader.get_tensor("recipe_step/.ATTRIBUTES/VARIABLE_VALUE")),
+                int(reader.get_tensor("epoch/.ATTRIBUTES/VARIABLE_VALUE")), path)
+    except (tf.errors.OpError, ValueError, KeyError, IndexError, RuntimeError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+        raise EdgebnnError(f"checkpoint {path} is corrupt ({first}): restore {last} from a copy, or start a new "
+                           "run; nothing was changed") from None
+
+
 # -------------------------------------------------------------------------------------------- train
 def train(name_or_path: str | None = None, *, dataset: str | None = None, epochs: int | None = None,
           batch_size: int | None = None, out: str | os.PathLike | None = None, seed: int = 0,
@@ -236,7 +270,9 @@ def train(name_or_path: str | None = None, *, dataset: str | None = None, epochs
     """Train a recipe (registry name or ``.toml`` path) or resume the run folder ``resume``; returns the run
     folder. See the module docstring for what it writes."""
     import edgebnn  # noqa: F401  (Keras 2 before TensorFlow)
+    from edgebnn.runlock import RunLock
 
+    lock = None
     if resume is not None:
         changes = [flag for flag, value in (("NAME", name_or_path), ("--dataset", dataset), ("--epochs", epochs),
                                             ("--batch-size", batch_size), ("--set", sets), ("--twin", real),
@@ -265,17 +301,35 @@ def train(name_or_path: str | None = None, *, dataset: str | None = None, epochs
             if verbose:
                 print(f"{run_dir} is already complete ({info.get('epochs_done')} epochs)", flush=True)
             return run_dir
+        lock = RunLock(run_dir)
+        lock.acquire()  # refuses a run still training, before anything is read or changed
+        try:
+            read_metrics(run_dir)
+            resume_point(run_dir)
+        except BaseException:
+            lock.release()
+            raise
     else:
         if name_or_path is None:
             raise EdgebnnError("give a model name or recipe file to train, or --resume DIR")
+        if seed < 0 or seed >= 2**32:
+            raise EdgebnnError(f"--seed must be from 0 to {2**32 - 1}, got {seed}")
+        if out is not None:
+            from edgebnn.outputs import check_run_folder
+
+            check_run_folder(out)  # a file, an existing run or a read-only place fails now, not after training
         recipe = recipes.load(name_or_path, dataset=dataset, sets=list(sets), epochs=epochs,
                               batch_size=batch_size, real=real)
         run_dir = None
     check_model_name(recipe["model"])
     trainer = _Trainer(recipe, run_dir=run_dir, out=out, seed=seed, strategy_name=strategy, progress=progress,
                        verbose=verbose, runs_root=runs_root, resuming=resume is not None)
-    trainer.summary = summary
-    return trainer.run()
+    trainer.summary, trainer.lock = summary, lock
+    try:
+        return trainer.run()
+    finally:
+        if trainer.lock is not None:
+            trainer.lock.release()
 
 
 class _Trainer:
@@ -316,7 +370,11 @@ class _Trainer:
         if self.run_dir is None:
             name = recipe["model"] + ("-real" if recipe["real"] else "")
             if self.chief:
+                from edgebnn.runlock import RunLock
+
                 self.run_dir = runs.new_run_dir(name, self.out, root=self.runs_root)
+                self.lock = RunLock(self.run_dir)  # a --resume of this run while it trains is refused
+                self.lock.acquire()
             else:
                 self.run_dir = Path(self.out) if self.out else Path(self.runs_root) / name
         self.write_dir = self.run_dir if self.chief else Path(tempfile.mkdtemp(prefix="edgebnn-worker-"))
@@ -353,15 +411,7 @@ class _Trainer:
         return self.run_dir
 
     def _resume_point(self) -> tuple[int, int, str | None]:
-        """(recipe step index, epochs done overall, checkpoint path) from checkpoints/last, or (0, 0, None)."""
-        import tensorflow as tf
-
-        path = tf.train.latest_checkpoint(str(self.run_dir / runs.CHECKPOINTS / "last"))
-        if not path:
-            return 0, 0, None
-        reader = tf.train.load_checkpoint(path)
-        return (int(reader.get_tensor("recipe_step/.ATTRIBUTES/VARIABLE_VALUE")),
-                int(reader.get_tensor("epoch/.ATTRIBUTES/VARIABLE_VALUE")), path)
+        return resume_point(self.run_dir)
 
     def _train_steps(self) -> None:
         import tensorflow as tf
