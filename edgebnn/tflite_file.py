@@ -114,7 +114,8 @@ def problem(data: bytes) -> str | None:
         model = s.ModelT.InitFromObj(root)
     except (IndexError, struct.error, ValueError, TypeError, OverflowError, UnicodeDecodeError,
             AttributeError, RecursionError, MemoryError) as err:
-        return f"the flatbuffer cannot be read ({type(err).__name__})"
+        kind = "an offset past the end" if isinstance(err, (struct.error, IndexError)) else type(err).__name__
+        return f"the flatbuffer cannot be read: {kind}"
     if model.version != 3:
         return f"schema version {model.version}, not 3"
     if not model.subgraphs:
@@ -135,12 +136,13 @@ def problem(data: bytes) -> str | None:
     return None
 
 
-def check(data: bytes, where: str | Path) -> None:
-    """Raise :class:`EdgebnnError` naming ``where`` when ``data`` is not a sound TFLite flatbuffer."""
+def check(data: bytes, where: str | Path | None = None) -> None:
+    """Raise :class:`EdgebnnError` naming the file ``where`` when ``data`` is not a sound TFLite flatbuffer."""
     found = problem(data)
     if found:
-        raise EdgebnnError(f"model file {where} is not a valid TFLite flatbuffer ({found}): it is corrupt or not a "
-                           "converted model; re-run `edgebnn convert`")
+        what = f"model file {where}" if where else "the model"
+        raise EdgebnnError(f"{what} is not a valid TFLite flatbuffer ({found}): it is corrupt or not a converted "
+                           "model; re-run `edgebnn convert`")
 
 
 def read(path: str | Path) -> bytes:

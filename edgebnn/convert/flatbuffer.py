@@ -42,8 +42,12 @@ def read_ops(flatbuffer: bytes) -> list[dict]:
     """The operators of a TFLite flatbuffer's main subgraph, in execution order.
 
     Each is ``{"type", "inputs": [(name, shape)], "outputs": [(name, shape)]}``; custom ops are typed by their
-    custom code (``LceBconv2d``), builtins by their name (``CONV_2D``).
+    custom code (``LceBconv2d``), builtins by their name (``CONV_2D``). Bytes that are not a sound TFLite
+    flatbuffer raise :class:`EdgebnnError` (``edgebnn.tflite_file``).
     """
+    from edgebnn import tflite_file
+
+    tflite_file.check(bytes(flatbuffer))
     model = _model_object(flatbuffer)
     builtins = _builtin_names()
     graph = model.subgraphs[0]

@@ -71,13 +71,13 @@ def load(path: str | os.PathLike | None = None) -> dict[str, Device]:
     if p is None:
         return {}
     try:
-        raw = tomllib.loads(p.read_text())
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise EdgebnnError(f"devices file {p} is not valid TOML: {err}") from None
     entries: list[tuple[str, dict]] = []
     for i, item in enumerate(raw.get("device", []) if isinstance(raw.get("device"), list) else []):
-        if not isinstance(item, dict) or not item.get("name"):
-            raise EdgebnnError(f"devices file {p}: [[device]] number {i + 1} has no name")
+        if not isinstance(item, dict) or not item.get("name") or not isinstance(item["name"], str):
+            raise EdgebnnError(f"devices file {p}: [[device]] number {i + 1} has no name (a string)")
         entries.append((str(item["name"]), item))
     table = raw.get("devices", {})
     if not isinstance(table, dict):
@@ -92,9 +92,20 @@ def load(path: str | os.PathLike | None = None) -> dict[str, Device]:
         unknown = set(item) - {"name", "ssh", "host", "runner", "target", "ssh_config", "ssh_options", "notes"}
         if unknown:
             raise EdgebnnError(f"devices file {p}: device {name!r} has unknown key(s) {', '.join(sorted(unknown))}")
+        wrong = [k for k in ("ssh", "host", "runner", "target", "ssh_config", "notes")
+                 if k in item and not isinstance(item[k], str)]
+        if wrong:
+            raise EdgebnnError(f"devices file {p}: device {name!r}: {wrong[0]} must be a string, got "
+                               f"{item[wrong[0]]!r}")
         ssh = item.get("ssh") or item.get("host")
         if not ssh:
             raise EdgebnnError(f"devices file {p}: device {name!r} has no ssh = \"ssh://user@host\"")
+        from edgebnn.profile.ssh import parse_url
+
+        try:
+            parse_url(ssh)  # a bad address is refused when the file is read, naming the file and the device
+        except EdgebnnError as err:
+            raise EdgebnnError(f"devices file {p}: device {name!r}: {err}") from None
         options = item.get("ssh_options", [])
         if not isinstance(options, list) or not all(isinstance(o, str) and "=" in o for o in options):
             raise EdgebnnError(f"devices file {p}: device {name!r}: ssh_options must be a list of \"Key=Value\"")
