@@ -115,13 +115,19 @@ def build(name: str, runner: str | os.PathLike, counts: dict[str, dict], qemu_ve
             for t, s in c["op_types"].items():
                 shares[t] = max(shares.get(t, 0.0), s)
     cal["op_type_max_share"] = shares
-    for board in boards_mod.load().values():
-        for threads, published in board.published.items():
-            data = {m: (counts[m]["classes"], ms) for m, ms in published.items() if m in counts and m not in EXCLUDED}
-            if len(data) < 3:
-                continue
-            model, record = fit.choose(data)
-            cal["boards"].setdefault(board.name, {})[str(threads)] = {"model": model, "n": len(data), **record}
+    sets = [(board.name, threads, {m: (counts[m]["classes"], ms) for m, ms in published.items()
+                                   if m in counts and m not in EXCLUDED})
+            for board in boards_mod.load().values() for threads, published in board.published.items()]
+    donor = None  # the board with the most figures lends its binary/float cost ratio to the others
+    for name, threads, data in sorted(sets, key=lambda s: -len(s[2])):
+        if len(data) < 3:
+            continue
+        extra = dict([fit.borrowed_ratio(donor[1], donor[0])]) if donor and not donor[0].startswith(name) else {}
+        model, record = fit.choose(data, extra)
+        cal["boards"].setdefault(name, {})[str(threads)] = {"model": model, "n": len(data), **record}
+        if donor is None and len(data) >= 5:
+            split = fit.MODELS["binary/float split"]
+            donor = (f"{name} x{threads}", {"k_ms_per_1e9": fit.fit(list(data.values()), split).tolist()})
     if not cal["boards"]:
         raise EdgebnnError("no board has 3 or more calibration models with published figures: nothing to fit")
     return cal

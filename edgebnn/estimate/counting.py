@@ -21,11 +21,14 @@ from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from edgebnn.errors import EdgebnnError
 from edgebnn.estimate import qemu
 from edgebnn.estimate.elf import Symbols, read_symbols
 
 RUNS_LONG, RUNS_SHORT = 11, 1
-BENCH_FLAGS = ("--warmup_runs=0", "--warmup_min_secs=0", "--min_secs=0")
+# No warm-up, no minimum time, and no maximum either: the tool stops after --max_secs (150 s by default) of
+# wall time, which a large model under emulation exceeds, and the count would then cover fewer inferences.
+BENCH_FLAGS = ("--warmup_runs=0", "--warmup_min_secs=0", "--min_secs=0", "--max_secs=1000000")
 MARKERS = ("_ZN6tflite4impl11Interpreter6InvokeEv",
            "_ZN6tflite8Subgraph8OpInvokeERK18TfLiteRegistrationP10TfLiteNode",
            "xnn_run_operator_with_index")
@@ -176,7 +179,12 @@ def count_model(runner, model, threads: int = 1, timeout: float = 1800, per_op: 
     base = [f"--graph={model}", f"--num_threads={int(threads)}", *BENCH_FLAGS]
 
     def counted(n, with_marks):
-        return qemu.run_counted(runner, [*base, f"--num_runs={n}"], marks if with_marks else (), timeout)[0]
+        counts, run = qemu.run_counted(runner, [*base, f"--num_runs={n}"], marks if with_marks else (), timeout)
+        done = re.findall(r"count=(\d+)", run["stdout"] + run["stderr"])
+        if not done or int(done[-1]) != n:
+            raise EdgebnnError(f"{runner.name} ran {done[-1] if done else 'no'} inferences where {n} were asked: "
+                               "the counts would not be per inference")
+        return counts
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         long_f = pool.submit(counted, RUNS_LONG, True)

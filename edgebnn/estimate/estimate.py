@@ -14,6 +14,10 @@ from edgebnn.estimate import fit
 KERNELS = "LCE optimized kernels (ARM64), counted under QEMU"
 
 
+def _groups(record: dict) -> list:
+    return [g if isinstance(g, dict) else tuple(g) for g in record["groups"]]
+
+
 def _side_costs(record: dict, classes: dict[str, float]) -> dict[str, float]:
     """ms per instruction of binary (LCE) and float work under a fit: its estimate for each side's classes."""
     out = {}
@@ -21,7 +25,7 @@ def _side_costs(record: dict, classes: dict[str, float]) -> dict[str, float]:
                         ("float", ("float_gemm", "float_other", "memory", "other"))):
         part = {c: v for c, v in classes.items() if c in names}
         n = sum(part.values())
-        out[side] = fit.predict(record["k_ms_per_1e9"], part, [tuple(g) for g in record["groups"]]) / n if n else 0.0
+        out[side] = fit.predict(record["k_ms_per_1e9"], part, _groups(record)) / n if n else 0.0
     return out
 
 
@@ -50,7 +54,7 @@ def rows(model: dict, counts: dict, cal: dict, runner: str, runner_sha: str,
     for board_name, per_threads in cal["boards"].items():
         board = boards[board_name]
         for threads, record in sorted(per_threads.items(), key=lambda kv: int(kv[0])):
-            groups = [tuple(g) for g in record["groups"]]
+            groups = _groups(record)
             ms = fit.predict(record["k_ms_per_1e9"], counts["classes"], groups)
             source = source_line(board, int(threads), counts, cal, {**record, "model": record["model"]})
             estimate = {"board": board_name, "board_label": board.label, "instructions": counts["instructions"],

@@ -22,9 +22,21 @@ MODELS = {
 }
 
 
-def features(classes: dict[str, float], groups: list[tuple[str, ...]]) -> np.ndarray:
-    """Instructions (in 10^9) of each group."""
-    return np.array([sum(classes.get(c, 0.0) for c in g) for g in groups]) / 1e9
+def features(classes: dict[str, float], groups: list) -> np.ndarray:
+    """Instructions (in 10^9) of each group; a group is a tuple of classes or a {class: weight} dict (a weighted
+    sum, e.g. float instructions at another board's measured cost relative to binary ones)."""
+    return np.array([sum(classes.get(c, 0.0) * (g[c] if isinstance(g, dict) else 1.0) for c in g)
+                     for g in groups]) / 1e9
+
+
+def borrowed_ratio(record: dict, source: str) -> tuple[str, list]:
+    """A one-parameter model for a board with few figures: binary and float instructions weighted by the cost
+    ratio another board's "binary/float split" fit measured (``record``, fitted on that board's figures only)."""
+    k_bin, k_float = record["k_ms_per_1e9"]
+    ratio = k_float / k_bin if k_bin > 0 else 1.0
+    groups = MODELS["binary/float split"]
+    return (f"binary/float split, float cost x{ratio:.2f} from {source}",
+            [{**dict.fromkeys(groups[0], 1.0), **dict.fromkeys(groups[1], ratio)}])
 
 
 def fit(rows: list[tuple[dict, float]], groups: list[tuple[str, ...]]) -> np.ndarray:
@@ -56,12 +68,13 @@ def summary(loo: dict[str, dict]) -> tuple[float, float]:
     return float(np.mean(errs)), float(np.max(errs))
 
 
-def choose(data: dict[str, tuple[dict, float]]) -> tuple[str, dict]:
+def choose(data: dict[str, tuple[dict, float]], extra: dict[str, list] | None = None) -> tuple[str, dict]:
     """The model with the lowest mean leave-one-out error that does not raise the max error over the baseline
-    (a fit needs more models than parameters + 1; fewer fall back to fewer parameters). Returns its name and a
-    record: groups, k (fitted on all), loo, loo_mean_pct, loo_max_pct, and every candidate's errors."""
+    (a fit needs more models than parameters + 1; fewer fall back to fewer parameters). ``extra``: more
+    candidates (name -> groups). Returns its name and a record: groups, k (fitted on all), loo, loo_mean_pct,
+    loo_max_pct, and every candidate's errors."""
     candidates = {}
-    for name, groups in MODELS.items():
+    for name, groups in {**MODELS, **(extra or {})}.items():
         if len(data) < len(groups) + 2:
             continue
         loo = leave_one_out(data, groups)
@@ -70,6 +83,7 @@ def choose(data: dict[str, tuple[dict, float]]) -> tuple[str, dict]:
     best = min(candidates, key=lambda n: (candidates[n][2] if candidates[n][3] <= candidates[base][3] + 1e-9
                                           else float("inf"), n != base))
     groups, loo, mean, worst = candidates[best]
-    return best, {"groups": [list(g) for g in groups], "k_ms_per_1e9": fit(list(data.values()), groups).tolist(),
-                  "loo": loo, "loo_mean_pct": mean, "loo_max_pct": worst,
+    return best, {"groups": [g if isinstance(g, dict) else list(g) for g in groups],
+                  "k_ms_per_1e9": fit(list(data.values()), groups).tolist(), "loo": loo,
+                  "loo_mean_pct": mean, "loo_max_pct": worst,
                   "candidates": {n: {"loo_mean_pct": c[2], "loo_max_pct": c[3]} for n, c in candidates.items()}}
