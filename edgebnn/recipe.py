@@ -10,6 +10,7 @@ A recipe names a registered architecture and says how the paper trains it::
     real = false                     # true: train the real-valued twin (same layers, float weights/activations)
     sync_batchnorm = false           # synchronised BatchNorm across replicas (--strategy)
     ours = ""                        # non-empty: a recipe of our own, not the paper's (says why)
+    ede_t_min = 1e-3                 # SD-BNN CIFAR: EDE's start temperature, annealed to 10 (VGG-Small: 0.1)
     [arch]                           # extra arguments of edgebnn.archs.build (width, input_shape, ...)
     [paper]                          # reported figures: top1, top5, dataset, source, note
     [[steps]]                        # one or more training steps, run in order
@@ -63,6 +64,7 @@ TOP_KEYS = {
     "real": (bool, False),
     "sync_batchnorm": (bool, False),
     "ours": (str, ""),
+    "ede_t_min": ((float, int), 1e-3),
     "arch": (dict, {}),
     "paper": (dict, {}),
     "steps": (list, ...),
@@ -182,6 +184,10 @@ def validate(raw: dict, where: str) -> dict:
                                f"(a registered model, a run folder or a saved model)")
         steps.append(step)
     recipe["steps"] = steps
+    recipe["ede_t_min"] = float(recipe["ede_t_min"])
+    if not 0 < recipe["ede_t_min"] < 10:
+        raise EdgebnnError(f"{where}: ede_t_min must be above 0 and below EDE's end temperature 10, got "
+                           f"{recipe['ede_t_min']}")
     if recipe["input_size"] is not None and recipe["input_size"] < 1:
         raise EdgebnnError(f"{where}: input_size must be at least 1, got {recipe['input_size']}")
     if recipe["digits"] is not None:

@@ -553,7 +553,7 @@ class _Trainer:
             iter(train_ds)
         for local in range(done_here, step["epochs"]):
             epoch = first_epoch + local + 1
-            archs.set_training_progress(model, local / step["epochs"])
+            archs.set_training_progress(model, local / step["epochs"], ede_t_min=recipe["ede_t_min"])
             lr_now = float(schedule(optimizer.iterations))
             started = time.perf_counter()
             sums = [0.0, 0.0, 0.0, 0.0]

@@ -68,3 +68,76 @@ def test_decoupled_weight_decay_shrinks_the_weight_before_adam():
     # Adam's first step moves each weight by lr * m_hat / (sqrt(v_hat) + eps) = lr * g / |g| (eps negligible)
     np.testing.assert_allclose(conv.numpy(), c0 * (1 - lr * wd) - lr * np.sign(g0), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(fc.numpy(), f0 - lr * np.sign(g1), rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------- EDE
+@pytest.mark.parametrize("name, t_min", [("sdbnn-vgg-small", 0.1), ("sdbnn-resnet20", 1e-3), ("sdbnn-resnet18", 1e-3)])
+def test_ede_start_temperature_is_each_official_trainers(name, t_min):
+    assert recipe.load(name)["ede_t_min"] == t_min
+    assert recipe.load(name, dataset="digits")["ede_t_min"] == t_min  # the [digits] table keeps it
+
+
+def test_ede_start_temperature_must_be_positive_and_below_the_end():
+    from edgebnn.errors import EdgebnnError
+
+    with pytest.raises(EdgebnnError, match="ede_t_min must be above 0"):
+        recipe.load("sdbnn-vgg-small", sets=["ede_t_min=0"])
+    with pytest.raises(EdgebnnError, match="ede_t_min must be above 0"):
+        recipe.load("sdbnn-vgg-small", sets=["ede_t_min=20.0"])
+
+
+def _ede_grad(x):
+    from edgebnn.archs import sdbnn
+
+    x = tf.convert_to_tensor(x)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = tf.reduce_sum(sdbnn.ede_sign(x))
+    return tape.gradient(y, x)
+
+
+@pytest.mark.parametrize("t_min", [1e-3, 0.1])
+@pytest.mark.parametrize("progress", [0.0, 0.25, 1.0])
+def test_ede_gradient_from_the_recipes_start_temperature(t_min, progress):
+    x = np.linspace(-3, 3, 13).astype(np.float32)
+    try:
+        archs.set_training_progress(None, progress, ede_t_min=t_min)
+        g = _ede_grad(x).numpy()
+    finally:
+        archs.set_training_progress(None, 0.0)
+    t = t_min * 10 ** (progress * np.log10(10 / t_min))  # IR-Net's Log_UP: 10^(log T_min + p (log T_max - log T_min))
+    np.testing.assert_allclose(g, max(1 / t, 1) * t * (1 - np.tanh(t * x) ** 2), rtol=1e-4, atol=1e-5)
+
+
+def test_ede_progress_reaches_a_traced_training_step():
+    """The temperature is read when the backward runs: one trace, three progress values, three gradients."""
+    step = tf.function(_ede_grad)
+    x = np.array([0.05, 0.5, 2.0], np.float32)
+    grads = []
+    try:
+        for p in (0.0, 0.5, 1.0):
+            archs.set_training_progress(None, p, ede_t_min=0.1)
+            grads.append(step(x).numpy())
+    finally:
+        archs.set_training_progress(None, 0.0)
+    assert step.experimental_get_tracing_count() == 1
+    for p, g in zip((0.0, 0.5, 1.0), grads, strict=True):
+        t = 0.1 * 100 ** p
+        np.testing.assert_allclose(g, max(1 / t, 1) * t * (1 - np.tanh(t * x) ** 2), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_training_loop_anneals_ede_per_epoch_from_the_recipe(tmp_path):
+    """edgebnn.train on digits, 3 epochs of sdbnn-vgg-small: the loop sets p = epoch / epochs before each epoch
+    and T_min from the recipe (0.1), so after training p = 2/3 and T_min = 0.1."""
+    from edgebnn.archs import sdbnn
+
+    try:
+        archs.set_training_progress(None, 0.0)
+        train.train("sdbnn-vgg-small", dataset="digits", epochs=3, out=tmp_path / "run", progress=False,
+                    verbose=False, summary=False, sets=["arch.width=0.125"])
+        lo, hi = sdbnn.ede_range()
+        assert sdbnn.ede_progress().numpy() == pytest.approx(2 / 3) and lo.numpy() == pytest.approx(0.1)
+        assert hi.numpy() == 10.0
+    finally:
+        archs.set_training_progress(None, 0.0)

@@ -275,8 +275,9 @@ def carry_over_weights(source, target) -> list[str]:
     return copied
 
 
-def set_training_progress(model, fraction: float) -> None:
-    """Tell the model how much of training is done (0..1): anneals SD-BNN's EDE backward; others ignore it."""
+def set_training_progress(model, fraction: float, *, ede_t_min: float | None = None) -> None:
+    """Tell the model how much of training is done (0..1): anneals SD-BNN's EDE backward from ``ede_t_min`` (the
+    recipe's; default 1e-3) to 10; others ignore it."""
     from edgebnn.archs import sdbnn
 
-    sdbnn.set_ede_progress(fraction)
+    sdbnn.set_ede_progress(fraction, t_min=sdbnn.EDE_T_MIN if ede_t_min is None else ede_t_min)

@@ -5,7 +5,8 @@
 - WSD, on every binary conv's weights: w' = w + sigmoid(alpha_o) * 0.01 * mean(w_o), then sign(w') with no scale;
   mean(w_o) is the signed mean over c_in x kh x kw, detached; alpha in R^(C_out), init 0.
 - Backward of sign: IR-Net's EDE on CIFAR, g'(x) = k t (1 - tanh^2(t x)) with t = T_min 10^(p log10(T_max / T_min)),
-  k = max(1 / t, 1), p the fraction of training done, T_min = 1e-3, T_max = 10 (applied to activations and weights);
+  k = max(1 / t, 1), p the fraction of training done (epoch / epochs), T_max = 10, T_min = 1e-3 for ResNet-18/20
+  and 0.1 for VGG-Small (the official trainers; the recipe key ``ede_t_min``), on activations and weights;
   ApproxSign on ImageNet activations, with the clipped STE on its weights (the official code's, though the paper
   names ApproxSign only).
 
@@ -35,32 +36,46 @@ from edgebnn.archs.common import (
     real_conv,
 )
 
-EDE_T_MIN, EDE_T_MAX = 1e-3, 10.0
-_ede_progress: tf.Variable | None = None
+EDE_T_MIN, EDE_T_MAX = 1e-3, 10.0  # the official ResNet-18/20 trainers; VGG-Small starts at T_min = 0.1
+_ede_state: dict = {}
+
+
+def _ede_variable(name: str, value: float) -> tf.Variable:
+    if name not in _ede_state:
+        with tf.init_scope():
+            _ede_state[name] = tf.Variable(value, trainable=False, name=f"ede_{name}")
+    return _ede_state[name]
 
 
 def ede_progress() -> tf.Variable:
-    """The fraction of training done, shared by every EDE sign (the backward's only state)."""
-    global _ede_progress
-    if _ede_progress is None:
-        with tf.init_scope():
-            _ede_progress = tf.Variable(0.0, trainable=False, name="ede_progress")
-    return _ede_progress
+    """The fraction of training done, shared by every EDE sign (read when the backward runs, not when traced)."""
+    return _ede_variable("progress", 0.0)
 
 
-def set_ede_progress(fraction: float) -> None:
+def ede_range() -> tuple[tf.Variable, tf.Variable]:
+    """(T_min, T_max) of the annealing, shared by every EDE sign; the recipe's ``ede_t_min`` sets T_min."""
+    return _ede_variable("t_min", EDE_T_MIN), _ede_variable("t_max", EDE_T_MAX)
+
+
+def set_ede_progress(fraction: float, t_min: float = EDE_T_MIN, t_max: float = EDE_T_MAX) -> None:
+    """Progress p in [0, 1] and the range of the annealing (every call sets all three: no stale range)."""
     ede_progress().assign(min(max(float(fraction), 0.0), 1.0))
+    lo, hi = ede_range()
+    lo.assign(float(t_min))
+    hi.assign(float(t_max))
 
 
-def ede_t_k(progress) -> tuple[tf.Tensor, tf.Tensor]:
+def ede_t_k(progress, t_min=EDE_T_MIN, t_max=EDE_T_MAX) -> tuple[tf.Tensor, tf.Tensor]:
     """t = T_min 10^(p log10(T_max / T_min)), k = max(1 / t, 1)."""
-    t = EDE_T_MIN * tf.pow(10.0, tf.cast(progress, tf.float32) * math.log10(EDE_T_MAX / EDE_T_MIN))
+    t_min, t_max = tf.cast(t_min, tf.float32), tf.cast(t_max, tf.float32)
+    log10_ratio = tf.math.log(t_max / t_min) / math.log(10.0)
+    t = t_min * tf.pow(10.0, tf.cast(progress, tf.float32) * log10_ratio)
     return t, tf.maximum(1.0 / t, 1.0)
 
 
 def ede_sign(x):
     """sign(x) forward (``larq.math.sign``), EDE backward k t (1 - tanh^2(t x))."""
-    t, k = ede_t_k(ede_progress())
+    t, k = ede_t_k(ede_progress(), *ede_range())
 
     @tf.custom_gradient
     def _sign(x):
