@@ -231,9 +231,17 @@ def eval_command(source, dataset, checkpoint, as_json):
 @click.option("--baselines", default="", help="Also write float and/or int8 TFLite of the real-valued twin.")
 @click.option("--dataset", default=None, help="Data set for the proof (default: the run's; digits for a model file).")
 @checkpoint_option
+@click.option("--no-fold", "no_fold", is_flag=True, help="Convert the model as it is, without the deployment folds "
+              "(BatchNorm before a sign as a threshold, RPReLU shifts moved into BatchNorms).")
+@click.option("--verify-on", "verify_on", default=None, metavar="DEVICE",
+              help="Also prove the flatbuffer on DEVICE's lce_benchmark_model: qemu:aarch64, ssh://USER@HOST or a "
+              "devices.toml name.")
+@click.option("--runner", default=None, help="The runner for --verify-on (a local file is uploaded to a board).")
+@click.option("--ssh-config", default=None, help="An ssh -F config file for --verify-on.")
 @click.option("--json", "as_json", is_flag=True, help="Print the conversion report as JSON.")
 @verbose_option
-def convert_command(source, target, output, check_samples, baselines, dataset, checkpoint, as_json):
+def convert_command(source, target, output, check_samples, baselines, dataset, checkpoint, no_fold, verify_on,
+                    runner, ssh_config, as_json):
     """Convert RUN|MODEL into an LCE flatbuffer for --target, and prove it answers like the Keras model.
 
     Writes FILE.tflite and its report FILE.tflite.json (op histogram, binary convs that became LceBconv2d,
@@ -242,12 +250,42 @@ def convert_command(source, target, output, check_samples, baselines, dataset, c
     from edgebnn import convert
 
     report = convert.convert(source, target=target, output=output, check_samples=check_samples,
-                             baselines=baselines, dataset=dataset, progress=not as_json, checkpoint=checkpoint)
+                             baselines=baselines, dataset=dataset, progress=not as_json, checkpoint=checkpoint,
+                             fold=not no_fold, verify_on=verify_on, runner=runner, ssh_config=ssh_config)
     if as_json:
         _print_json(report)
         return
     click.echo(convert.format_report(report))
     click.echo(f"next: edgebnn profile {_quote(report['output'])} --device local   (a board: -d ssh://USER@HOST)")
+
+
+@main.command("verify")
+@click.argument("tflite", metavar="FILE.tflite")
+@click.option("--device", "-d", required=True, help="qemu:aarch64, ssh://USER@HOST or a devices.toml name.")
+@click.option("--runner", default=None, help="The device's lce_benchmark_model (a local file is uploaded to a board).")
+@click.option("--check-samples", type=int, default=100, show_default=True, help="Data set samples to prove on.")
+@click.option("--dataset", default=None, help="Data set (default: the one the flatbuffer was converted with).")
+@click.option("--source", default=None, help="The Keras RUN|MODEL to compare with (default: the one converted).")
+@click.option("--ssh-config", default=None, help="An ssh -F config file.")
+@click.option("--devices-file", default=None, help="devices.toml (default: ./ then ~/.config/edgebnn/).")
+@click.option("--timeout", type=float, default=600, show_default=True, help="Seconds per runner invocation.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def verify_command(tflite, device, runner, check_samples, dataset, source, ssh_config, devices_file, timeout,
+                   as_json):
+    """Prove FILE.tflite on DEVICE's own kernels: the check samples through its lce_benchmark_model against the
+    Keras model it was converted from; the result joins FILE.tflite.json under device_checks."""
+    from edgebnn.convert import formatting, on_device
+
+    result = on_device.verify(tflite, device, runner=runner, check_samples=check_samples, dataset=dataset,
+                              source=source, devices_file=devices_file, ssh_config=ssh_config, timeout=timeout,
+                              progress=not as_json, warn=lambda w: click.echo(f"warning: {w}", err=True))
+    if as_json:
+        _print_json(result)
+        return
+    rows = [("flatbuffer", f"{result['file']}  sha256 {result['sha256'][:16]}..."), ("source", result["source"])]
+    rows += formatting.device_check_rows(result["check"])
+    rows.append(("report", result["report_file"] or "none updated (no FILE.tflite.json of this file)"))
+    click.echo(formatting.table(rows))
 
 
 # -------------------------------------------------------------------------------------------- profile

@@ -78,9 +78,20 @@ def _checkpoint(c: dict) -> str:
     return f"{c['which']} checkpoint: epoch {c.get('epoch')}{top1}"
 
 
+def device_check_rows(check: dict) -> list[tuple[str, str]]:
+    """Rows for one proof on a device's runner (:mod:`edgebnn.convert.on_device`)."""
+    fed = (f"one batch of {check['batch']}" + (f", sample 0 alone within {check['batch1_max_abs_diff']:.2g}"
+                                               if "batch1_max_abs_diff" in check else "")
+           if check.get("batch", 1) > 1 else f"{check.get('invocations')} invocations of one sample")
+    what = f"{check['runner']} on {check['machine']} ({check['kernels']}; {fed}) vs Keras"
+    return check_rows(check, label=f"proof on {check['device']}", what=what)
+
+
 def format_report(report: dict) -> str:
     """The conversion report as a short table."""
     rows = _conversion_rows(report) + check_rows(report.get("check"))
+    for check in (report.get("device_checks") or {}).values():
+        rows += device_check_rows(check)
     for name, base in report.get("baselines", {}).items():
         line = f"{base['file']}  {_mb(base['bytes'])}  ({base['note']})"
         if base.get("check"):

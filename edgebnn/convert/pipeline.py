@@ -151,14 +151,17 @@ def _host_proof(fb: bytes, model, layers, x, y, dataset: str, broken: str | None
 
 def convert(source, target: str = "arm64", output=None, check_samples: int = 100, baselines=(),
             dataset: str | None = None, progress: bool = False, checkpoint: str | None = None,
-            fold: bool = True) -> dict:
+            fold: bool = True, verify_on: str | None = None, runner: str | None = None,
+            ssh_config: str | None = None) -> dict:
     """Convert a run folder or a saved Keras model for ``target``; write the ``.tflite`` and ``<file>.json``.
 
     Returns the conversion report (the same dict the JSON file holds). ``check_samples=0`` skips the proof;
     ``baselines`` is any of ``("float", "int8")`` (or ``"float,int8"``); ``dataset`` overrides the run's data set
     (a bare model file defaults to ``digits``); ``checkpoint`` picks a run's best (default) or last model;
     ``fold=False`` converts the model as it is, without the deployment folds of :mod:`edgebnn.convert.fold` (the
-    proof always compares against the unfolded model).
+    proof always compares against the unfolded model). ``verify_on`` (a device: ``qemu:aarch64``, ``ssh://...`` or a
+    devices.toml name) repeats the proof on that device's ``lce_benchmark_model`` (``runner``; ``ssh_config`` an
+    ``ssh -F`` file), see :mod:`edgebnn.convert.on_device`.
     """
     from edgebnn import runs, targets
     from edgebnn.archs import stats
@@ -167,6 +170,8 @@ def convert(source, target: str = "arm64", output=None, check_samples: int = 100
     wanted = parse_baselines(baselines)
     if check_samples < 0:
         raise EdgebnnError(f"--check-samples must be 0 or more, not {check_samples}")
+    if verify_on and not check_samples:
+        raise EdgebnnError("--verify-on needs check samples: drop --check-samples 0")
     if output is not None and not Path(output).is_dir() and not Path(output).parent.is_dir():
         raise EdgebnnError(f"output folder {Path(output).parent} does not exist; create it or pass -o in an "
                            f"existing folder")
@@ -205,6 +210,12 @@ def convert(source, target: str = "arm64", output=None, check_samples: int = 100
         twin, how = real_twin(model, info)
         for name in wanted:
             report["baselines"][name] = baseline(name, twin, how, x, y, out, check_samples, progress)
+    if verify_on and not broken:
+        from edgebnn.convert.on_device import prove
+
+        labels = None if y is None else y[:check_samples]
+        report["device_checks"] = {verify_on: prove(out, model, layers, x[:check_samples], labels, dataset, verify_on,
+                                                    runner=runner, ssh_config=ssh_config, progress=progress)}
     sidecar_path(out).write_text(json.dumps(report, indent=2, default=str) + "\n")
     report["report_file"] = str(sidecar_path(out))
     if broken:

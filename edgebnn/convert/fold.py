@@ -1,0 +1,208 @@
+"""Deployment folds: weight rewrites of a copy of the model that keep its function and let LCE's converter emit
+fewer float ops. The converter drops an add of zero and a multiply by one, so each fold moves a constant to where
+it costs nothing and leaves zeros and ones behind. Every fold is proven by the conversion's parity check, which
+compares the flatbuffer with the original (unfolded) Keras model.
+
+1. A BatchNorm whose only consumer is a binary conv's sign, every scale s_c = g_c / sqrt(v_c + eps) > 0:
+   sign(s_c (x - m_c) + b_c) = sign(x - t_c) with t_c = m_c - b_c / s_c, so it becomes a threshold x - t:
+   one SUB before the sign instead of MUL + ADD.
+   A layer with any s_c <= 0 is left alone: flipping that channel's kernel would also flip the +1 padding.
+2. RPReLU's shifts, f(x) = PReLU(x - gamma) + zeta:
+   - zeta is pushed forward through what is linear in a per-channel constant (Add, average pooling, Concatenate,
+     1x1 or unpadded real convs, Dense) into what absorbs it: RSign's threshold (alpha - k), a BatchNorm's moving
+     mean (m - k), a bias (b + W k), the next RPReLU's gamma (gamma - k), k being the constant the path carries.
+     When any path reaches something else (a sign, a padded conv, the model's output) zeta stays.
+   - gamma then moves into the BatchNorm of the residual branch that feeds the RPReLU: PReLU(BN(y) + s - gamma)
+     = PReLU(BN'(y) + s) with beta' = beta - gamma (per half when two branches are concatenated).
+   What is left of each RPReLU is one PRELU.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+
+OUTPUT = "<model output>"
+
+
+class Graph:
+    """Producers and consumers of each layer of a functional Keras model, by layer name."""
+
+    def __init__(self, model):
+        self.model = model
+        self.layers = {layer.name: layer for layer in model.layers}
+        self.producers: dict[str, list[str]] = {}
+        self.consumers: dict[str, list[str]] = defaultdict(list)
+        for spec in model.get_config()["layers"]:
+            names = [item[0] for node in spec["inbound_nodes"] for item in _node_items(node)]
+            self.producers[spec["name"]] = names
+            for p in names:
+                self.consumers[p].append(spec["name"])
+        for out in model.outputs:
+            self.consumers[out.node.layer.name].append(OUTPUT)
+
+    def only_consumer(self, name: str) -> str | None:
+        users = self.consumers.get(name, [])
+        return users[0] if len(users) == 1 else None
+
+
+def _node_items(node) -> list:
+    if isinstance(node, dict):  # keras 3 layout, not expected under tf-keras but harmless
+        return [[a["config"]["keras_history"][0]] for a in node.get("args", []) if isinstance(a, dict)]
+    return [item for item in node if isinstance(item, list | tuple) and item and isinstance(item[0], str)]
+
+
+def _kind(layer) -> str:
+    import tensorflow as tf
+
+    from edgebnn.archs import stats
+    from edgebnn.archs.reactnet import RPReLU, RSign
+
+    for cls, kind in ((RPReLU, "rprelu"), (RSign, "rsign"), (tf.keras.layers.BatchNormalization, "bn"),
+                      (tf.keras.layers.Add, "add"), (tf.keras.layers.Concatenate, "concat"),
+                      (tf.keras.layers.AveragePooling2D, "pool"), (tf.keras.layers.GlobalAveragePooling2D, "pool"),
+                      (tf.keras.layers.Dense, "dense")):
+        if isinstance(layer, cls):
+            return kind
+    if isinstance(layer, tf.keras.layers.Conv2D):
+        if stats.is_binary_conv(layer) or getattr(layer, "input_quantizer", None) is not None:
+            return "binary_conv"
+        return "conv"
+    return "other"
+
+
+def _bn_scale(bn) -> np.ndarray:
+    gamma = bn.gamma.numpy() if bn.gamma is not None else 1.0
+    return gamma / np.sqrt(bn.moving_variance.numpy() + bn.epsilon)
+
+
+# ------------------------------------------------------------------------------- 1. BatchNorm -> threshold
+def threshold_batchnorms(graph: Graph) -> dict[str, np.ndarray]:
+    """Fold 1's candidates: BatchNorms that only feed a binary conv's sign, every scale positive, with the
+    threshold t_c = m_c - b_c / s_c that replaces each (sign(s (x - m) + b) = sign(x - t) for s > 0)."""
+    found = {}
+    for name, layer in graph.layers.items():
+        user = graph.only_consumer(name)
+        if _kind(layer) != "bn" or user is None or user == OUTPUT or _kind(graph.layers[user]) != "binary_conv":
+            continue
+        s = _bn_scale(layer)
+        if np.all(s > 0):
+            beta = layer.beta.numpy() if layer.beta is not None else 0.0
+            found[name] = (layer.moving_mean.numpy() - beta / s).astype(np.float32)
+    return found
+
+
+# ------------------------------------------------------------------------------------ 2. RPReLU shifts
+def _absorb(graph: Graph, user: str, source: str, k: np.ndarray, updates: list) -> bool:
+    """Absorb (or pass on) a per-channel offset k that ``source``'s output carries into consumer ``user``.
+    Appends (variable, new value) pairs to ``updates``; False when some path cannot absorb it."""
+    if user == OUTPUT:
+        return False
+    layer = graph.layers[user]
+    kind = _kind(layer)
+    if kind == "rsign":
+        updates.append((layer.alpha, -k))
+        return True
+    if kind == "bn":
+        updates.append((layer.moving_mean, -k))
+        return True
+    if kind == "rprelu":
+        updates.append((layer.gamma, -k))
+        return True
+    if kind in ("add", "pool"):
+        return _push(graph, user, k, updates)
+    if kind == "concat":
+        sizes = [int(graph.layers[p].output.shape[-1]) for p in graph.producers[user]]
+        start = sum(sizes[:graph.producers[user].index(source)])
+        wide = np.zeros(sum(sizes), np.float32)
+        wide[start:start + k.size] = k
+        return _push(graph, user, wide, updates)
+    if kind == "conv" and (layer.padding == "valid" or tuple(layer.kernel_size) == (1, 1)):
+        moved = np.einsum("hwio,i->o", layer.kernel.numpy(), k)
+        if layer.use_bias:
+            updates.append((layer.bias, moved))
+            return True
+        return _push(graph, user, moved, updates)
+    if kind == "dense":
+        moved = k @ layer.kernel.numpy()
+        if layer.use_bias:
+            updates.append((layer.bias, moved))
+            return True
+        return _push(graph, user, moved, updates)
+    return False
+
+
+def _push(graph: Graph, name: str, k: np.ndarray, updates: list) -> bool:
+    return all(_absorb(graph, user, name, k, updates) for user in graph.consumers.get(name, [OUTPUT]))
+
+
+def _residual_batchnorms(graph: Graph, name: str) -> list[tuple[object, slice]] | None:
+    """For an RPReLU fed by Add(BN(...), shortcut) (or a Concatenate of such Adds): each BN with the channels of the
+    RPReLU's input it adds to. None when the input is not of that form."""
+    [source] = graph.producers[name]
+    kind = _kind(graph.layers[source])
+    adds = graph.producers[source] if kind == "concat" else [source]
+    found, start = [], 0
+    for add in adds:
+        if _kind(graph.layers[add]) != "add" or graph.only_consumer(add) is None:
+            return None
+        bns = [p for p in graph.producers[add] if _kind(graph.layers[p]) == "bn" and graph.only_consumer(p) == add]
+        if not bns:
+            return None
+        width = int(graph.layers[add].output.shape[-1])
+        found.append((graph.layers[bns[0]], slice(start, start + width)))
+        start += width
+    return found
+
+
+def fold_rprelu_shifts(graph: Graph) -> list[str]:
+    """Fold 2, in graph order: zeta pushed forward, then gamma into the residual branch's BatchNorm. Returns the
+    names of the RPReLUs left without shifts."""
+    cleared = []
+    for name, layer in graph.layers.items():
+        if _kind(layer) != "rprelu":
+            continue
+        updates: list = []
+        zeta = layer.zeta.numpy()
+        if np.any(zeta) and _push(graph, name, zeta, updates):
+            for variable, delta in updates:
+                variable.assign(variable.numpy() + delta.astype(np.float32))
+            layer.zeta.assign(np.zeros_like(zeta))
+        gamma = layer.gamma.numpy()
+        targets = _residual_batchnorms(graph, name)
+        if np.any(gamma) and targets:
+            for bn, part in targets:
+                bn.beta.assign(bn.beta.numpy() - gamma[part])
+            layer.gamma.assign(np.zeros_like(gamma))
+        if not np.any(layer.gamma.numpy()) and not np.any(layer.zeta.numpy()):
+            cleared.append(name)
+    return cleared
+
+
+def deployment_model(model) -> tuple[object, dict[str, list[str]]]:
+    """A copy of ``model`` with folds 1 and 2 applied; the folds done, by kind, with the layers they touched.
+    Fold 1 swaps each BatchNorm for a threshold layer (x - t, the same layer as RSign's) of the same name: a
+    unit-scale BatchNorm would still convert to a MUL by one."""
+    import tensorflow as tf
+
+    from edgebnn.archs import custom_objects
+    from edgebnn.archs.reactnet import RSign
+
+    thresholds = threshold_batchnorms(Graph(model))
+
+    def clone(layer):
+        if layer.name in thresholds:
+            return RSign(name=layer.name)
+        return layer.__class__.from_config(layer.get_config())
+
+    with tf.keras.utils.custom_object_scope(custom_objects()):
+        copy = tf.keras.models.clone_model(model, clone_function=clone)
+    for layer in model.layers:
+        target = copy.get_layer(layer.name)
+        if layer.name in thresholds:
+            target.set_weights([thresholds[layer.name]])
+        else:
+            target.set_weights(layer.get_weights())
+    folds = {"batchnorm_threshold": sorted(thresholds), "rprelu_shifts": fold_rprelu_shifts(Graph(copy))}
+    return copy, {k: v for k, v in folds.items() if v}

@@ -1,0 +1,86 @@
+"""Deployment folds (edgebnn.convert.fold): the folded copy computes the same function, and LCE's converter emits
+the minimal op sequence for it. The conversion sweep in test_archs proves the folded flatbuffers on digits."""
+
+import numpy as np
+import pytest
+from model_helpers import randomise_parameters
+
+import edgebnn  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+from edgebnn import archs
+from edgebnn.convert.flatbuffer import histogram_of, read_ops
+from edgebnn.convert.fold import deployment_model
+
+
+def _built(name, size=32, seed=0):
+    return randomise_parameters(archs.build(name, input_shape=(size, size, 3), num_classes=10, width=0.25), seed)
+
+
+def _histogram(model):
+    from edgebnn.convert.conversion import lce_flatbuffer
+
+    return histogram_of(read_ops(lce_flatbuffer(model, "arm")[0]))
+
+
+def _same_function(model, folded, seed=0):
+    x = np.random.RandomState(seed).normal(size=(6,) + tuple(model.input_shape[1:])).astype(np.float32)
+    a, b = model.predict(x, verbose=0), folded.predict(x, verbose=0)
+    np.testing.assert_allclose(b, a, atol=1e-5 * max(1.0, float(np.abs(a).max())))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, folds, ops", [
+    # Each RPReLU ends as one PRELU (was GREATER + MUL + SELECT with two shifts); RSign keeps its SUB.
+    ("reactnet-18", {"rprelu_shifts": 16}, {"SUB": 16, "ADD": 16, "PRELU": 16, "LceBconv2d": 16}),
+    ("reactnet-a", {"rprelu_shifts": 26}, {"SUB": 26, "ADD": 31, "PRELU": 26, "LceBconv2d": 31}),
+    # The BatchNorm before each sign becomes one SUB (was MUL + ADD); case 1's Gamma folds into the conv.
+    ("xnorpp-18-case1", {"batchnorm_threshold": 16}, {"SUB": 16, "ADD": 16, "PRELU": 16, "LceBconv2d": 16}),
+    # Cases 2-4 keep one MUL each: a per-position Gamma is part of the function.
+    ("xnorpp-18-case4", {"batchnorm_threshold": 16}, {"SUB": 16, "MUL": 16, "ADD": 16, "PRELU": 16}),
+])
+def test_folds_keep_the_function_and_leave_the_minimal_ops(name, folds, ops):
+    model = _built(name)
+    folded, done = deployment_model(model)
+    assert {k: len(v) for k, v in done.items()} == folds
+    _same_function(model, folded)
+    hist = _histogram(folded)
+    assert {k: hist.get(k, 0) for k in ops} == ops
+    assert not {"GREATER", "SELECT", "RESHAPE", "STRIDED_SLICE"} & set(hist)
+    if name.startswith("xnorpp-18-case1"):
+        assert "MUL" not in hist
+
+
+def test_rprelu_shift_fold_is_exact_with_large_shifts():
+    """zeta pushed through identity and downsample shortcuts (AvgPool -> 1x1 conv -> BN) and the head's Dense, gamma
+    into the residual BatchNorm: with shifts far from 0 any wrong sign or lost path shows in the outputs."""
+    model = _built("reactnet-18", seed=3)
+    rng = np.random.RandomState(3)
+    for layer in model.layers:
+        if isinstance(layer, archs.reactnet.RPReLU):
+            layer.gamma.assign(rng.normal(0, 1.0, layer.gamma.shape))
+            layer.zeta.assign(rng.normal(0, 1.0, layer.zeta.shape))
+    folded, done = deployment_model(model)
+    assert len(done["rprelu_shifts"]) == 16
+    for layer in folded.layers:
+        if isinstance(layer, archs.reactnet.RPReLU):
+            assert not np.any(layer.gamma.numpy()) and not np.any(layer.zeta.numpy())
+    _same_function(model, folded, seed=3)
+
+
+def test_batchnorm_with_a_negative_scale_is_not_folded():
+    """sign(s (x - m) + b) with s < 0 would need the channel's kernel flipped, which would flip its +1 padding too."""
+    model = _built("xnorpp-18-case1")
+    bn = model.get_layer("stage1_conv1_bn")
+    gamma = bn.gamma.numpy()
+    gamma[0] = -0.5
+    bn.gamma.assign(gamma)
+    folded, done = deployment_model(model)
+    assert "stage1_conv1_bn" not in done["batchnorm_threshold"] and len(done["batchnorm_threshold"]) == 15
+    _same_function(model, folded)
+
+
+def test_models_without_foldable_layers_are_copied_unchanged():
+    model = _built("bireal-18")
+    folded, done = deployment_model(model)
+    assert done == {}
+    _same_function(model, folded)
+    assert folded is not model
