@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.edgebnn-installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint sshd arm64-tools clean
+.PHONY: install demo test lint sshd chromium arm64-tools clean
 
 install: $(STAMP)
 
@@ -69,7 +69,15 @@ arm64-tools:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-test: $(STAMP) sshd arm64-tools lint
+# The report's test renders index.html in a real browser (headless Chromium) and keeps the screenshot.
+chromium:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  echo "installing Debian's chromium for the report's screenshot test"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; \
+	fi
+
+test: $(STAMP) sshd arm64-tools chromium lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
