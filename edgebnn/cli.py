@@ -471,19 +471,38 @@ def devices_clean_command(name, older_than, kill_running, devices_file, ssh_conf
 @click.option("--out", default="report", show_default=True, help="Folder for index.html, plots and results.json.")
 @click.option("--runs", "run_roots", multiple=True, default=("runs",), show_default=True,
               help="Folders to search for run folders and conversion reports (repeatable).")
-@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
-def report_command(db, out, run_roots, as_json):
-    """Compare every stored result: a table, plots (accuracy against latency with the Pareto front, latency by op
-    type, latency against threads) and an index.html."""
+@click.option("--budget", default=None, metavar="LATENCY", help="A latency budget (30ms, 0.03s): name the most "
+              "accurate trained model that meets it on --board, from measured or estimated latency.")
+@click.option("--board", default=None, help="The board of --budget: a device name in the results (pi4b, pi4, "
+              "local...).")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows (and the budget's answer) as JSON.")
+@click.pass_context
+def report_command(ctx, db, out, run_roots, budget, board, as_json):
+    """Compare every stored result: a table, plots (accuracy against latency with the Pareto front and latency
+    against threads, one panel per device and latency kind; latency by op type) and an index.html.
+
+    Each latency says what it is: measured on a board, measured on this host, or estimated (and from what).
+    With --budget 30ms --board pi4b: the most accurate trained model within 30 ms on pi4b (exit 1 when none is).
+    """
     from edgebnn import report
 
-    written = report.write(db, out, run_roots)
+    if bool(budget) != bool(board):
+        raise EdgebnnError("--budget and --board go together: edgebnn report --budget 30ms --board pi4b")
+    budget_ms = report.parse_budget(budget) if budget else None
+    rows = report.collect(db, run_roots)
+    answer = report.best_under_budget(rows, budget_ms, board) if budget else None
+    written = report.write(db, out, run_roots, budget=report.format_budget(answer) if answer else None,
+                           rows=rows)
     if as_json:
-        _print_json(written["rows"])
-        return
-    click.echo(report.format_table(written["rows"]))
-    click.echo(f"\n{report.HOST_NOTE}")
-    click.echo(f"report: {written['index']}")
+        _print_json({"rows": written["rows"], "budget": answer} if answer else written["rows"])
+    else:
+        click.echo(report.format_table(written["rows"]) + "\n")
+        click.echo("\n".join(report.notes(written["rows"])))
+        if answer:
+            click.echo("\n" + report.format_budget(answer))
+        click.echo(f"report: {written['index']}")
+    if answer and answer["choice"] is None:
+        ctx.exit(1)
 
 
 if __name__ == "__main__":  # pragma: no cover

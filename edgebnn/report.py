@@ -1,13 +1,24 @@
 """``edgebnn report``: the results database and the run folders, joined into one table, plots and a web page.
 
-A latency row (``edgebnn profile``) names a flatbuffer by its sha256. The flatbuffer's conversion report
-(``<file>.tflite.json``, written by ``edgebnn convert``) holds the same sha256, its size, its top-1 on the check
-samples and the run folder it came from; the run folder (``run.json``) holds the Keras model's validation top-1; the
-run of the same model with ``real = true`` is its real-valued twin, whose top-1 gives the gap to float.
+A latency row (``edgebnn profile`` on a board or this host, or an estimate for a named board) names a flatbuffer
+by its sha256. The flatbuffer's conversion report (``<file>.tflite.json``, written by ``edgebnn convert``) holds the
+same sha256, its size, the proof (Keras and the flatbuffer on the same check samples: which data, how many) and the
+run folder and checkpoint it came from; the run folder (``run.json``) holds the validation top-1 of that checkpoint;
+the run of the same model with ``real = true`` is its real-valued twin, whose top-1 gives the gap to float.
 
-Writes into ``--out`` (default ``report/``): ``index.html``, ``results.json``, ``accuracy_latency.png`` (top-1
-against median latency per device, Pareto front marked), ``op_types.png`` (per-op latency summed by op type, from
-op profiles) and ``threads.png`` (latency against threads).
+What it shows, and why:
+
+- accuracy beside accuracy on the same data: Keras and flatbuffer top-1 on the check samples side by side (with
+  their number and data set), the run's whole-validation top-1 in its own column;
+- the accuracy axis holds trained models only (the flatbuffer's check top-1); baselines (float/int8 of the twin,
+  built from the model's layers, never trained) are latency only, in a strip under the axis;
+- latency kinds (``board``, ``host``, ``estimate``) never share an axis: one figure per device and kind, a
+  "latency kind" column, and a note per device saying where its figures came from; latency on a log scale;
+- ``best_under_budget``: the most accurate trained model within a latency budget on a named board.
+
+Writes into ``--out`` (default ``report/``): ``index.html``, ``results.json``,
+``accuracy_latency-<device>-<kind>.png`` (one per device and latency kind, Pareto front dashed), ``threads.png``
+(latency against threads, a panel per device and kind) and ``op_types.png`` (per-op latency summed by op type).
 """
 
 from __future__ import annotations
@@ -19,10 +30,6 @@ from pathlib import Path
 
 from edgebnn import runs
 from edgebnn.errors import EdgebnnError
-
-PLOTS = ("accuracy_latency.png", "op_types.png", "threads.png")
-HOST_NOTE = ("Host figures run LCE's reference kernels on the host's CPU: a functional check, not ARM64 latency. "
-             "Each row names the machine it was measured on.")
 
 
 # ------------------------------------------------------------------------------------------- sources
@@ -94,6 +101,85 @@ def _family(model: str | None) -> str:
         return "-"
 
 
+KIND_LABELS = {
+    "board": "measured on the board",
+    "host": "measured on this host (LCE reference kernels: a functional check, not ARM64 latency)",
+    "estimate": "estimated from the aarch64 instructions LCE's kernels execute under QEMU, calibrated on "
+                "published figures",
+}
+
+
+def latency_from(r: dict) -> str:
+    """Where one latency came from, in one line: the board, this host's CPU, or the estimate's own source line."""
+    if r["kind"] == "estimate":
+        e = r.get("estimate") or {}
+        return e.get("source") or (f"estimated for {r['device']} from {e.get('instructions', 0):.3g} aarch64 "
+                                   f"instructions; leave-one-out error {e.get('loo_mean_pct', 0):.1f}% mean")
+    if r["kind"] == "board":
+        return f"{r['device']}: {r['machine']}; {r['kernels']}"
+    return f"{r['machine']}; {r['kernels']}"
+
+
+def _source(r: dict, conversions: dict, run_index: dict) -> dict:
+    """The flatbuffer's conversion report, its kind (binary or a baseline) and its run's ``run.json``."""
+    conv = conversions.get(r["model_sha256"], {})
+    report = conv.get("report") or {}
+    run_dir = (report.get("source") or {}).get("run_dir")
+    info = run_index.get(str(Path(run_dir).resolve())) if run_dir else None
+    if info is None and run_dir and runs.is_run_dir(run_dir):
+        info = runs.read_info(run_dir)
+    return {"report": report, "kind": conv.get("kind", "binary"), "baseline": conv.get("baseline"),
+            "run_dir": run_dir, "info": info}
+
+
+def _converted_top1(src: dict) -> tuple[float | None, dict | None]:
+    """Validation top-1 (whole split) of the checkpoint that was converted, and which checkpoint it was."""
+    info, checkpoint = src["info"], (src["report"].get("source") or {}).get("checkpoint")
+    if src["kind"] != "binary" or not info:
+        return None, checkpoint
+    if checkpoint and checkpoint.get("val_top1") is not None:
+        return float(checkpoint["val_top1"]), checkpoint
+    return _top1(info), checkpoint
+
+
+def _row(r: dict, src: dict, run_index: dict, totals: list[dict]) -> dict:
+    report, info, kind = src["report"], src["info"] or {}, src["kind"]
+    source = report.get("source") or {}
+    model = source.get("model") or info.get("model")
+    check = (src["baseline"] or {}).get("check") if kind != "binary" else report.get("check")
+    check = check or {}
+    dataset = info.get("dataset") or (report.get("deployment") or {}).get("dataset")
+    val_top1, checkpoint = _converted_top1(src)
+    twin_top1 = _twin_top1(run_index, model, dataset)
+    real = kind != "binary" or bool(info.get("real"))
+    name = (f"{model}-real {kind} baseline" if kind != "binary" else f"{model}-real" if real else model) \
+        if model else r["model_name"]
+    return {
+        "model": name, "family": _family(model), "kind": "real" if real else "binary",
+        "baseline": kind if kind != "binary" else None,
+        "trained": kind == "binary",  # a baseline is built from the twin's layers, not trained: latency only
+        "file": r.get("model_path") or r["model_name"],
+        "target": (report.get("target") or {}).get("name") or r.get("target"),  # the flatbuffer's target
+        "device": r["device"], "machine": r["machine"], "kernels": r["kernels"], "threads": int(r["threads"]),
+        "latency_kind": r["kind"], "latency_from": latency_from(r),
+        "flags": list(r.get("flags") or []) + [f"estimate: {f}" for f in (r.get("estimate") or {}).get("flags", [])
+                                               if f"unseen ops: {f}" not in (r.get("flags") or [])],
+        "median_ms": r["median_ms"] if r["median_ms"] is not None else r["mean_ms"],
+        "mean_ms": r["mean_ms"], "p90_ms": r["p90_ms"], "min_ms": r["min_ms"], "max_ms": r.get("max_ms"),
+        "flatbuffer_mb": r["model_size_mb"],
+        "check_dataset": check.get("dataset") or (report.get("deployment") or {}).get("dataset"),
+        "check_samples": check.get("samples"),
+        "keras_top1_check": check.get("keras_top1"), "tflite_top1": check.get("tflite_top1"),
+        "val_top1": val_top1, "checkpoint": (checkpoint or {}).get("which"),
+        "twin_top1": twin_top1,
+        "gap_to_float": (twin_top1 - val_top1) if not real and twin_top1 is not None and val_top1 is not None
+        else None,
+        "dataset": dataset, "run": src["run_dir"], "estimate": r.get("estimate") or None,
+        "op_types": [{"node_type": o["node_type"], "kind": o["kind"], "ms": o["avg_ms"]} for o in totals],
+        "created_at": r["created_at"],
+    }
+
+
 def collect(db: str | os.PathLike = "results.db", run_roots=("runs",)) -> list[dict]:
     """One row per stored latency result, joined with its conversion report, run and twin."""
     from edgebnn.profile import store
@@ -108,50 +194,8 @@ def collect(db: str | os.PathLike = "results.db", run_roots=("runs",)) -> list[d
         conn.close()
     run_index = _index_runs(run_roots)
     conversions = _index_conversions(run_roots, results)
-    rows = []
-    for r in results:
-        conv = conversions.get(r["model_sha256"], {})
-        report = conv.get("report") or {}
-        source = report.get("source") or {}
-        run_dir = source.get("run_dir")
-        info = run_index.get(str(Path(run_dir).resolve())) if run_dir else None
-        if info is None and run_dir and runs.is_run_dir(run_dir):
-            info = runs.read_info(run_dir)
-        model = source.get("model") or (info or {}).get("model")
-        kind = conv.get("kind", "binary")
-        dataset = (info or {}).get("dataset") or (report.get("deployment") or {}).get("dataset")
-        check = (conv.get("baseline") or {}).get("check") if kind != "binary" else report.get("check")
-        keras_top1 = _top1(info) if kind == "binary" else None
-        twin_top1 = _twin_top1(run_index, model, dataset)
-        real = kind != "binary" or bool((info or {}).get("real"))
-        rows.append({
-            "model": (f"{model}-real ({kind})" if kind != "binary" else
-                      f"{model}-real" if real else model) if model else r["model_name"],
-            "family": _family(model),
-            "kind": "real" if real else "binary",
-            "file": r.get("model_path") or r["model_name"],
-            "target": (report.get("target") or {}).get("name") or r.get("target"),  # the flatbuffer's target
-            "device": r["device"],
-            "machine": r["machine"],
-            "kernels": r["kernels"],
-            "threads": int(r["threads"]),
-            "median_ms": r["median_ms"] if r["median_ms"] is not None else r["mean_ms"],
-            "mean_ms": r["mean_ms"],
-            "p90_ms": r["p90_ms"],
-            "flatbuffer_mb": r["model_size_mb"],
-            "tflite_top1": (check or {}).get("tflite_top1"),
-            "check_samples": (check or {}).get("samples"),
-            "keras_top1": keras_top1,
-            "twin_top1": twin_top1,
-            "gap_to_float": (twin_top1 - keras_top1) if not real and twin_top1 is not None and keras_top1 is not None
-            else None,
-            "dataset": dataset,
-            "run": run_dir,
-            "op_types": [{"node_type": o["node_type"], "kind": o["kind"], "ms": o["avg_ms"]}
-                         for o in op_totals[r["id"]]],
-            "created_at": r["created_at"],
-        })
-    rows.sort(key=lambda row: (row["device"], row["threads"], row["model"]))
+    rows = [_row(r, _source(r, conversions, run_index), run_index, op_totals[r["id"]]) for r in results]
+    rows.sort(key=lambda row: (row["device"], row["latency_kind"], row["threads"], row["model"]))
     return rows
 
 
@@ -164,15 +208,31 @@ def _num(value, fmt: str) -> str:
     return "-" if value is None else format(value, fmt)
 
 
-TABLE_COLUMNS = ("model", "family", "target", "device", "threads", "median ms", "flatbuffer MB", "top-1 tflite",
-                 "top-1 keras", "gap to float", "machine")
+def _check_data(row: dict) -> str:
+    if not row["check_samples"]:
+        return "-"
+    return f"{row['check_samples']} {row['check_dataset'] or ''} val".replace("  ", " ")
+
+
+def _val(row: dict) -> str:
+    if row["val_top1"] is None:
+        return "-"
+    return _pct(row["val_top1"]) + (f" ({row['checkpoint']})" if row["checkpoint"] else "")
+
+
+TABLE_COLUMNS = ("model", "device", "threads", "latency ms", "latency kind", "flags", "flatbuffer MB",
+                 "top-1 Keras", "top-1 flatbuffer", "on (samples, data)", "val top-1 (checkpoint)", "gap to float")
 
 
 def table_cells(row: dict) -> list[str]:
+    """One row of the table. Keras and flatbuffer top-1 are on the same samples (the conversion's check); the
+    validation top-1 is the run's, on its whole validation split, of the checkpoint that was converted."""
     gap = row["gap_to_float"]
-    return [row["model"], row["family"], row["target"] or "-", row["device"], str(row["threads"]),
-            _num(row["median_ms"], ".2f"), _num(row["flatbuffer_mb"], ".3f"), _pct(row["tflite_top1"]),
-            _pct(row["keras_top1"]), "-" if gap is None else f"{100 * gap:+.1f} pts", row["machine"]]
+    keras = _pct(row["keras_top1_check"]) if row["trained"] else "untrained"
+    tflite = _pct(row["tflite_top1"]) if row["trained"] else "untrained"
+    return [row["model"], row["device"], str(row["threads"]), _num(row["median_ms"], ".2f"), row["latency_kind"],
+            str(len(row["flags"])) if row["flags"] else "-", _num(row["flatbuffer_mb"], ".3f"), keras, tflite,
+            _check_data(row), _val(row), "-" if gap is None else f"{100 * gap:+.1f} pts"]
 
 
 def format_table(rows: list[dict]) -> str:
@@ -181,6 +241,73 @@ def format_table(rows: list[dict]) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in cells]
     lines.insert(1, "-" * len(lines[0]))
     return "\n".join(lines)
+
+
+def notes(rows: list[dict]) -> list[str]:
+    """What each device's latency is (measured on a board, on this host, or estimated, and from what), the flags,
+    and what the accuracy columns compare."""
+    out = []
+    for (device, kind), group in _panels(rows).items():
+        out.append(f"{device} [{kind}]: {KIND_LABELS[kind]}. " + "; ".join(dict.fromkeys(r["latency_from"]
+                                                                                          for r in group)))
+    for r in rows:
+        for flag in r["flags"]:
+            out.append(f"flag: {r['model']} @ {r['device']} x{r['threads']}: {flag}")
+    if any(r["baseline"] for r in rows):
+        out.append("Baselines (float/int8 of the real-valued twin, built from the model's layers, not trained) show "
+                   "latency only: they have no trained accuracy and stay off the accuracy axis.")
+    out.append("top-1 Keras and top-1 flatbuffer: the same check samples, through Keras and LCE's interpreter "
+               "(edgebnn convert's proof). val top-1: the run's whole validation split, the converted checkpoint. "
+               "gap to float: the real-valued twin run's val top-1 minus the binary run's.")
+    return out
+
+
+# --------------------------------------------------------------------------------------------- budget
+def parse_budget(text: str) -> float:
+    """``30ms``, ``30 ms``, ``30`` (ms) or ``0.03s`` -> milliseconds."""
+    t = str(text).strip().lower().replace(" ", "")
+    scale = 1000.0 if t.endswith("s") and not t.endswith("ms") else 1.0
+    try:
+        value = float(t.removesuffix("ms").removesuffix("s")) * scale
+    except ValueError:
+        raise EdgebnnError(f"--budget {text!r} is not a latency like 30ms or 0.03s") from None
+    if not value > 0:
+        raise EdgebnnError(f"--budget must be above 0 ms, got {text!r}")
+    return value
+
+
+KIND_ORDER = {"board": 0, "estimate": 1, "host": 2}  # with equal accuracy and latency, a measurement first
+
+
+def best_under_budget(rows: list[dict], budget_ms: float, board: str) -> dict:
+    """The most accurate trained model whose latency on ``board`` (measured there, or estimated for it) is within
+    ``budget_ms``; ties go to the faster, then to a measurement over an estimate."""
+    on_board = [r for r in rows if r["device"] == board]
+    if not on_board:
+        devices = sorted({r["device"] for r in rows})
+        raise EdgebnnError(f"no latency stored for board {board!r}; the results hold: {', '.join(devices) or 'none'} "
+                           "(profile it with -d NAME, or estimate it: edgebnn profile ... -d qemu:aarch64)")
+    ranked = [r for r in on_board if accuracy(r) is not None and r["median_ms"] is not None]
+    fits = [r for r in ranked if r["median_ms"] <= budget_ms]
+    fits.sort(key=lambda r: (-accuracy(r), r["median_ms"], KIND_ORDER.get(r["latency_kind"], 3)))
+    fastest = min(ranked, key=lambda r: r["median_ms"], default=None)
+    return {"board": board, "budget_ms": budget_ms, "choice": fits[0] if fits else None, "fastest": fastest,
+            "meeting": len({r["model"] for r in fits}), "ranked": len({r["model"] for r in ranked}),
+            "untrained": len([r for r in on_board if not r["trained"]])}
+
+
+def format_budget(result: dict) -> str:
+    b, budget = result["board"], f"{result['budget_ms']:g} ms"
+    r = result["choice"]
+    if r is None:
+        f = result["fastest"]
+        tail = (f"; the fastest trained model there is {f['model']} at {f['median_ms']:.2f} ms with {f['threads']} "
+                f"thread(s), {f['latency_kind']}: {f['latency_from']}") if f else ""
+        return f"no trained model meets {budget} on {b}{tail}"
+    return (f"{b}, budget {budget}: {r['model']} with {r['threads']} thread(s), {r['median_ms']:.2f} ms "
+            f"({r['latency_kind']}: {KIND_LABELS[r['latency_kind']]}), top-1 {_pct(accuracy(r))} "
+            f"(flatbuffer, {_check_data(r)}); {result['meeting']} of {result['ranked']} trained models meet it.\n"
+            f"  latency from: {r['latency_from']}" + (f"\n  flags: {'; '.join(r['flags'])}" if r["flags"] else ""))
 
 
 # --------------------------------------------------------------------------------------------- plots
@@ -195,40 +322,136 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return front
 
 
-def _accuracy(row: dict) -> float | None:
-    """Validation top-1 of the run (the whole validation split) when known, else the flatbuffer's on its check
-    samples; the conversion report proves the two agree."""
-    return row["keras_top1"] if row["keras_top1"] is not None else row["tflite_top1"]
+def accuracy(row: dict) -> float | None:
+    """The accuracy axis: the flatbuffer's top-1 on its conversion check samples (what runs on the board), for
+    trained models only; None for a baseline built from the twin's layers."""
+    return row["tflite_top1"] if row["trained"] else None
 
 
-def plot_accuracy_latency(rows: list[dict], path: Path) -> None:
+def _panels(rows: list[dict]) -> dict[tuple[str, str], list[dict]]:
+    """Rows by (device, latency kind): latencies of different kinds never share an axis."""
+    panels: dict[tuple[str, str], list[dict]] = {}
+    for r in sorted(rows, key=lambda r: (r["device"], KIND_ORDER.get(r["latency_kind"], 3))):
+        panels.setdefault((r["device"], r["latency_kind"]), []).append(r)
+    return panels
+
+
+def _style(rows: list[dict]):
+    """A colour per model and a marker per thread count, the same in every figure."""
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab20" if len({r["model"] for r in rows}) > 10 else "tab10"]
+    colours = {m: cmap(i % cmap.N) for i, m in enumerate(sorted({r["model"] for r in rows}))}
+    markers = dict(zip(sorted({r["threads"] for r in rows}), "os^DvP*Xh", strict=False))
+    return colours, markers
+
+
+def _log_axis(ax, which: str = "x") -> None:
+    """A log scale with plain numbers (0.5, 1, 2, 5, 10 ms): one slow outlier does not flatten the rest."""
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    (ax.set_xscale if which == "x" else ax.set_yscale)("log")
+    axis = ax.xaxis if which == "x" else ax.yaxis
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+
+
+def _title(device: str, kind: str, group: list[dict]) -> str:
+    import textwrap
+
+    source = group[0]["latency_from"]
+    return textwrap.fill(f"{device}: latency {KIND_LABELS[kind]}", 95) + "\n" + textwrap.fill(source, 110)
+
+
+def _accuracy_label(rows: list[dict]) -> str:
+    checks = {(r["check_samples"], r["check_dataset"]) for r in rows if accuracy(r) is not None}
+    if len(checks) == 1:
+        n, data = next(iter(checks))
+        return f"top-1 of the flatbuffer on {n} {data} validation samples (%)"
+    return "top-1 of the flatbuffer on its conversion check samples (%)"
+
+
+def _legend(fig, colours, markers, models, threads, extra) -> None:
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], ls="", marker="o", color=colours[m], label=m) for m in models]
+    handles += [Line2D([], [], ls="", marker=markers[t], color="0.35", label=f"{t} thread{'s' * (t > 1)}")
+                for t in threads]
+    fig.legend(handles=handles + extra, loc="center left", bbox_to_anchor=(0.745, 0.5), fontsize=8, frameon=False)
+
+
+def plot_accuracy_latency(rows: list[dict], group: list[dict], path: Path) -> None:
+    """Top-1 against median latency (log) for one device and latency kind, the Pareto front dashed; baselines
+    (no trained accuracy) in a strip below, on the same latency axis."""
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    colours, markers = _style(rows)
+    device, kind = group[0]["device"], group[0]["latency_kind"]
+    fig, (ax, strip) = plt.subplots(2, 1, figsize=(11, 6), sharex=True, gridspec_kw={"height_ratios": [5, 1]})
+    fig.subplots_adjust(left=0.08, right=0.74, top=0.84, bottom=0.1, hspace=0.08)
+    ranked = [r for r in group if accuracy(r) is not None and r["median_ms"]]
+    for r in ranked:
+        ax.scatter(r["median_ms"], 100 * accuracy(r), color=colours[r["model"]], marker=markers[r["threads"]],
+                   s=55, alpha=0.9, edgecolors="white", linewidths=0.5)
+    front = pareto_front([(r["median_ms"], accuracy(r)) for r in ranked])
+    if front:
+        ax.plot([ranked[i]["median_ms"] for i in front], [100 * accuracy(ranked[i]) for i in front], "k--", lw=1)
+    others = [r for r in group if accuracy(r) is None and r["median_ms"]]
+    for r in others:
+        strip.scatter(r["median_ms"], 0, color=colours[r["model"]], marker=markers[r["threads"]], s=45)
+    strip.set_yticks([])
+    strip.set_ylabel("latency\nonly", rotation=0, ha="right", va="center", fontsize=8)
+    _log_axis(strip, "x")
+    strip.set_xlabel(f"median latency (ms, log scale): {kind}")
+    ax.set_ylabel(_accuracy_label(ranked), fontsize=9)
+    ax.grid(alpha=0.3, which="both")
+    strip.grid(alpha=0.3, which="both", axis="x")
+    if not ranked:
+        ax.text(0.5, 0.5, "no trained model with a checked accuracy here", ha="center", transform=ax.transAxes)
+    fig.suptitle(_title(device, kind, group), fontsize=9, x=0.41)
+    extra = [Line2D([], [], color="k", ls="--", lw=1, label="Pareto front")]
+    if others:
+        extra.append(Line2D([], [], ls="", marker="o", color="0.6", label="strip: baselines, untrained\n"
+                            "(latency only)"))
+    models = sorted({r["model"] for r in group})
+    _legend(fig, colours, markers, models, sorted({r["threads"] for r in group}), extra)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_threads(rows: list[dict], path: Path) -> None:
+    """Median latency (log) against threads, one panel per device and latency kind."""
+    import math
+
     import matplotlib.pyplot as plt
 
-    devices = sorted({r["device"] for r in rows})
-    fig, axes = plt.subplots(1, max(1, len(devices)), figsize=(8 * max(1, len(devices)), 5.5), squeeze=False)
-    for ax, device in zip(axes[0], devices or ["-"], strict=False):
-        pts = [r for r in rows if r["device"] == device and _accuracy(r) is not None and r["median_ms"]]
-        for kind, marker in (("binary", "o"), ("real", "s")):
-            sel = [r for r in pts if r["kind"] == kind]
-            ax.scatter([r["median_ms"] for r in sel], [100 * _accuracy(r) for r in sel], marker=marker,
-                       label=f"{kind} models", alpha=0.8)
-        for r in pts:  # one label per model, at its fastest point
-            if r["median_ms"] == min(p["median_ms"] for p in pts if p["model"] == r["model"]):
-                ax.annotate(f"{r['model']} ({r['threads']}t)", (r["median_ms"], 100 * _accuracy(r)), fontsize=7,
-                            xytext=(3, 3), textcoords="offset points")
-        front = pareto_front([(r["median_ms"], _accuracy(r)) for r in pts])
-        if front:
-            xs, ys = [pts[i]["median_ms"] for i in front], [100 * _accuracy(pts[i]) for i in front]
-            ax.plot(xs, ys, "k--", lw=1)
-            ax.scatter(xs, ys, s=160, facecolors="none", edgecolors="k", label="Pareto front")
-        machine = pts[0]["machine"] if pts else ""
-        ax.set_title(f"{device}\n{machine}", fontsize=9)
-        ax.set_xlabel("median latency (ms)")
-        ax.set_ylabel("validation top-1 (%)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    colours, _ = _style(rows)
+    panels = _panels(rows) or {("-", "host"): []}
+    cols = min(2, len(panels))
+    n_rows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(n_rows, cols, figsize=(11, 3.6 * n_rows), squeeze=False)
+    fig.subplots_adjust(left=0.07, right=0.74, top=1 - 0.5 / (3.6 * n_rows), bottom=0.6 / (3.6 * n_rows),
+                        hspace=0.55, wspace=0.3)
+    for ax, ((device, kind), group) in zip(axes.flat, panels.items(), strict=False):
+        series: dict[str, list] = {}
+        for r in group:
+            if r["median_ms"]:
+                series.setdefault(r["model"], []).append((r["threads"], r["median_ms"]))
+        for model, pts in sorted(series.items()):
+            pts.sort()
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=4, color=colours[model])
+        _log_axis(ax, "y")
+        ax.set_xticks(sorted({r["threads"] for r in group}) or [1])
+        ax.set_xlabel("threads")
+        ax.set_ylabel(f"median ms ({kind}, log)", fontsize=8)
+        ax.set_title(f"{device}: {kind}", fontsize=9)
+        ax.grid(alpha=0.3, which="both")
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_axis_off()
+    _legend(fig, colours, {}, sorted({r["model"] for r in rows}), [], [])
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
@@ -236,73 +459,71 @@ def plot_op_types(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     profiled = [r for r in rows if r["op_types"]]
-    fig, ax = plt.subplots(figsize=(9, 0.45 * max(4, len(profiled)) + 1.5))
+    fig, ax = plt.subplots(figsize=(11, 0.4 * max(4, len(profiled)) + 1.6))
     if not profiled:
-        ax.text(0.5, 0.5, "no op profiles stored: run edgebnn profile --op-profile", ha="center", va="center")
+        ax.text(0.5, 0.5, "no op profiles stored: run edgebnn profile --op-profile on a board", ha="center",
+                va="center")
         ax.set_axis_off()
     else:
         types = sorted({o["node_type"] for r in profiled for o in r["op_types"]})
-        labels = [f"{r['model']} @ {r['device']} ({r['threads']}t)" for r in profiled]
+        labels = [f"{r['model']} @ {r['device']} x{r['threads']} [{r['latency_kind']}]" for r in profiled]
         left = [0.0] * len(profiled)
-        for node_type in types:
+        cmap = plt.get_cmap("tab20")
+        for i, node_type in enumerate(types):
             widths = [sum(o["ms"] or 0.0 for o in r["op_types"] if o["node_type"] == node_type) for r in profiled]
-            ax.barh(labels, widths, left=left, label=node_type)
+            ax.barh(labels, widths, left=left, label=node_type, color=cmap(i % 20))
             left = [a + b for a, b in zip(left, widths, strict=True)]
-        ax.set_xlabel("summed per-op latency (ms)")
-        ax.legend(fontsize=7, ncol=3)
+        ax.set_xlabel("summed per-op latency (ms); [kind]: board = measured on the board, estimate = estimated, "
+                      "host = this host", fontsize=8)
+        ax.legend(fontsize=7, ncol=1, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
         ax.invert_yaxis()
-    ax.set_title("Per-layer latency by op type")
+        ax.tick_params(axis="y", labelsize=8)
+    ax.set_title("Per-op latency by op type")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def plot_threads(rows: list[dict], path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    series = {}
-    for r in rows:
-        if r["median_ms"]:
-            series.setdefault((r["model"], r["device"]), []).append((r["threads"], r["median_ms"]))
-    for (model, device), pts in sorted(series.items()):
-        pts.sort()
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"{model} @ {device}")
-    ax.set_xlabel("threads")
-    ax.set_ylabel("median latency (ms)")
-    ax.set_title("Latency against threads")
-    ax.grid(alpha=0.3)
-    if series:
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
 # ---------------------------------------------------------------------------------------------- page
-def render_html(rows: list[dict]) -> str:
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "-" for c in text)
+
+
+def render_html(rows: list[dict], plots: list[str], budget: str | None = None) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in TABLE_COLUMNS)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in table_cells(r)) + "</tr>" for r in rows)
-    images = "".join(f'<figure><img src="{p}" alt="{p}"><figcaption>{p}</figcaption></figure>' for p in PLOTS)
-    machines = sorted({r["machine"] for r in rows})
+    body = "".join("<tr" + (' class="untrained"' if not r["trained"] else "") + ">"
+                   + "".join(f"<td>{html.escape(c)}</td>" for c in table_cells(r)) + "</tr>" for r in rows)
+    images = "".join(f'<figure><img src="{p}" alt="{p}"><figcaption>{p}</figcaption></figure>' for p in plots)
+    items = "".join(f"<li>{html.escape(n)}</li>" for n in notes(rows))
+    kinds = ", ".join(f"{k}: {n}" for k, n in sorted(
+        {k: sum(r["latency_kind"] == k for r in rows) for k in {r["latency_kind"] for r in rows}}.items()))
+    answer = f"<p class=\"budget\">{html.escape(budget)}</p>" if budget else ""
     return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>edgebnn report</title>
-<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;font-size:13px}}
-td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}td:first-child{{text-align:left}}
-img{{max-width:100%}}figure{{margin:1em 0}}</style></head>
+<html lang="en"><head><meta charset="utf-8"><title>edgebnn report</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>body{{font-family:system-ui,sans-serif;margin:1.2em 2em;max-width:1500px;color:#222}}
+h1{{font-size:1.5em;margin:0 0 .3em}}p,li{{font-size:14px;line-height:1.4}}
+.wrap{{overflow-x:auto}}table{{border-collapse:collapse;font-size:12.5px}}
+td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right;white-space:nowrap}}
+th{{background:#f2f2f2}}td:first-child,td:nth-child(2),td:nth-child(5){{text-align:left}}
+tr.untrained td{{color:#777;font-style:italic}}.budget{{font-weight:600}}
+img{{max-width:100%;height:auto}}figure{{margin:1em 0}}figcaption{{font-size:12px;color:#666}}</style></head>
 <body><h1>edgebnn report</h1>
-<p>{len(rows)} results. Machines: {html.escape("; ".join(machines)) or "-"}.</p>
-<p>{html.escape(HOST_NOTE)} Gap to float: top-1 of the real-valued twin's run minus the binary run's
-(validation set); top-1 tflite is the flatbuffer's on the conversion check samples.</p>
-<table><tr>{head}</tr>{body}</table>
+<p>{len(rows)} latency results ({html.escape(kinds) or "none"}). Latencies of different kinds are never on one axis:
+each figure is one device and one kind.</p>
+{answer}
+<div class="wrap"><table><tr>{head}</tr>{body}</table></div>
+<ul>{items}</ul>
 {images}
 </body></html>
 """
 
 
-def write(db: str | os.PathLike = "results.db", out: str | os.PathLike = "report", run_roots=("runs",)) -> dict:
-    """Collect, then write the page, the plots and ``results.json`` into ``out``; return what was written."""
-    rows = collect(db, run_roots)
+def write(db: str | os.PathLike = "results.db", out: str | os.PathLike = "report", run_roots=("runs",),
+          budget: str | None = None, rows: list[dict] | None = None) -> dict:
+    """Collect (unless ``rows`` are given), then write the page, the plots and ``results.json`` into ``out``
+    (with ``budget``, the budget's answer on the page); return what was written."""
+    rows = collect(db, run_roots) if rows is None else rows
     out = Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -311,9 +532,14 @@ def write(db: str | os.PathLike = "results.db", out: str | os.PathLike = "report
     import matplotlib
 
     matplotlib.use("Agg")
-    plot_accuracy_latency(rows, out / PLOTS[0])
-    plot_op_types(rows, out / PLOTS[1])
-    plot_threads(rows, out / PLOTS[2])
+    plots = []
+    for (device, kind), group in _panels(rows).items():
+        name = f"accuracy_latency-{_slug(device)}-{kind}.png"
+        plot_accuracy_latency(rows, group, out / name)
+        plots.append(name)
+    plot_threads(rows, out / "threads.png")
+    plot_op_types(rows, out / "op_types.png")
+    plots += ["threads.png", "op_types.png"]
     (out / "results.json").write_text(json.dumps(rows, indent=2, default=str) + "\n")
-    (out / "index.html").write_text(render_html(rows))
-    return {"rows": rows, "index": str(out / "index.html"), "plots": [str(out / p) for p in PLOTS]}
+    (out / "index.html").write_text(render_html(rows, plots, budget))
+    return {"rows": rows, "index": str(out / "index.html"), "plots": [str(out / p) for p in plots]}
