@@ -58,8 +58,9 @@ sshd:
 
 # The aarch64 tests: Debian's qemu-user (dynamic qemu-aarch64, the emulated device and its instruction-counting
 # plugins), qemu-user-static + binfmt-support (aarch64 programs run as if native, also inside a chroot) and
-# debootstrap (the aarch64 Debian userland the SSH tests use as a board, built once into ~/.cache/edgebnn).
-ARM64_TOOLS := qemu-user qemu-user-static binfmt-support debootstrap
+# debootstrap (the aarch64 Debian userland the SSH tests use as a board, built once into ~/.cache/edgebnn), gcc
+# (compiles the instruction-counting plugin on first use).
+ARM64_TOOLS := qemu-user qemu-user-static binfmt-support debootstrap gcc
 
 arm64-tools:
 	@missing=""; for p in $(ARM64_TOOLS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
