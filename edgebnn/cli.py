@@ -466,6 +466,23 @@ def devices_clean_command(name, older_than, kill_running, devices_file, ssh_conf
 
 
 # --------------------------------------------------------------------------------------------- report
+def _check_report_places(ctx, out, run_roots) -> None:
+    """--runs folders named by the user must exist (the default ./runs may be absent); --out must be writable."""
+    from pathlib import Path
+
+    from click.core import ParameterSource
+
+    from edgebnn.outputs import probe_folder
+
+    if ctx.get_parameter_source("run_roots") is not ParameterSource.DEFAULT:
+        missing = [r for r in run_roots if not Path(r).is_dir()]
+        if missing:
+            raise EdgebnnError(f"--runs {missing[0]} is not a folder: give the folder that holds your run folders")
+    if Path(out).exists() and not Path(out).is_dir():
+        raise EdgebnnError(f"--out {out} is a file; give a folder for the report")
+    probe_folder(out, "--out")
+
+
 @main.command("report")
 @click.option("--db", default="results.db", show_default=True, help="The results database.")
 @click.option("--out", default="report", show_default=True, help="Folder for index.html, plots and results.json.")
@@ -486,6 +503,7 @@ def report_command(ctx, db, out, run_roots, budget, board, as_json):
     """
     from edgebnn import report
 
+    _check_report_places(ctx, out, run_roots)
     if bool(budget) != bool(board):
         raise EdgebnnError("--budget and --board go together: edgebnn report --budget 30ms --board pi4b")
     budget_ms = report.parse_budget(budget) if budget else None

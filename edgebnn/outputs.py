@@ -6,8 +6,8 @@ goes), and a file is really created and removed in the folder that will hold it,
 or immutable one fails in a second with one line rather than after minutes of training or converting.
 
 Existing outputs: a run folder is never overwritten (``train --out`` refuses a folder holding a run; it is continued
-with ``--resume``); a file output (``convert -o``) that exists is refused unless the command's
-``--force`` says to replace it.
+with ``--resume``); a file named with ``convert -o`` that exists is refused (remove it first), while the default
+output beside the model is edgebnn's own and is replaced; ``profile --db`` adds to an existing database.
 """
 
 from __future__ import annotations
@@ -39,13 +39,15 @@ def probe_folder(folder: str | os.PathLike, what: str) -> None:
         raise EdgebnnError(f"{what}: cannot write in {base} ({err.strerror}); pick a writable location") from None
 
 
-def check_new_file(path: str | os.PathLike, what: str, force: bool = False, flag: str = "--force") -> Path:
-    """A file output: not a folder, not an existing file unless ``force``, in a folder that can be written."""
+def check_new_file(path: str | os.PathLike, what: str, force: bool = False, flag: str | None = "--force") -> Path:
+    """A file output: not a folder, not an existing file unless ``force`` (``flag`` names the option that says so;
+    None: there is none), in a folder that can be written."""
     p = Path(path).expanduser()
     if p.is_dir():
         raise EdgebnnError(f"{what} {p} is a folder; give a file name")
     if p.exists() and not force:
-        raise EdgebnnError(f"{what} {p} already exists: pass {flag} to replace it or give another name")
+        how = f"pass {flag} to replace it" if flag else "remove it first"
+        raise EdgebnnError(f"{what} {p} already exists and is not overwritten: {how} or give another name")
     probe_folder(p.parent if str(p.parent) else Path("."), what)
     return p
 

@@ -134,6 +134,18 @@ def test_train_out_is_checked_before_training(tmp_path):
     assert list(locked.iterdir()) == []
 
 
+def test_convert_and_report_outputs_are_checked_before_the_work(tmp_path):
+    mine = tmp_path / "mine.tflite"
+    mine.write_bytes(b"not to be lost")
+    start = time.monotonic()
+    _one_line(_cli("convert", str(tmp_path / "any-run"), "-o", str(mine)),
+              f"-o {mine} already exists and is not overwritten: remove it first")
+    assert mine.read_bytes() == b"not to be lost" and time.monotonic() - start < 30  # before any model is loaded
+    _one_line(_cli("report", "--runs", str(tmp_path / "no-such-runs")), "--runs", "is not a folder")
+    _one_line(_cli("report", "--out", str(mine)), f"--out {mine} is a file")
+    assert mine.read_bytes() == b"not to be lost"
+
+
 # ----------------------------------------------------------------------------------------------- resuming
 @pytest.mark.slow
 def test_resume_refuses_a_running_run_and_a_missing_or_corrupt_checkpoint_keeping_finished_epochs(tmp_path):

@@ -46,6 +46,20 @@ def _output_path(output, path: Path, info: dict, target: str, checkpoint: str | 
     return out
 
 
+def _check_output(output, source: Path) -> None:
+    """Where the flatbuffer goes, checked before the model is even loaded (``edgebnn.outputs``): a file given with
+    -o that exists is never overwritten (remove it or pick another name); the default output beside the model is
+    edgebnn's own and is replaced; either way its folder must be writable."""
+    from edgebnn.outputs import check_new_file, probe_folder
+
+    if output is None:
+        probe_folder(source if source.is_dir() else source.parent, "convert")
+    elif Path(output).is_dir():
+        probe_folder(output, "-o")
+    else:
+        check_new_file(output, "-o", flag=None)
+
+
 def _recipe_ref(info: dict):
     from edgebnn import runs
 
@@ -175,10 +189,13 @@ def convert(source, target: str = "arm64", output=None, check_samples: int = 100
     if output is not None and not Path(output).is_dir() and not Path(output).parent.is_dir():
         raise EdgebnnError(f"output folder {Path(output).parent} does not exist; create it or pass -o in an "
                            f"existing folder")
+    _check_output(output, Path(source))
     log(progress, f"loading {source}")
     path = Path(source)
     model, info = runs.load_model(path, checkpoint)
     out = _output_path(output, path, info, profile.name, checkpoint)
+    if output is not None and Path(output).is_dir():
+        _check_output(out, path)  # the file name inside the -o folder is known now, still before converting
     dataset = dataset or info.get("dataset") or DEFAULT_DATASET
 
     layers = stats.binary_conv_layers(model)

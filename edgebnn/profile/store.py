@@ -142,8 +142,9 @@ def connect(path: str | Path = DEFAULT_DB) -> sqlite3.Connection:
                 raise EdgebnnError(f"has schema version {version}, this edgebnn reads {SCHEMA_VERSION}: use another "
                                    "--db or the matching edgebnn version")
             conn.executescript(_SCHEMA)
-            with conn:
-                conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            if version is None:  # a new database; an existing one is not written on open (a read-only one reads)
+                with conn:
+                    conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
             if not set(_RESULT_COLUMNS) <= set(_table_columns(conn, "results")):
                 raise EdgebnnError("holds a `results` table that edgebnn did not write")
         except BaseException:
