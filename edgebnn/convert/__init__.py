@@ -16,7 +16,8 @@
    the report as ``<file>.json`` (class names, input size, mean/std, source run, recipe, sha256, target...);
 6. optionally the baselines (``baselines``): float and int8 post-training-quantised TFLite of the real-valued twin.
 
-``formatting`` prints the report as a table.
+``on_device`` repeats the proof on a device's own ``lce_benchmark_model`` (``convert --verify-on DEVICE``,
+``edgebnn verify FILE.tflite -d DEVICE``); ``formatting`` prints the report as a table.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from edgebnn.convert.flatbuffer import (
 )
 from edgebnn.convert.formatting import format_report
 from edgebnn.convert.matching import match_binary_convs, other_binary_layers
+from edgebnn.convert.on_device import verify
 from edgebnn.convert.pipeline import DEFAULT_DATASET, convert
 from edgebnn.convert.proof import TIE, TOLERANCE, _keras_outputs, compare, keras_outputs, run_tflite, sign_margins
 
@@ -51,7 +53,7 @@ __all__ = [
     "TOLERANCE", "_keras_outputs", "compare", "convert", "embed_metadata", "flatbuffer_problems", "float_flatbuffer",
     "float_op_count", "format_report", "histogram_of", "io_tensors", "keras_outputs", "lce_flatbuffer",
     "load_error", "match_binary_convs", "op_histogram", "other_binary_layers", "parse_baselines", "read_metadata",
-    "read_ops", "real_twin", "run_tflite", "sidecar_path", "sign_margins",
+    "read_ops", "real_twin", "run_tflite", "sidecar_path", "sign_margins", "verify",
 ]
 
 

@@ -83,8 +83,9 @@ def device_check_rows(check: dict) -> list[tuple[str, str]]:
     fed = (f"one batch of {check['batch']}" + (f", sample 0 alone within {check['batch1_max_abs_diff']:.2g}"
                                                if "batch1_max_abs_diff" in check else "")
            if check.get("batch", 1) > 1 else f"{check.get('invocations')} invocations of one sample")
-    what = f"{check['runner']} on {check['machine']} ({check['kernels']}; {fed}) vs Keras"
-    return check_rows(check, label=f"proof on {check['device']}", what=what)
+    rows = check_rows(check, label=f"proof on {check['device']}",
+                      what=f"{check['runner']} ({check['kernels']}; {fed}) vs Keras")
+    return rows[:1] + [("  device", check["machine"])] + rows[1:]
 
 
 def format_report(report: dict) -> str:

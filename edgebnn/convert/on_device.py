@@ -1,0 +1,144 @@
+"""The proof on a device's own kernels: the check samples through the device's ``lce_benchmark_model``, compared
+with the Keras model as the host proof compares LCE's interpreter (:func:`edgebnn.convert.proof.compare`).
+
+Inputs go in raw float32 with ``--input_layer=NAME --input_layer_shape=N,H,W,C
+--input_layer_value_files=NAME:x.bin`` (a ``:`` inside NAME written ``::``) and the outputs come back from
+``--output_filepath`` (raw float32). All N samples go through one invocation as one batch (the flatbuffer's batch
+dimension is free; each invocation costs a process start, under emulation a QEMU start, over SSH the round trips),
+and sample 0 also alone at batch 1, as a deployed model runs: its outputs must equal its row of the batch. A runner
+that refuses the batch gets one invocation per sample. :func:`verify` proves an existing ``.tflite`` and adds the
+result to its ``<file>.json`` report under ``device_checks``.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from edgebnn.convert.conversion import log
+from edgebnn.convert.flatbuffer import io_tensors, read_metadata, sidecar_path
+from edgebnn.convert.proof import compare, keras_outputs, samples, sign_margins
+from edgebnn.errors import EdgebnnError
+
+
+def _flags(name: str, shape: list[int], x_file: str, y_file: str) -> list[str]:
+    return ["--graph=model.tflite", "--num_threads=1", "--num_runs=1", "--warmup_runs=0", "--min_secs=0",
+            "--warmup_min_secs=0", f"--input_layer={name}", f"--input_layer_shape={','.join(map(str, shape))}",
+            f"--input_layer_value_files={name.replace(':', '::')}:{x_file}", f"--output_filepath={y_file}"]
+
+
+def _invoke(host, tflite: Path, name: str, x: np.ndarray, width: int, tmp: Path, timeout: float):
+    """Outputs (len(x) x width) of one invocation on ``x`` as one batch, or ``(None, why)``."""
+    (tmp / "x.bin").write_bytes(np.ascontiguousarray(x, dtype=np.float32).tobytes())
+    run = host.run(_flags(name, list(x.shape), "x.bin", "y.bin"), files_in={"model.tflite": tflite,
+                                                                             "x.bin": tmp / "x.bin"},
+                   files_out=["y.bin"], timeout=timeout)
+    data = run["files"].get("y.bin")
+    if run["rc"] != 0 or data is None or len(data) != 4 * len(x) * width:
+        lines = [ln.strip() for ln in (run["stderr"] + "\n" + run["stdout"]).splitlines() if ln.strip()]
+        errors = [ln for ln in lines if "ERROR" in ln or "FATAL" in ln or "rror:" in ln]
+        got = "no output file" if data is None else f"{len(data)} output bytes, not {4 * len(x) * width}"
+        return None, f"exit {run['rc']}, {got}: {(errors or lines or ['no message'])[-1][:200]}"
+    return np.frombuffer(data, dtype=np.float32).reshape(len(x), width).copy(), None
+
+
+def device_outputs(host, tflite: str | Path, x: np.ndarray, timeout: float = 600,
+                   progress: bool = False) -> tuple[np.ndarray, dict]:
+    """The device runner's outputs on ``x`` (one row per sample) and how they were had (batch, invocations)."""
+    tflite = Path(tflite)
+    inputs, outputs = io_tensors(tflite.read_bytes())
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise EdgebnnError(f"{tflite.name} has {len(inputs)} inputs and {len(outputs)} outputs; the proof on a "
+                           "device feeds one input and reads one output")
+    name, width = inputs[0][0], int(np.prod(outputs[0][1][1:]))
+    with tempfile.TemporaryDirectory(prefix="edgebnn-verify-") as tmp:
+        tmp = Path(tmp)
+        log(progress, f"{len(x)} samples through {host.where} as one batch")
+        out, why = _invoke(host, tflite, name, x, width, tmp, timeout)
+        how = {"batch": len(x), "invocations": 1}
+        if out is None:
+            log(progress, f"the runner refused a batch of {len(x)} ({why}); one invocation per sample")
+            rows = []
+            for i in range(len(x)):
+                row, err = _invoke(host, tflite, name, x[i:i + 1], width, tmp, timeout)
+                if row is None:
+                    raise EdgebnnError(f"the runner on {host.where} failed on sample {i}: {err}")
+                rows.append(row)
+            return np.concatenate(rows), {"batch": 1, "invocations": len(x), "batch_refused": why}
+        if len(x) > 1:
+            alone, err = _invoke(host, tflite, name, x[:1], width, tmp, timeout)
+            if alone is None:
+                raise EdgebnnError(f"the runner on {host.where} failed on sample 0 alone: {err}")
+            how.update(invocations=2, batch1_max_abs_diff=float(np.abs(alone[0] - out[0]).max()))
+    return out, how
+
+
+def prove(tflite, model, layers, x: np.ndarray, y, dataset: str, device: str, runner: str | None = None,
+          devices_file=None, ssh_config: str | None = None, timeout: float = 600, progress: bool = False,
+          warn=None) -> dict:
+    """The ``device_checks[device]`` entry: the device runner's outputs on ``x`` against the Keras model's."""
+    from edgebnn.profile.execute import open_runner
+
+    with open_runner(device, runner=runner, devices_file=devices_file, ssh_config=ssh_config, timeout=timeout,
+                     warn=warn) as host:
+        out, how = device_outputs(host, tflite, x, timeout=timeout, progress=progress)
+        where, emulated = host.where, host.emulated
+        runner_name = getattr(host, "runner", None)
+        runner_name = Path(runner_name).name if runner_name else host.session.runner.name
+    result = compare(keras_outputs(model, x), out, y, sign_margins(model, layers, x))
+    return {"dataset": dataset, "device": device, "machine": where, "runner": runner_name, "emulated": emulated,
+            "kernels": "LCE's aarch64 kernels under emulation" if emulated else "the device's LCE kernels",
+            **how, **result}
+
+
+def _source(tflite: Path, meta: dict, report: dict, source) -> tuple[str, str | None]:
+    """The Keras model a flatbuffer was converted from, and which checkpoint of its run."""
+    checkpoint = (meta.get("checkpoint") or (report.get("source") or {}).get("checkpoint") or {})
+    which = checkpoint.get("which") if isinstance(checkpoint, dict) else None
+    src = source or meta.get("source") or (report.get("source") or {}).get("path")
+    if not src:
+        raise EdgebnnError(f"{tflite} names no Keras model it was converted from (no edgebnn metadata): pass "
+                           "--source RUN|MODEL")
+    if not Path(src).exists():
+        raise EdgebnnError(f"{tflite} was converted from {src}, which is gone: pass --source RUN|MODEL")
+    return str(src), (None if source else which)
+
+
+def verify(tflite, device: str, runner: str | None = None, check_samples: int = 100, dataset: str | None = None,
+           source=None, devices_file=None, ssh_config: str | None = None, timeout: float = 600,
+           progress: bool = False, warn=None) -> dict:
+    """Prove an existing ``.tflite`` on ``device``'s kernels against the Keras model it was converted from; the
+    result is added to its conversion report (``<file>.json``, when it is this file's) under ``device_checks``."""
+    from edgebnn import runs
+    from edgebnn.archs import stats
+    from edgebnn.convert.pipeline import DEFAULT_DATASET, sha256
+
+    path = Path(tflite)
+    if not path.is_file():
+        raise EdgebnnError(f"flatbuffer {path} does not exist: pass a .tflite from edgebnn convert")
+    if check_samples < 1:
+        raise EdgebnnError(f"--check-samples must be 1 or more, not {check_samples}")
+    data = path.read_bytes()
+    try:
+        meta = read_metadata(data) or {}
+    except (ValueError, IndexError, UnicodeDecodeError):
+        raise EdgebnnError(f"{path} is not a TFLite flatbuffer with readable metadata") from None
+    side = sidecar_path(path)
+    report = json.loads(side.read_text()) if side.is_file() else {}
+    src, which = _source(path, meta, report, source)
+    log(progress, f"loading {src}")
+    model, info = runs.load_model(Path(src), which)
+    dataset = dataset or meta.get("dataset") or info.get("dataset") or DEFAULT_DATASET
+    x, y = samples(dataset, check_samples, [int(d) if d else None for d in model.input_shape[1:]])
+    y = y if int(y.max(initial=0)) < int(model.output_shape[-1]) else None
+    check = prove(path, model, stats.binary_conv_layers(model), x, y, dataset, device, runner=runner,
+                  devices_file=devices_file, ssh_config=ssh_config, timeout=timeout, progress=progress, warn=warn)
+    out = {"file": str(path), "sha256": sha256(data), "source": src, "check": check, "report_file": None}
+    if report.get("sha256") == out["sha256"]:
+        report.setdefault("device_checks", {})[device] = check
+        side.write_text(json.dumps(report, indent=2, default=str) + "\n")
+        out["report_file"] = str(side)
+    return out
