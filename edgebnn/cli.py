@@ -19,6 +19,7 @@ class _Group(click.Group):
     """A click group that turns :class:`EdgebnnError` into one clear line and a non-zero exit."""
 
     def invoke(self, ctx):
+        previous = _terminate_as_interrupt()
         try:
             return super().invoke(ctx)
         except EdgebnnError as err:
@@ -27,6 +28,26 @@ class _Group(click.Group):
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             ctx.exit(130)
+        finally:
+            if previous is not None:
+                import signal
+
+                signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _terminate_as_interrupt():
+    """SIGTERM (kill, a job scheduler, `timeout`) unwinds like Ctrl-C: what was started on a board is ended and its
+    work folder removed. Returns the handler it replaced (None off the main thread, where none can be set)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_interrupt)
 
 
 def _verbose(ctx, param, value):

@@ -87,10 +87,11 @@ def _start_hanging(sshd, runners, tmp_path):
     pytest.fail(f"the benchmark never started: {proc.communicate()[1]}")
 
 
-def test_ctrl_c_ends_the_benchmark_on_the_board_and_leaves_nothing(sshd, runners, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_ends_the_benchmark_on_the_board_and_leaves_nothing(sshd, runners, tmp_path, sig):
     proc, workdir, group = _start_hanging(sshd, runners, tmp_path)
     assert _alive(group)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and err.strip().splitlines()[-1] == "interrupted" and "Traceback" not in err
     deadline = time.monotonic() + 10
