@@ -251,8 +251,9 @@ def notes(rows: list[dict]) -> list[str]:
         out.append(f"{device} [{kind}]: {KIND_LABELS[kind]}. " + "; ".join(dict.fromkeys(r["latency_from"]
                                                                                           for r in group)))
     for r in rows:
-        for flag in r["flags"]:
-            out.append(f"flag: {r['model']} @ {r['device']} x{r['threads']}: {flag}")
+        if r["flags"]:
+            out.append(f"flags: {r['model']} @ {r['device']} x{r['threads']} [{r['latency_kind']}]: "
+                       + "; ".join(r["flags"]))
     if any(r["baseline"] for r in rows):
         out.append("Baselines (float/int8 of the real-valued twin, built from the model's layers, not trained) show "
                    "latency only: they have no trained accuracy and stay off the accuracy axis.")
@@ -459,7 +460,7 @@ def plot_op_types(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     profiled = [r for r in rows if r["op_types"]]
-    fig, ax = plt.subplots(figsize=(11, 0.4 * max(4, len(profiled)) + 1.6))
+    fig, ax = plt.subplots(figsize=(11, 0.4 * max(4, len(profiled)) + 1.6 if profiled else 1.2))
     if not profiled:
         ax.text(0.5, 0.5, "no op profiles stored: run edgebnn profile --op-profile on a board", ha="center",
                 va="center")
@@ -494,7 +495,13 @@ def render_html(rows: list[dict], plots: list[str], budget: str | None = None) -
     body = "".join("<tr" + (' class="untrained"' if not r["trained"] else "") + ">"
                    + "".join(f"<td>{html.escape(c)}</td>" for c in table_cells(r)) + "</tr>" for r in rows)
     images = "".join(f'<figure><img src="{p}" alt="{p}"><figcaption>{p}</figcaption></figure>' for p in plots)
-    items = "".join(f"<li>{html.escape(n)}</li>" for n in notes(rows))
+    told = notes(rows)
+    items = "".join(f"<li>{html.escape(n)}</li>" for n in told if not n.startswith("flags: "))
+    flagged = [n.removeprefix("flags: ") for n in told if n.startswith("flags: ")]
+    if flagged:
+        items += (f"<li><details><summary>{len(flagged)} results flagged as less trustworthy (spread, load, "
+                  f"throttling, ops the calibration never saw): the flags column counts them</summary><ul>"
+                  + "".join(f"<li>{html.escape(n)}</li>" for n in flagged) + "</ul></details></li>")
     kinds = ", ".join(f"{k}: {n}" for k, n in sorted(
         {k: sum(r["latency_kind"] == k for r in rows) for k in {r["latency_kind"] for r in rows}}.items()))
     answer = f"<p class=\"budget\">{html.escape(budget)}</p>" if budget else ""
@@ -505,8 +512,9 @@ def render_html(rows: list[dict], plots: list[str], budget: str | None = None) -
 h1{{font-size:1.5em;margin:0 0 .3em}}p,li{{font-size:14px;line-height:1.4}}
 .wrap{{overflow-x:auto}}table{{border-collapse:collapse;font-size:12.5px}}
 td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right;white-space:nowrap}}
-th{{background:#f2f2f2}}td:first-child,td:nth-child(2),td:nth-child(5){{text-align:left}}
-tr.untrained td{{color:#777;font-style:italic}}.budget{{font-weight:600}}
+th{{background:#f2f2f2;text-align:center}}td:first-child,td:nth-child(2),td:nth-child(5){{text-align:left}}
+tr.untrained td{{color:#777;font-style:italic}}
+.budget{{white-space:pre-line;border-left:4px solid #2a7;padding:.3em .8em;background:#f4fbf7}}
 img{{max-width:100%;height:auto}}figure{{margin:1em 0}}figcaption{{font-size:12px;color:#666}}</style></head>
 <body><h1>edgebnn report</h1>
 <p>{len(rows)} latency results ({html.escape(kinds) or "none"}). Latencies of different kinds are never on one axis:

@@ -250,3 +250,26 @@ def test_summary_and_verbose_on_request(tiny_run, tmp_path):
     loud = subprocess.run([EDGEBNN, "eval", str(run), "--verbose"], capture_output=True, text=True)
     assert quiet.returncode == loud.returncode == 0 and quiet.stdout == loud.stdout
     assert "tensorflow/" not in quiet.stderr and "tensorflow/" in loud.stderr
+
+
+def test_progress_is_whole_lines_when_stderr_is_not_a_terminal(monkeypatch):
+    import io
+
+    from edgebnn import progress
+
+    log = io.StringIO()
+    monkeypatch.setattr(progress, "QUARTERS_AFTER_S", 0.0)  # as if the bar ran long: its quarters are printed too
+    bar = progress.progress_bar(range(8), desc="epoch 1/2", unit="batch", file=log)
+    for _ in bar:
+        bar.set_postfix(loss="0.5")
+    lines = log.getvalue().splitlines()
+    assert "\r" not in log.getvalue() and [ln.split(" in ")[0] for ln in lines] == [
+        "epoch 1/2: 2/8 batch (25%)", "epoch 1/2: 4/8 batch (50%)", "epoch 1/2: 6/8 batch (75%)",
+        "epoch 1/2: 8/8 batch (100%)"]
+    assert lines[-1].endswith("loss=0.5")
+    monkeypatch.setattr(progress, "QUARTERS_AFTER_S", 3600.0)  # a short bar: its final line only
+    short = io.StringIO()
+    list(progress.progress_bar(range(3), desc="eval", unit="batch", file=short))
+    assert short.getvalue().count("\n") == 1 and short.getvalue().startswith("eval: 3/3 batch (100%)")
+    quiet = io.StringIO()
+    assert list(progress.progress_bar(range(3), enable=False, file=quiet)) == [0, 1, 2] and not quiet.getvalue()

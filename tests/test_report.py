@@ -134,7 +134,7 @@ def test_table_and_notes(tmp_path):
     assert "local [host]: measured on this host (LCE reference kernels" in text
     assert "pi4b [estimate]: estimated from the aarch64 instructions" in text and "pi4b [board]: measured on the" \
         in text
-    assert "flag: reactnet-18 @ pi4b x1: unseen ops: PRELU" in text and "latency only" in text
+    assert "flags: reactnet-18 @ pi4b x1 [estimate]: unseen ops: PRELU" in text and "latency only" in text
 
 
 def test_pareto_front_keeps_only_undominated_points():
