@@ -177,7 +177,6 @@ def validate(raw: dict, where: str) -> dict:
         for key, top in (("label_smoothing", 1.0), ("momentum", 1.0)):  # both are fractions: 1 is no learning
             if step[key] >= top:
                 raise EdgebnnError(f"{where}: steps.{i}.{key} must be in [0, 1), got {step[key]}")
-        _check_milestones(step, f"{where}: steps.{i}")
         if step["loss"] == "distributional" and not step["teacher"]:
             raise EdgebnnError(f"{where}: steps.{i}.loss = 'distributional' needs steps.{i}.teacher "
                                f"(a registered model, a run folder or a saved model)")
