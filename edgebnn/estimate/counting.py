@@ -7,8 +7,8 @@ Per op: the plugin logs the running count at every entry into three functions of
 symbol table: the interpreter's ``Invoke`` (an inference starts), ``Subgraph::OpInvoke`` (a node starts) and
 XNNPACK's ``xnn_run_operator_with_index`` (one XNNPACK operator inside a delegate node starts). The
 instructions between successive entries belong to the op that started; a delegate node's own overhead goes to
-its first operator. LCE's nodes are named from the flatbuffer (the k-th node outside the delegate is the k-th
-custom op); an XNNPACK operator by the first ``xnn_compute_*`` function it runs (a secondary marker).
+its first operator. A node outside the delegate is named from the flatbuffer by the first op ``Eval`` function it
+runs; an XNNPACK operator by the first ``xnn_compute_*`` function it runs (both secondary markers).
 
 Kernel classes: every translated block is attributed to the function holding its address (symbol ranges), and
 functions to the classes of :data:`CLASSES`.
@@ -117,12 +117,47 @@ _XNN_LABELS = (("igemm", "Convolution (F32, IGEMM)"), ("dwconv", "Depthwise conv
                ("univector", "Elementwise unary (F32)"), ("transpose", "Transpose (F32)"))
 
 
+_EVAL = re.compile(r"^_ZN(6tflite3ops7builtin|14compute_engine6tflite)(\d+)")
+
+
+def eval_label(function: str) -> tuple[bool, str]:
+    """(LCE op?, normalised kernel name) of an op's Eval function: ``_ZN14compute_engine6tflite7bconv2d4Eval...``
+    -> (True, "bconv2d"); ``_ZN6tflite3ops7builtin13concatenation...`` -> (False, "concatenation")."""
+    m = _EVAL.match(function)
+    if not m:
+        return False, ""
+    start = m.end()
+    name = function[start:start + int(m.group(2))]
+    return m.group(1).startswith("14compute"), name.lower().removesuffix("eval")
+
+
+def _norm(op_type: str) -> str:
+    return op_type.lower().removeprefix("lce").replace("_", "")
+
+
+def _align(labels: list[tuple[bool, str]], flat_ops: list[dict]) -> list[tuple[int, dict] | None]:
+    """Nodes outside the delegate (their Eval labels, in run order) matched in order to flatbuffer ops of the
+    same kind: LCE ops to custom ops of that name, builtins to builtins (by name when it matches)."""
+    out, pos = [], 0
+    for lce, name in labels:
+        found = None
+        for i in range(pos, len(flat_ops)):
+            t = flat_ops[i]["type"] or ""
+            custom = not t.isupper()
+            if custom == lce and (not name or _norm(t).startswith(name) or name.startswith(_norm(t)) or not lce):
+                found = i
+                break
+        out.append((found, flat_ops[found]) if found is not None else None)
+        pos = found + 1 if found is not None else pos
+    return out
+
+
 def attribute_ops(marks: list[tuple], labels: list[str], flat_ops: list[dict]) -> tuple[list[dict], str | None]:
     """Per-op instructions (mean over the steady inferences) with names.
 
-    Nodes outside the XNNPACK delegate are LCE's custom ops: the k-th is the flatbuffer's k-th custom op (type,
-    node index, output tensor name). XNNPACK operators are typed by the compute function they ran. Returns the
-    rows and a warning when something does not line up."""
+    A node outside the XNNPACK delegate is named by the flatbuffer op its Eval function matches, in order (type,
+    node index, output tensor name); an XNNPACK operator by the compute function it ran. Returns the rows and a
+    warning when something does not line up."""
     inferences = _units(marks, n_primary=len(MARKERS))
     if not inferences:
         return [], "no per-op counts: no two complete inferences were seen"
@@ -130,38 +165,37 @@ def attribute_ops(marks: list[tuple], labels: list[str], flat_ops: list[dict]) -
     if any([(k, lab) for k, lab, _ in u] != shape for u in inferences):
         return [], "no per-op counts: inferences ran different sequences of ops"
     mean = [sum(u[i][2] for u in inferences) / len(inferences) for i in range(len(shape))]
-    custom = [(i, op) for i, op in enumerate(flat_ops) if op["type"] and not op["type"].isupper()]
-    plain = sum(1 for k, _ in shape if k == NODE)
-    warning = None
-    if plain != len(custom):
-        warning = (f"{plain} ops ran outside the XNNPACK delegate but the flatbuffer has {len(custom)} custom ops: "
-                   "those ops are numbered, not named")
-        custom = []
-    rows, k_custom, delegate, j = [], 0, -1, -1
+    plain = iter(_align([eval_label(labels[lab]) if lab >= 0 else (False, "") for k, lab in shape if k == NODE],
+                        flat_ops))
+    rows, delegate, j, unmatched = [], -1, -1, 0
     for (kind, lab), m in zip(shape, mean, strict=True):
         if kind == NODE:
-            index, op = custom[k_custom] if custom else (None, None)
-            k_custom += 1
+            match = next(plain)
+            unmatched += match is None
+            index, op = match if match else (None, None)
             rows.append({"node_type": op["type"] if op else "node", "index": index, "times_called": 1,
-                         "name": (op["outputs"][0][0] if op and op["outputs"] else f"node {k_custom - 1}"),
+                         "name": (op["outputs"][0][0] if op and op["outputs"] else f"node {len(rows)}"),
                          "instructions": m})
         else:
             delegate, j = (delegate + 1, 0) if kind == DELEGATE_START else (delegate, j + 1)
             rows.append({"node_type": xnn_label(labels[lab]) if lab >= 0 else "XNNPACK operator", "index": j,
                          "times_called": 1, "name": f"XNNPACK delegate {delegate}, operator {j}",
                          "delegate": delegate, "instructions": m})
+    warning = f"{unmatched} ops outside the XNNPACK delegate matched no flatbuffer op: numbered, not named" \
+        if unmatched else None
     return rows, warning
 
 
 def _markers(symbols: Symbols) -> tuple[list, list[str]]:
-    """Marker addresses (primary, then every XNNPACK compute function as secondary) and their names by ID."""
+    """Marker addresses (primary, then every XNNPACK compute function and every op's Eval function as secondary)
+    and their names by ID."""
     primary = [symbols.address(m) for m in MARKERS]
     if any(a is None for a in primary):
         return [], []
     names = list(MARKERS)
     marks: list = list(primary)
     for addr, name in zip(symbols.starts, symbols.names, strict=True):
-        if name.startswith("xnn_compute_"):
+        if name.startswith("xnn_compute_") or (_EVAL.match(name) and "Eval" in name):
             marks.append((addr, True))
             names.append(name)
     return marks, names
