@@ -19,7 +19,8 @@ from edgebnn.errors import EdgebnnError
 LOCK = "run.lock"
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this host (one of another user counts as running)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -72,7 +73,7 @@ class RunLock:
             self.path.unlink(missing_ok=True)
             return
         if held.get("host") == socket.gethostname():
-            if held["pid"] == os.getpid() or not _alive(held["pid"]):
+            if held["pid"] == os.getpid() or not pid_alive(held["pid"]):
                 self.path.unlink(missing_ok=True)  # stale: its process is gone
                 return
             raise EdgebnnError(f"{self.path.parent} is still being trained (pid {held['pid']} on this host since "

@@ -81,3 +81,17 @@ def test_a_measurement_under_load_is_flagged_in_the_table_and_the_database(tmp_p
     assert any(f.startswith("load: ") for f in row["flags"]), row["flags"]
     flagged = [ln for ln in res.stdout.splitlines() if "! noisy:" in ln]
     assert len(flagged) == 1 and "; ".join(row["flags"]) in flagged[0]
+
+
+def test_devices_file_values_of_the_wrong_type_are_one_line_and_never_dialled(tmp_path):
+    cases = {'ssh = 42': "ssh must be a string, got 42", 'ssh = "ssh://u@h"\nrunner = 5': "runner must be a string",
+             'ssh = "ssh://u:pw@h"': "a password in the URL is never used",
+             'ssh = "ssh://u@::1:22"': "an IPv6 address goes in brackets", 'ssh = "-oProxyCommand=x"': "give a host"}
+    for body, needle in cases.items():
+        path = tmp_path / "devices.toml"
+        path.write_text(f"[devices.pi]\n{body}\n")
+        for args in (["devices", "list"], ["devices", "check", "pi"], ["profile", str(tiny_tflite()), "-d", "pi"]):
+            res = CliRunner().invoke(main, [*args, "--devices-file", str(path)])
+            assert res.exit_code == 2 and len(res.stderr.strip().splitlines()) == 1, (body, args, res.output)
+            assert res.stderr.startswith(f"error: devices file {path}: device 'pi'") and needle in res.stderr, \
+                (body, args, res.stderr)

@@ -22,6 +22,7 @@ import tempfile
 from pathlib import Path
 
 from edgebnn.errors import EdgebnnError
+from edgebnn.runlock import pid_alive
 
 _LIST = ('now=$(date +%s); for d in "${TMPDIR:-/tmp}"/edgebnn.*; do [ -d "$d" ] && [ -O "$d" ] || continue; '
          'pid=$(cat "$d/bench.pid" 2>/dev/null); alive=0; '
@@ -30,22 +31,12 @@ _LIST = ('now=$(date +%s); for d in "${TMPDIR:-/tmp}"/edgebnn.*; do [ -d "$d" ] 
          'echo "$d|$alive|$(( now - $(stat -c %Y "$d" 2>/dev/null || echo "$now") ))|$owner"; done')
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _owner_gone(owner: str) -> bool:
     """Whether an ``owner`` of ``host_pid`` names a process on this host that no longer runs."""
     from edgebnn.profile.remote import OWNER_HOST
 
     host, _, pid = owner.rpartition("_")
-    return host == OWNER_HOST.replace(" ", "_") and pid.isdigit() and not _alive(int(pid))
+    return host == OWNER_HOST.replace(" ", "_") and pid.isdigit() and not pid_alive(int(pid))
 
 
 def board_leftovers(conn, older_than_min: float, kill_running: bool) -> list[dict]:
@@ -103,7 +94,7 @@ def clean_local() -> list[dict]:
             pid = int((folder / "owner").read_text().split()[0])
         except (OSError, ValueError, IndexError):
             pid = None
-        if pid is not None and _alive(pid):
+        if pid is not None and pid_alive(pid):
             out.append({"path": str(folder), "action": f"kept: edgebnn process {pid} still uses it", "remove": False})
             continue
         if (folder / "cm").exists():
