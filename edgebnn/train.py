@@ -235,6 +235,20 @@ def resolve_teacher(spec: str, recipe: dict, run_dir: Path | None, *, dataset: s
 
 
 # ------------------------------------------------------------------------------------------- resume
+def _chief_by_tf_config(strategy: str | None) -> bool:
+    """Whether this process writes the run folder, known before TensorFlow loads: always, except a multiworker
+    worker that TF_CONFIG names neither chief nor worker 0."""
+    import json
+
+    if strategy != "multiworker":
+        return True
+    try:
+        task = json.loads(os.environ.get("TF_CONFIG", "{}")).get("task") or {}
+    except (ValueError, AttributeError):
+        return True
+    return task.get("type") == "chief" or (task.get("type") == "worker" and int(task.get("index", 0)) == 0)
+
+
 def resume_point(run_dir: Path, epochs_done: int | None = None) -> tuple[int, int, str | None]:
     """(recipe step index, epochs done overall, checkpoint path) from ``checkpoints/last``; (0, 0, None) when the
     run finished no epoch. A checkpoint that is missing while ``run.json`` counts finished epochs, or that cannot be
@@ -301,20 +315,21 @@ def train(name_or_path: str | None = None, *, dataset: str | None = None, epochs
             if verbose:
                 print(f"{run_dir} is already complete ({info.get('epochs_done')} epochs)", flush=True)
             return run_dir
-        lock = RunLock(run_dir)
-        lock.acquire()  # refuses a run still training, before anything is read or changed
-        try:
-            read_metrics(run_dir)
-            resume_point(run_dir)
-        except BaseException:
-            lock.release()
-            raise
+        if _chief_by_tf_config(strategy):  # other workers of a multiworker run write nothing: no lock, no check
+            lock = RunLock(run_dir)
+            lock.acquire()  # refuses a run still training, before anything is read or changed
+            try:
+                read_metrics(run_dir)
+                resume_point(run_dir)
+            except BaseException:
+                lock.release()
+                raise
     else:
         if name_or_path is None:
             raise EdgebnnError("give a model name or recipe file to train, or --resume DIR")
         if seed < 0 or seed >= 2**32:
             raise EdgebnnError(f"--seed must be from 0 to {2**32 - 1}, got {seed}")
-        if out is not None:
+        if out is not None and _chief_by_tf_config(strategy):
             from edgebnn.outputs import check_run_folder
 
             check_run_folder(out)  # a file, an existing run or a read-only place fails now, not after training
