@@ -376,7 +376,7 @@ def check_device(name: str, runner: str | None = None, target: str | None = None
     dev = devmod.resolve(name, devices_file, ssh_config=ssh_config)
     if dev.kind == "local":
         return {"device": "local", "facts": host_facts(), "problems": [], "warnings": [],
-                "target": None, "runner": "LCE Python interpreter (in process)"}
+                "target": None, "runner": "LCE Python interpreter (child process)"}
     if dev.kind == "qemu":
         from edgebnn.estimate import emulated
 
