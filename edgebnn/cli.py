@@ -475,6 +475,7 @@ def devices_clean_command(name, older_than, kill_running, devices_file, ssh_conf
     from edgebnn.profile import cleanup
     from edgebnn.profile import devices as devmod
 
+    _at_least(older_than=(older_than, 0))
     dev = devmod.resolve(name, devices_file, ssh_config=ssh_config)
     found = cleanup.clean_local()
     if dev.kind == "ssh":
