@@ -223,7 +223,8 @@ class BoardSession:
                     self.conn.run(f"{kill_script(q)}; rm -rf -- {q}", timeout=30,
                                   what="ending the benchmark and removing the work directory")
                 except EdgebnnError as err:
-                    self.warn(f"could not remove {workdir} on {self.url}: {err}")
+                    self.warn(f"could not end the benchmark and remove {workdir} on {self.url} ({err}): run "
+                              f"`edgebnn devices clean {self.device.name}` once the board answers")
         finally:
             self.conn.close()
 
