@@ -13,7 +13,7 @@ import pytest
 from profile_fixtures import tiny_tflite
 
 from edgebnn.errors import EdgebnnError
-from edgebnn.estimate import calibration, counting, emulated, fit, qemu
+from edgebnn.estimate import boards, calibration, counting, emulated, fit, qemu
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNNER = Path(os.environ.get("LCE_RUNNER_AARCH64") or ROOT.parent / "shared" / "lce" / "lce_benchmark_model_aarch64")
@@ -48,6 +48,7 @@ def test_counts_are_deterministic_and_per_op_sums_match(tiny_counts):
     assert all(o["instructions"] > 0.2 * a["instructions"] for o in bconvs)  # the costly layers
     assert all(isinstance(o["index"], int) and o["name"] for o in bconvs)
     assert a["warnings"] == []
+    assert a["dense_macs"] == 32 * 10  # the classifier; nothing to flag
 
 
 @needs_runner
@@ -111,9 +112,7 @@ def test_left_out_model_is_estimated_where_the_loo_table_says(left_out):
         for threads, rec in per.items():
             if left_out not in rec["loo"]:
                 continue
-            groups = [tuple(g) for g in rec["groups"]]
-            from edgebnn.estimate import boards
-
+            groups = [g if isinstance(g, dict) else tuple(g) for g in rec["groups"]]  # weighted groups stay dicts
             published = boards.get(board).published[int(threads)]
             rest = [(cal["counts"][m]["classes"], ms) for m, ms in published.items()
                     if m != left_out and m in rec["loo"]]
@@ -125,12 +124,18 @@ def test_left_out_model_is_estimated_where_the_loo_table_says(left_out):
 
 
 def test_dense_heavy_models_are_flagged_and_calibration_models_are_not():
+    """XNORNet and BinaryAlexNet (binary dense layers: 58.6M multiply-accumulates streamed once per inference)
+    are flagged; none of the 11 calibration models is."""
     cal = calibration.shipped()
+    assert cal["max_dense_macs"] == 806_400  # RealToBinaryNet's classifier
     for name in calibration.EXCLUDED:
-        flags = calibration.unseen_shares(cal["counts"][name]["op_types"], cal)
-        assert flags and "GEMM" in flags[0]
+        c = cal["counts"][name]
+        assert c["dense_macs"] == 58_621_952
+        flags = calibration.dense_flag(c["dense_macs"], cal) + calibration.unseen_shares(c["op_types"], cal)
+        assert flags[0].startswith("dense layers with 58.6M multiply-accumulates")
     for name, c in cal["counts"].items():
         if name not in calibration.EXCLUDED:
+            assert calibration.dense_flag(c["dense_macs"], cal) == []
             assert calibration.unseen_shares(c["op_types"], cal) == []
     assert calibration.unseen_shares({"SomethingNew": 0.2, "LceBconv2d": 0.8}, cal)[0].startswith("SomethingNew")
 

@@ -19,10 +19,12 @@ from edgebnn.estimate import boards as boards_mod
 from edgebnn.estimate import fit
 
 FORMAT = 1
-# Models whose kernel mix no other calibration model has: LCE leaves their binary dense layers as float
-# FULLY_CONNECTED ops. Kept out of every fit; the flag rule (``unseen_ops``) then flags them.
-EXCLUDED = {"XNORNet": "binary dense layers left as float FULLY_CONNECTED ops",
-            "BinaryAlexNet": "binary dense layers left as float FULLY_CONNECTED ops"}
+# Models with large dense layers, which no other calibration model has (memory-bound at batch 1). Kept out of
+# every fit; the flag rule (``unseen_ops``) flags them.
+EXCLUDED = {"XNORNet": "58.6M multiply-accumulates of dense layers (float CONV_2D with a 1x1 output, "
+                       "FULLY_CONNECTED), memory-bound at batch 1",
+            "BinaryAlexNet": "58.6M multiply-accumulates of binary dense layers (LceBconv2d with a 1x1 output), "
+                             "memory-bound at batch 1"}
 FLAG_MARGIN = 0.10  # an op type may exceed its largest calibrated share of instructions by 10 points
 
 
@@ -80,9 +82,23 @@ def op_type_shares(ops: list[dict]) -> dict[str, float]:
     return out
 
 
-def unseen_ops(ops: list[dict], cal: dict) -> list[str]:
-    """Flags for a model's per-op rows (see :func:`unseen_shares`)."""
-    return unseen_shares(op_type_shares(ops), cal)
+DENSE_FACTOR = 2.0  # dense layers may hold up to twice the largest calibrated model's multiply-accumulates
+
+
+def unseen_ops(ops: list[dict], cal: dict, dense_macs: int = 0) -> list[str]:
+    """Flags for a model's per-op rows (see :func:`unseen_shares`) and its dense layers (see :func:`dense_flag`)."""
+    return dense_flag(dense_macs, cal) + unseen_shares(op_type_shares(ops), cal)
+
+
+def dense_flag(macs: int, cal: dict) -> list[str]:
+    """A flag when the model's dense layers (``counting.dense_macs``) are far larger than any calibration model's
+    (only their classifiers: XNORNet's and BinaryAlexNet's binary dense layers are not)."""
+    most = cal.get("max_dense_macs") or 0
+    if macs > DENSE_FACTOR * most:
+        return [f"dense layers with {macs / 1e6:.1f}M multiply-accumulates (at most {most / 1e6:.1f}M in the "
+                "calibration models): at batch 1 they stream every weight once, bound by memory traffic, which "
+                "instructions do not measure"]
+    return []
 
 
 def unseen_shares(shares: dict[str, float], cal: dict) -> list[str]:
@@ -107,6 +123,7 @@ def build(name: str, runner: str | os.PathLike, counts: dict[str, dict], qemu_ve
            "models": "Larq Zoo 2.4.0 architectures, weights=None, 224x224, converted by LCE 0.16.0 (target arm)",
            "excluded": EXCLUDED, "boards": {},
            "counts": {m: {"instructions": c["instructions"], "classes": c["classes"],
+                          "dense_macs": c.get("dense_macs", 0),
                           "op_types": {t: s for t, s in op_type_shares(c["ops"]).items()}}
                       for m, c in counts.items()}}
     shares: dict[str, float] = {}
@@ -115,19 +132,21 @@ def build(name: str, runner: str | os.PathLike, counts: dict[str, dict], qemu_ve
             for t, s in c["op_types"].items():
                 shares[t] = max(shares.get(t, 0.0), s)
     cal["op_type_max_share"] = shares
+    cal["max_dense_macs"] = max(c["dense_macs"] for m, c in cal["counts"].items() if m not in EXCLUDED)
     sets = [(board.name, threads, {m: (counts[m]["classes"], ms) for m, ms in published.items()
                                    if m in counts and m not in EXCLUDED})
             for board in boards_mod.load().values() for threads, published in board.published.items()]
-    donor = None  # the board with the most figures lends its binary/float cost ratio to the others
+    donor = None  # the board with the most figures lends its two-group cost ratios to the others
     for name, threads, data in sorted(sets, key=lambda s: -len(s[2])):
         if len(data) < 3:
             continue
-        extra = dict([fit.borrowed_ratio(donor[1], donor[0])]) if donor and not donor[0].startswith(name) else {}
+        extra = dict(fit.borrowed_ratio(k, m, donor[0]) for m, k in donor[1].items()) \
+            if donor and not donor[0].startswith(name) else {}
         model, record = fit.choose(data, extra)
         cal["boards"].setdefault(name, {})[str(threads)] = {"model": model, "n": len(data), **record}
         if donor is None and len(data) >= 5:
-            split = fit.MODELS["binary/float split"]
-            donor = (f"{name} x{threads}", {"k_ms_per_1e9": fit.fit(list(data.values()), split).tolist()})
+            donor = (f"{name} x{threads}", {m: fit.fit(list(data.values()), g).tolist()
+                                            for m, g in fit.MODELS.items() if len(g) == 2})
     if not cal["boards"]:
         raise EdgebnnError("no board has 3 or more calibration models with published figures: nothing to fit")
     return cal

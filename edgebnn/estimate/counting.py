@@ -227,18 +227,36 @@ def count_model(runner, model, threads: int = 1, timeout: float = 1800, per_op: 
     span = RUNS_LONG - RUNS_SHORT
     per_vcpu = {v: (long_c.vcpus.get(v, 0) - short_c.vcpus.get(v, 0)) / span for v in long_c.vcpus}
     cl_long, cl_short = _class_totals(long_c, symbols), _class_totals(short_c, symbols)
-    warnings, ops = [], []
+    from edgebnn.convert.flatbuffer import read_ops
+
+    warnings, ops, flat_ops = [], [], read_ops(model.read_bytes())
     if per_op and not marks:
         warnings.append("no per-op counts: the runner's symbol table lacks the interpreter's Invoke/OpInvoke")
     elif per_op:
-        from edgebnn.convert.flatbuffer import read_ops
-
-        ops, warn = attribute_ops(long_c.marks, labels, read_ops(model.read_bytes()))
+        ops, warn = attribute_ops(long_c.marks, labels, flat_ops)
         warnings += [warn] if warn else []
     return {"instructions": (long_c.total - short_c.total) / span, "per_vcpu": per_vcpu,
             "classes": {c: (cl_long[c] - cl_short[c]) / span for c in CLASS_NAMES}, "ops": ops,
-            "warnings": warnings, "threads": int(threads), "runs": (RUNS_LONG, RUNS_SHORT),
+            "warnings": warnings, "dense_macs": dense_macs(flat_ops), "threads": int(threads),
+            "runs": (RUNS_LONG, RUNS_SHORT),
             "qemu": qemu.qemu_version()}
+
+
+def dense_macs(flat_ops: list[dict]) -> int:
+    """Multiply-accumulates (= weights) of the flatbuffer's dense layers at batch 1: FULLY_CONNECTED ops and
+    convolutions with a 1x1 output (how LCE converts binary dense layers: LceBconv2d, or a float CONV_2D). A dense
+    layer at batch 1 streams each weight once, so its cost follows memory traffic, not instructions."""
+    total = 0
+    for op in flat_ops:
+        out = op["outputs"][0][1] if op["outputs"] else []
+        dense = op["type"] == "FULLY_CONNECTED" or (
+            op["type"] in ("CONV_2D", "LceBconv2d") and len(out) == 4 and out[1] == out[2] == 1)
+        if dense and len(op["inputs"]) > 1 and op["inputs"][1][1]:
+            n = 32 if op["type"] == "LceBconv2d" else 1  # LCE's weights are bitpacked, 32 per int32
+            for d in op["inputs"][1][1]:
+                n *= max(int(d), 1)
+            total += n
+    return total
 
 
 def class_shares(classes: dict[str, float]) -> dict[str, float]:

@@ -49,7 +49,7 @@ def rows(model: dict, counts: dict, cal: dict, runner: str, runner_sha: str,
          warnings: list[str] = ()) -> list[tuple[dict, list[dict]]]:
     """One (result row, per-op rows) per board x threads of the calibration, for ``store.save``."""
     boards = boards_mod.load()
-    flags = cal_mod.unseen_ops(counts["ops"], cal) if counts["ops"] else []
+    flags = cal_mod.unseen_ops(counts["ops"], cal, counts.get("dense_macs", 0))
     out = []
     for board_name, per_threads in cal["boards"].items():
         board = boards[board_name]

@@ -17,6 +17,9 @@ import numpy as np
 MODELS = {
     "one constant": [("binary_gemm", "binary_other", "float_gemm", "float_other", "memory", "other")],
     "binary/float split": [("binary_gemm", "binary_other"), ("float_gemm", "float_other", "memory", "other")],
+    # GEMM micro-kernels (binary and float: compute-bound, high IPC) against everything else (bitpacking,
+    # elementwise ops, pooling, copies: memory-bound).
+    "GEMM kernels / other work": [("binary_gemm", "float_gemm"), ("binary_other", "float_other", "memory", "other")],
     "per-kernel-class linear fit": [("binary_gemm",), ("binary_other",), ("float_gemm",),
                                     ("float_other", "memory", "other")],
 }
@@ -29,13 +32,12 @@ def features(classes: dict[str, float], groups: list) -> np.ndarray:
                      for g in groups]) / 1e9
 
 
-def borrowed_ratio(record: dict, source: str) -> tuple[str, list]:
-    """A one-parameter model for a board with few figures: binary and float instructions weighted by the cost
-    ratio another board's "binary/float split" fit measured (``record``, fitted on that board's figures only)."""
-    k_bin, k_float = record["k_ms_per_1e9"]
-    ratio = k_float / k_bin if k_bin > 0 else 1.0
-    groups = MODELS["binary/float split"]
-    return (f"binary/float split, float cost x{ratio:.2f} from {source}",
+def borrowed_ratio(k: list[float], model: str, source: str) -> tuple[str, list]:
+    """A one-parameter model for a board with few figures: a two-group ``model``'s groups weighted by the cost
+    ratio another board's fit of it measured (``k``, fitted on that board's figures only)."""
+    ratio = k[1] / k[0] if k[0] > 0 else 1.0
+    groups = MODELS[model]
+    return (f"{model}, cost ratio {ratio:.2f} from {source}",
             [{**dict.fromkeys(groups[0], 1.0), **dict.fromkeys(groups[1], ratio)}])
 
 
