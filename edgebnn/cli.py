@@ -139,6 +139,7 @@ def data_command(name, input_size, as_json):
 @click.option("--counts", is_flag=True, help="Build every model and count params, binary weights, OPs and size "
               "(slow: tens of seconds at the papers' sizes).")
 @click.option("--json", "as_json", is_flag=True, help="Print the records as JSON.")
+@verbose_option
 def models_command(name, input_size, num_classes, width, twins, counts, as_json):
     """List the registered architectures (instantly; --counts to count them), or show NAME layer by layer.
 

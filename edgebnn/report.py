@@ -154,6 +154,8 @@ def _row(r: dict, src: dict, run_index: dict, totals: list[dict]) -> dict:
     real = kind != "binary" or bool(info.get("real"))
     name = (f"{model}-real {kind} baseline" if kind != "binary" else f"{model}-real" if real else model) \
         if model else r["model_name"]
+    if (checkpoint or {}).get("which") == "last" and checkpoint.get("file") != runs.FINAL_MODEL:
+        name += " (last epoch)"
     return {
         "model": name, "family": _family(model), "kind": "real" if real else "binary",
         "baseline": kind if kind != "binary" else None,
@@ -180,6 +182,16 @@ def _row(r: dict, src: dict, run_index: dict, totals: list[dict]) -> dict:
     }
 
 
+def _tell_runs_apart(rows: list[dict]) -> None:
+    """Two runs of one model get their run folder's name after the model's, so no two differ only in colour."""
+    runs_of: dict[str, set] = {}
+    for r in rows:
+        runs_of.setdefault(r["model"], set()).add(r["run"])
+    for r in rows:
+        if len(runs_of[r["model"]]) > 1 and r["run"]:
+            r["model"] = f"{r['model']} [{Path(r['run']).name}]"
+
+
 def collect(db: str | os.PathLike = "results.db", run_roots=("runs",)) -> list[dict]:
     """One row per stored latency result, joined with its conversion report, run and twin."""
     from edgebnn.profile import store
@@ -195,6 +207,7 @@ def collect(db: str | os.PathLike = "results.db", run_roots=("runs",)) -> list[d
     run_index = _index_runs(run_roots)
     conversions = _index_conversions(run_roots, results)
     rows = [_row(r, _source(r, conversions, run_index), run_index, op_totals[r["id"]]) for r in results]
+    _tell_runs_apart(rows)
     rows.sort(key=lambda row: (row["device"], row["latency_kind"], row["threads"], row["model"]))
     return rows
 

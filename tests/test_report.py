@@ -245,3 +245,21 @@ def test_the_page_in_headless_chromium_at_laptop_width(tmp_path):
     assert grey.std() > 0.05  # text and table drawn, not a blank page
     # The table fits the laptop's width: no column runs off the right edge (the page would scroll sideways).
     assert (grey[:, -30:] > 0.97).mean() > 0.98
+
+
+def test_last_epoch_and_second_runs_are_told_apart(tmp_path):
+    db, root = make_results(tmp_path)
+    bireal = root / "bireal-18-a"
+    last = _flatbuffer(bireal, "bireal-last", "bireal-18", "d" * 64, 0.92, 0.92)
+    sidecar = json.loads((bireal / "bireal-last.tflite.json").read_text())
+    sidecar["source"]["checkpoint"] = {"which": "last", **runs.read_info(bireal)["checkpoints"]["last"]}
+    (bireal / "bireal-last.tflite.json").write_text(json.dumps(sidecar))
+    other = _run(root, "reactnet-18-b", "reactnet-18", False, 0.90, 0.90)
+    fb = _flatbuffer(other, "reactnet", "reactnet-18", "e" * 64, 0.90, 0.90)
+    conn = store.connect(db)
+    store.save(conn, *_host(last, "d" * 64, 1, 4.1))
+    store.save(conn, *_host(fb, "e" * 64, 1, 3.1))
+    conn.close()
+    names = {(r["model"], r["val_top1"]) for r in report.collect(db, [root]) if r["device"] == "local"}
+    assert ("bireal-18 (last epoch)", 0.91) in names and ("bireal-18", 0.93) in names
+    assert {"reactnet-18 [reactnet-18-a]", "reactnet-18 [reactnet-18-b]"} <= {n for n, _ in names}
