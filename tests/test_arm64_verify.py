@@ -52,7 +52,9 @@ def test_every_binary_variant_answers_like_keras_on_the_aarch64_kernels(name, di
     with open_runner("qemu:aarch64", runner=str(runner)) as host:
         assert host.emulated
         out, how = on_device.device_outputs(host, path, x)
-    assert how["batch"] == 100 and how["invocations"] == 2 and how["batch1_max_abs_diff"] < 1e-5
+    # Sample 0 alone gives its row of the batch up to float summation order (the GEMMs block a batch differently).
+    assert how["batch"] == 100 and how["invocations"] == 2
+    assert how["batch1_max_abs_diff"] <= 1e-5 * np.abs(out).max()
     layers = stats.binary_conv_layers(model)
     check = conv.compare(conv.keras_outputs(model, x), out, y, conv.sign_margins(model, layers, x))
     assert check["samples"] == 100 and check["top1_agreement"] == 1.0
