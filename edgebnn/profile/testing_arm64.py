@@ -30,7 +30,7 @@ import uuid
 from pathlib import Path
 
 from edgebnn.profile.testing_sshd import LoopbackSshd, SshdUnavailable
-from edgebnn.runlock import _alive  # whether a pid runs (one definition)
+from edgebnn.runlock import pid_alive
 
 SUITE = "bookworm"
 PACKAGES = ("openssh-server",)
@@ -199,7 +199,7 @@ def unmount_proc(root: Path, token: str) -> None:
         users = _users_dir(root)
         (users / f"{os.getpid()}.{token}").unlink(missing_ok=True)
         for f in users.glob("*.*") if users.is_dir() else []:
-            if not _alive(int(f.name.split(".")[0])):
+            if not pid_alive(int(f.name.split(".")[0])):
                 f.unlink(missing_ok=True)
         if not any(users.glob("*.*")):
             for point in _mounts_under(root / "proc"):
