@@ -37,6 +37,16 @@ def loo_tables(cal: dict) -> None:
                   f"{rec['loo_max_pct']:5.1f}%   baseline {base['loo_mean_pct']:5.1f}% / {base['loo_max_pct']:5.1f}%"
                   f"   target {TARGETS.get((board, threads), '-')}")
     print("flagged, not calibrated: " + "; ".join(f"{m} ({why})" for m, why in cal["excluded"].items()))
+    from edgebnn.estimate import boards, estimate, fit
+
+    for board, per in cal["boards"].items():
+        for threads, rec in sorted(per.items()):
+            published = boards.get(board).published[int(threads)]
+            for m in cal["excluded"]:
+                if m in published and m in cal["counts"]:
+                    est = fit.predict(rec["k_ms_per_1e9"], cal["counts"][m]["classes"], estimate._groups(rec))
+                    print(f"  {m} on {board} x{threads}: published {published[m]:.1f} ms, the fit would say "
+                          f"{est:.1f} ms ({100 * (est / published[m] - 1):+.0f}%): why it is flagged")
 
 
 def model_224(path: str | None) -> Path:
