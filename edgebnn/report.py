@@ -372,9 +372,18 @@ def _log_axis(ax, which: str = "x") -> None:
 
 
 def _title(device: str, kind: str, group: list[dict]) -> str:
+    """The panel's device and latency kind, then where its figures came from: the machine, or for estimates the
+    calibration's leave-one-out error per thread count (each thread count has its own calibration)."""
     import textwrap
 
-    source = group[0]["latency_from"]
+    if kind == "estimate":
+        errors = {r["threads"]: r["estimate"] for r in group if r.get("estimate")}
+        source = ("from aarch64 instructions counted under QEMU; calibration's leave-one-out error (mean / max): "
+                  + "; ".join(f"{t} thread{'s' * (t > 1)} {e.get('loo_mean_pct', 0):.1f}% / "
+                              f"{e.get('loo_max_pct', 0):.1f}% over {e.get('n_calibration_models', '?')} models"
+                              for t, e in sorted(errors.items())))
+    else:
+        source = "; ".join(dict.fromkeys(r["latency_from"] for r in group))
     return textwrap.fill(f"{device}: latency {KIND_LABELS[kind]}", 95) + "\n" + textwrap.fill(source, 110)
 
 
@@ -403,20 +412,29 @@ def plot_accuracy_latency(rows: list[dict], group: list[dict], path: Path) -> No
 
     colours, markers = _style(rows)
     device, kind = group[0]["device"], group[0]["latency_kind"]
-    fig, (ax, strip) = plt.subplots(2, 1, figsize=(11, 6), sharex=True, gridspec_kw={"height_ratios": [5, 1]})
-    fig.subplots_adjust(left=0.08, right=0.74, top=0.84, bottom=0.1, hspace=0.08)
     ranked = [r for r in group if accuracy(r) is not None and r["median_ms"]]
+    others = [r for r in group if accuracy(r) is None and r["median_ms"]]
+    if others:  # a latency-only strip under the accuracy axis, sharing its latency scale
+        fig, (ax, strip) = plt.subplots(2, 1, figsize=(11, 6), sharex=True, gridspec_kw={"height_ratios": [5, 1]})
+    else:
+        fig, ax = plt.subplots(figsize=(11, 5.2))
+        strip = ax
+    fig.subplots_adjust(left=0.08, right=0.74, top=0.8, bottom=0.1, hspace=0.08)
     for r in ranked:
         ax.scatter(r["median_ms"], 100 * accuracy(r), color=colours[r["model"]], marker=markers[r["threads"]],
                    s=55, alpha=0.9, edgecolors="white", linewidths=0.5)
     front = pareto_front([(r["median_ms"], accuracy(r)) for r in ranked])
     if front:
-        ax.plot([ranked[i]["median_ms"] for i in front], [100 * accuracy(ranked[i]) for i in front], "k--", lw=1)
-    others = [r for r in group if accuracy(r) is None and r["median_ms"]]
+        xs, ys = [ranked[i]["median_ms"] for i in front], [100 * accuracy(ranked[i]) for i in front]
+        ax.plot(xs, ys, "k--", lw=1)
+        ax.scatter(xs, ys, s=150, facecolors="none", edgecolors="k", linewidths=0.8)
+        top = max(ys)
+        ax.set_ylim(min(100 * accuracy(r) for r in ranked) - 1.5, min(100.5, top + 1.5))  # never above 100%
     for r in others:
         strip.scatter(r["median_ms"], 0, color=colours[r["model"]], marker=markers[r["threads"]], s=45)
-    strip.set_yticks([])
-    strip.set_ylabel("latency\nonly", rotation=0, ha="right", va="center", fontsize=8)
+    if others:
+        strip.set_yticks([])
+        strip.set_ylabel("latency\nonly", rotation=0, ha="right", va="center", fontsize=8)
     _log_axis(strip, "x")
     strip.set_xlabel(f"median latency (ms, log scale): {kind}")
     ax.set_ylabel(_accuracy_label(ranked), fontsize=9)
@@ -425,7 +443,7 @@ def plot_accuracy_latency(rows: list[dict], group: list[dict], path: Path) -> No
     if not ranked:
         ax.text(0.5, 0.5, "no trained model with a checked accuracy here", ha="center", transform=ax.transAxes)
     fig.suptitle(_title(device, kind, group), fontsize=9, x=0.41)
-    extra = [Line2D([], [], color="k", ls="--", lw=1, label="Pareto front")]
+    extra = [Line2D([], [], color="k", ls="--", lw=1, marker="o", mfc="none", ms=10, label="Pareto front")]
     if others:
         extra.append(Line2D([], [], ls="", marker="o", color="0.6", label="strip: baselines, untrained\n"
                             "(latency only)"))
