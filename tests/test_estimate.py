@@ -103,6 +103,26 @@ def test_shipped_calibration_names_its_runner_and_fits():
     assert all(m not in cal["boards"]["pixel1"]["1"]["loo"] for m in calibration.EXCLUDED)
 
 
+@needs_runner
+def test_calibration_rebuilt_from_its_stored_counts_is_the_shipped_one():
+    shipped = calibration.shipped()
+    counts = {m: {**c, "ops": []} for m, c in shipped["counts"].items()}
+    rebuilt = calibration.build(shipped["name"], RUNNER, counts, shipped["qemu"])
+    assert rebuilt["runner_sha256"] == SHIPPED_SHA
+    assert rebuilt["max_dense_macs"] == shipped["max_dense_macs"]
+    for board, per in shipped["boards"].items():
+        for threads, rec in per.items():
+            new = rebuilt["boards"][board][threads]
+            assert new["model"] == rec["model"] and new["n"] == rec["n"]
+            assert new["k_ms_per_1e9"] == pytest.approx(rec["k_ms_per_1e9"], rel=1e-9)
+            assert new["loo_mean_pct"] == pytest.approx(rec["loo_mean_pct"], rel=1e-9)
+    # the issue's targets, on the shipped calibration
+    pixel, pi1, pi4 = shipped["boards"]["pixel1"]["1"], shipped["boards"]["pi4b"]["1"], shipped["boards"]["pi4b"]["4"]
+    assert pixel["n"] == 11 and pixel["loo_mean_pct"] <= 8 and pixel["loo_max_pct"] <= 15
+    assert pi1["loo_mean_pct"] <= 3 and pi4["loo_mean_pct"] <= 10
+    assert pixel["loo_mean_pct"] < pixel["candidates"]["one constant"]["loo_mean_pct"]
+
+
 @pytest.mark.parametrize("left_out", ["QuickNet", "BiRealNet", "BinaryDenseNet28"])
 def test_left_out_model_is_estimated_where_the_loo_table_says(left_out):
     """A fit made without the model, from the counts stored in the shipped calibration, lands exactly on the

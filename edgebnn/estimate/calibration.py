@@ -7,7 +7,6 @@ recorded). ``edgebnn calibrate --runner PATH`` makes one for another runner and 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 from edgebnn.errors import EdgebnnError
 from edgebnn.estimate import boards as boards_mod
 from edgebnn.estimate import fit
+from edgebnn.profile.local import sha256  # noqa: F401  (the runner's sha256, also used by emulated)
 
 FORMAT = 1
 # Models with large dense layers, which no other calibration model has (memory-bound at batch 1). Kept out of
@@ -26,14 +26,6 @@ EXCLUDED = {"XNORNet": "58.6M multiply-accumulates of dense layers (float CONV_2
             "BinaryAlexNet": "58.6M multiply-accumulates of binary dense layers (LceBconv2d with a 1x1 output), "
                              "memory-bound at batch 1"}
 FLAG_MARGIN = 0.10  # an op type may exceed its largest calibrated share of instructions by 10 points
-
-
-def sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def user_dir() -> Path:
@@ -124,7 +116,7 @@ def build(name: str, runner: str | os.PathLike, counts: dict[str, dict], qemu_ve
            "excluded": EXCLUDED, "boards": {},
            "counts": {m: {"instructions": c["instructions"], "classes": c["classes"],
                           "dense_macs": c.get("dense_macs", 0),
-                          "op_types": {t: s for t, s in op_type_shares(c["ops"]).items()}}
+                          "op_types": c.get("op_types") or op_type_shares(c["ops"])}
                       for m, c in counts.items()}}
     shares: dict[str, float] = {}
     for m, c in cal["counts"].items():
@@ -132,7 +124,7 @@ def build(name: str, runner: str | os.PathLike, counts: dict[str, dict], qemu_ve
             for t, s in c["op_types"].items():
                 shares[t] = max(shares.get(t, 0.0), s)
     cal["op_type_max_share"] = shares
-    cal["max_dense_macs"] = max(c["dense_macs"] for m, c in cal["counts"].items() if m not in EXCLUDED)
+    cal["max_dense_macs"] = max((c["dense_macs"] for m, c in cal["counts"].items() if m not in EXCLUDED), default=0)
     sets = [(board.name, threads, {m: (counts[m]["classes"], ms) for m, ms in published.items()
                                    if m in counts and m not in EXCLUDED})
             for board in boards_mod.load().values() for threads, published in board.published.items()]
