@@ -72,7 +72,7 @@ def rows(model: dict, counts: dict, cal: dict, runner: str, runner_sha: str,
                    "runs": counts["runs"][0] - counts["runs"][1], "warmup": 0,
                    "min_ms": ms, "median_ms": ms, "mean_ms": ms, "max_ms": ms, "p90_ms": None, "std_ms": None,
                    "board": {"label": board.label, "cpu": board.cpu}, "estimate": estimate,
-                   "flags": [f"unseen ops: {f}" for f in flags], "warnings": list(warnings) + list(counts["warnings"])}
+                   "flags": list(flags), "warnings": list(warnings) + list(counts["warnings"])}
             out.append((row, op_estimates(counts["ops"], record, counts["classes"], ms)))
     return out
 
@@ -108,10 +108,13 @@ def format_rows(results: list[dict]) -> str:
         lines.append(f"{r['model_name']:<{w}} {r['device']:<8} {r['threads']:>3} {r['mean_ms']:8.2f}ms "
                      f"{e.get('loo_mean_pct', 0):>9.1f}% / {e.get('loo_max_pct', 0):4.1f}% "
                      f"{e.get('instructions', 0):13.4g}{flag}{stored}")
+    flagged = set()
     for r in results:
         e = r.get("estimate") or {}
         lines.append(f"{r['model_name']} @ {r['device']} x{r['threads']}: {e.get('source', '')}")
-        lines += [f"  flagged: {f}" for f in r.get("flags") or []]
+        if r["model_name"] not in flagged:
+            lines += [f"  FLAGGED, the estimate may be far off: {f}" for f in r.get("flags") or []]
+            flagged.add(r["model_name"])
     shown = set()
     for r in results:
         if r["model_name"] in shown or not r["op_totals"]:

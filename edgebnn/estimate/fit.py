@@ -70,8 +70,12 @@ def summary(loo: dict[str, dict]) -> tuple[float, float]:
     return float(np.mean(errs)), float(np.max(errs))
 
 
+MARGIN = 0.9  # another model must cut the baseline's mean leave-one-out error by a tenth to be chosen
+
+
 def choose(data: dict[str, tuple[dict, float]], extra: dict[str, list] | None = None) -> tuple[str, dict]:
-    """The model with the lowest mean leave-one-out error that does not raise the max error over the baseline
+    """The model with the lowest mean leave-one-out error, if it cuts the baseline's by a tenth (``MARGIN``)
+    without raising its max error; else the one-constant baseline
     (a fit needs more models than parameters + 1; fewer fall back to fewer parameters). ``extra``: more
     candidates (name -> groups). Returns its name and a record: groups, k (fitted on all), loo, loo_mean_pct,
     loo_max_pct, and every candidate's errors."""
@@ -82,8 +86,9 @@ def choose(data: dict[str, tuple[dict, float]], extra: dict[str, list] | None = 
         loo = leave_one_out(data, groups)
         candidates[name] = (groups, loo, *summary(loo))
     base = next(iter(MODELS))
-    best = min(candidates, key=lambda n: (candidates[n][2] if candidates[n][3] <= candidates[base][3] + 1e-9
-                                          else float("inf"), n != base))
+    best = min(candidates, key=lambda n: (candidates[n][2] if n == base or (
+        candidates[n][3] <= candidates[base][3] + 1e-9 and candidates[n][2] <= MARGIN * candidates[base][2])
+        else float("inf"), n != base))
     groups, loo, mean, worst = candidates[best]
     return best, {"groups": [g if isinstance(g, dict) else list(g) for g in groups],
                   "k_ms_per_1e9": fit(list(data.values()), groups).tolist(), "loo": loo,
