@@ -178,6 +178,14 @@ def test_unsupported_plugin_api_is_one_line(tmp_path, monkeypatch):
 
 
 @needs_runner
+@pytest.mark.skipif(not Path("/usr/bin/qemu-aarch64-static").is_file(), reason="needs qemu-user-static")
+def test_a_qemu_without_plugins_is_one_line(monkeypatch):
+    monkeypatch.setenv("EDGEBNN_QEMU", "/usr/bin/qemu-aarch64-static")
+    with pytest.raises(EdgebnnError, match="cannot load plugins .* for the dynamic one"):
+        qemu.run_counted(RUNNER, ["--help"])
+
+
+@needs_runner
 def test_another_runner_gets_a_warning_and_the_hint(tmp_path):
     other = tmp_path / "lce_benchmark_model_aarch64"
     other.write_bytes(RUNNER.read_bytes() + b"\0")  # same program, another sha256

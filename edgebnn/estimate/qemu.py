@@ -180,6 +180,9 @@ def run_counted(runner, args, marks: list = (), timeout: float = 600) -> tuple[C
             (Path(tmp) / "marks.txt").write_text("\n".join(lines) + "\n")
             spec += f",marks={Path(tmp) / 'marks.txt'}"
         run = run_emulated(runner, args, timeout=timeout, plugin=spec, cwd=tmp)
+        if "unknown option 'plugin'" in run["stderr"]:
+            raise EdgebnnError(f"{find_qemu()} cannot load plugins (a static build such as qemu-aarch64-static "
+                               f"cannot): {_INSTALL_HINT} for the dynamic one")
         if run["rc"] != 0:
             last = [ln for ln in (run["stderr"] + run["stdout"]).splitlines() if ln.strip()]
             raise EdgebnnError(f"{Path(runner).name} under {QEMU} failed (exit {run['rc']}): "
