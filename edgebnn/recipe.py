@@ -21,7 +21,8 @@ A recipe names a registered architecture and says how the paper trains it::
     batch_size = 512
     optimizer = "adam"               # adam | sgd | adamw (adamw: decoupled weight decay)
     lr = 2.5e-3
-    schedule = "linear"              # linear (to 0) | cosine (to 0) | constant
+    schedule = "linear"              # linear (to 0) | cosine (to 0) | constant | multistep
+    milestones = [40, 70, 80]        # multistep: lr x 0.1 after each of these epochs (of this step)
     momentum = 0.9                   # sgd only
     weight_decay = 1e-5
     weight_decay_on = "conv_kernels" # conv_kernels (rank 4) | kernels (conv + FC) | all | none
@@ -47,7 +48,7 @@ from pathlib import Path
 from edgebnn.errors import EdgebnnError
 
 OPTIMIZERS = ("adam", "sgd", "adamw")
-SCHEDULES = ("linear", "cosine", "constant")
+SCHEDULES = ("linear", "cosine", "constant", "multistep")
 LOSSES = ("crossentropy", "distributional")
 DECAY_ON = ("conv_kernels", "kernels", "all", "none")
 AUGMENTS = ("none", "cifar", "imagenet")
@@ -79,6 +80,7 @@ STEP_KEYS = {
     "optimizer": (str, "adam"),
     "lr": ((float, int), ...),
     "schedule": (str, "linear"),
+    "milestones": (list, []),
     "momentum": ((float, int), 0.9),
     "weight_decay": ((float, int), 0.0),
     "weight_decay_on": (str, "kernels"),
@@ -177,6 +179,7 @@ def validate(raw: dict, where: str) -> dict:
         for key, top in (("label_smoothing", 1.0), ("momentum", 1.0)):  # both are fractions: 1 is no learning
             if step[key] >= top:
                 raise EdgebnnError(f"{where}: steps.{i}.{key} must be in [0, 1), got {step[key]}")
+        _check_milestones(step, f"{where}: steps.{i}")
         if step["loss"] == "distributional" and not step["teacher"]:
             raise EdgebnnError(f"{where}: steps.{i}.loss = 'distributional' needs steps.{i}.teacher "
                                f"(a registered model, a run folder or a saved model)")
@@ -209,6 +212,20 @@ def _check_arch(arch: dict, where: str) -> None:
                            f"got {shape}")
     if classes is not None and classes < 2:
         raise EdgebnnError(f"{where}: arch.num_classes must be 2 or more, got {classes}")
+
+
+def _check_milestones(step: dict, where: str) -> None:
+    """``multistep`` needs increasing whole epochs within the step; other schedules take none."""
+    ms = step["milestones"]
+    if step["schedule"] != "multistep":
+        if ms:
+            raise EdgebnnError(f"{where}.milestones is only for schedule = 'multistep' (schedule is "
+                               f"{step['schedule']!r})")
+        return
+    if not ms or not all(isinstance(m, int) and not isinstance(m, bool) for m in ms) \
+            or any(b <= a for a, b in zip(ms, ms[1:], strict=False)) or ms[0] < 1:
+        raise EdgebnnError(f"{where}.milestones must be increasing epochs of 1 or more for schedule = "
+                           f"'multistep', got {ms}")
 
 
 def _merge(base: dict, over: dict) -> dict:

@@ -46,8 +46,10 @@ class Diverged(EdgebnnError):
 
 
 # ------------------------------------------------------------------------------------------- pieces
-def learning_rate(kind: str, base: float, total_steps: int):
-    """A Keras schedule of the step counter: linear to 0, cosine to 0, or constant."""
+def learning_rate(kind: str, base: float, total_steps: int, *, steps_per_epoch: int = 1, milestones=()):
+    """A Keras schedule of the step counter t of T: linear to 0, lr (1 - t/T); cosine to 0,
+    lr (1 + cos(pi t/T)) / 2; constant; multistep, lr 0.1^m with m the ``milestones`` (epochs) already completed
+    (PyTorch's MultiStepLR stepped after each epoch; the bnn library steps it before, one epoch earlier)."""
     import tensorflow as tf
 
     class Schedule(tf.keras.optimizers.schedules.LearningRateSchedule):
@@ -57,10 +59,15 @@ def learning_rate(kind: str, base: float, total_steps: int):
                 return base * (1.0 - t)
             if kind == "cosine":
                 return base * 0.5 * (1.0 + tf.cos(math.pi * t))
+            if kind == "multistep":
+                epoch = tf.cast(step, tf.int64) // max(1, steps_per_epoch)
+                passed = tf.reduce_sum(tf.cast(epoch >= tf.constant(list(milestones) or [0], tf.int64), tf.float32))
+                return base * tf.pow(0.1, passed if milestones else 0.0)
             return tf.constant(base, tf.float32)
 
         def get_config(self):
-            return {"kind": kind, "base": base, "total_steps": total_steps}
+            return {"kind": kind, "base": base, "total_steps": total_steps, "steps_per_epoch": steps_per_epoch,
+                    "milestones": list(milestones)}
 
     return Schedule()
 
@@ -484,7 +491,8 @@ class _Trainer:
         if steps_per_epoch < 1:
             raise EdgebnnError(f"steps.{index}.batch_size = {step['batch_size']} is larger than the "
                                f"{ds.num_train} training images")
-        schedule = learning_rate(step["schedule"], step["lr"], steps_per_epoch * step["epochs"])
+        schedule = learning_rate(step["schedule"], step["lr"], steps_per_epoch * step["epochs"],
+                                 steps_per_epoch=steps_per_epoch, milestones=step["milestones"])
 
         with strategy.scope():
             model = self._build(step)

@@ -141,3 +141,61 @@ def test_training_loop_anneals_ede_per_epoch_from_the_recipe(tmp_path):
         assert hi.numpy() == 10.0
     finally:
         archs.set_training_progress(None, 0.0)
+
+
+# -------------------------------------------------------------------------------------------- schedules
+@pytest.mark.parametrize("kind", ["linear", "cosine", "constant"])
+def test_learning_rate_schedules_against_their_formulas(kind):
+    total, base = 50, 0.2
+    schedule = train.learning_rate(kind, base, total)
+    for t in (0, 1, 10, 25, 49, 50, 60):
+        u = min(t / total, 1.0)
+        expected = {"linear": base * (1 - u), "cosine": base * (1 + np.cos(np.pi * u)) / 2, "constant": base}[kind]
+        assert float(schedule(t)) == pytest.approx(expected, abs=1e-7), t
+
+
+def test_multistep_schedule_divides_by_ten_after_each_milestone_epoch():
+    per_epoch, base = 7, 1e-3
+    schedule = train.learning_rate("multistep", base, 90 * per_epoch, steps_per_epoch=per_epoch,
+                                   milestones=[40, 70, 80])
+    for epoch, factor in ((0, 1), (39, 1), (40, 0.1), (69, 0.1), (70, 0.01), (80, 0.001), (89, 0.001)):
+        for within in (0, per_epoch - 1):
+            assert float(schedule(epoch * per_epoch + within)) == pytest.approx(base * factor, rel=1e-5)
+
+
+def test_multistep_needs_increasing_milestones():
+    from edgebnn.errors import EdgebnnError
+
+    with pytest.raises(EdgebnnError, match="milestones must be increasing"):
+        recipe.load("xnorpp-18-bnn", sets=["steps.milestones=[70, 40]"])
+    with pytest.raises(EdgebnnError, match="only for schedule = 'multistep'"):
+        recipe.load("bireal-18", sets=["steps.milestones=[10]"])
+
+
+# -------------------------------------------------------------------------------------- XNOR-Net++ (bnn)
+def test_xnorpp_bnn_recipe_is_the_librarys():
+    r = recipe.load("xnorpp-18-bnn")
+    s1, s2 = r["steps"]
+    for s in (s1, s2):
+        assert (s["optimizer"], s["lr"], s["batch_size"], s["epochs"]) == ("adamw", 1e-3, 256, 90)
+        assert s["schedule"] == "multistep" and s["milestones"] == [40, 70, 80]
+    assert (s1["weight_decay"], s1["weight_decay_on"], s2["weight_decay"]) == (0.01, "all", 0.0)
+    assert (s1["binary_weights"], s2["binary_weights"]) == (False, True) and r["arch"]["case"] == 1
+    assert "bnn library" in r["paper"]["source"] and "not confirmed" in archs.get("xnorpp-18-bnn").ours
+
+
+def test_xnorpp_bnn_has_one_shortcut_per_two_binary_convs_and_a_relu_stem():
+    bnn = archs.build("xnorpp-18-bnn", **SMALL)
+    zoo = archs.build("xnorpp-18-case1", **SMALL)
+    adds = [layer for layer in bnn.layers if isinstance(layer, tf.keras.layers.Add)]
+    assert len(stats.binary_conv_layers(bnn)) == 16 and len(adds) == 8
+    assert sum(isinstance(layer, tf.keras.layers.Add) for layer in zoo.layers) == 16
+    assert isinstance(bnn.get_layer("stem_relu"), tf.keras.layers.ReLU)
+    assert not any(isinstance(layer, tf.keras.layers.ReLU) for layer in zoo.layers)
+    # the add takes the second conv's PReLU and the block input (identity block)
+    add = bnn.get_layer("stage1_block2_add")
+    assert add.input[0] is bnn.get_layer("stage1_block2_conv2_prelu").output
+    assert add.input[1] is bnn.get_layer("stage1_block1_add").output
+    # a bigger Gamma case builds too, with per-position scales
+    four = archs.build("xnorpp-18-bnn", **SMALL, case=4)
+    assert four.get_layer("stage2_block1_conv1_gamma").beta.shape == (16,)

@@ -52,7 +52,9 @@ def test_reactnet_a_shortcut_pool_matches_the_conv_on_an_odd_map():
 def test_odd_sizes_convert_to_binary_ops_and_agree_with_keras(name):
     """Width 1/8, one odd size per variant (the four sizes in turn), 16 seeded random inputs: every binary conv
     is an LceBconv2d, the flatbuffer loads, and LCE's interpreter gives Keras' top-1 on every input, within
-    1e-3 of the output scale except where a sign input was a float-rounding tie (seeded: no tie flips a top-1)."""
+    1e-3 of the output scale, except where a sign input was within float rounding of 0 (a tie the two runtimes
+    may round to different sides: sdbnn-resnet18 at 97 px has one such input, 4e-8 of its tensor's max, whose
+    output differs by 21% of the scale)."""
     from edgebnn import convert as conv
 
     size = ODD_SIZES[FAMILIES.index(name) % len(ODD_SIZES)]
@@ -64,10 +66,13 @@ def test_odd_sizes_convert_to_binary_ops_and_agree_with_keras(name):
     assert layers and lost == [] and conv.op_histogram(flatbuffer)["LceBconv2d"] == len(layers)
     assert conv.flatbuffer_problems(ops, matched) == [] and conv.load_error(flatbuffer) is None
     x = np.random.default_rng(size).normal(size=(16, size, size, 3)).astype(np.float32)
-    check = conv.compare(conv.keras_outputs(model, x), conv.run_tflite(flatbuffer, x), None,
-                         conv.sign_margins(model, layers, x))
-    assert check["samples"] == 16 and check["top1_agreement"] == 1.0
+    reference, outputs = conv.keras_outputs(model, x), conv.run_tflite(flatbuffer, x)
+    margins = conv.sign_margins(model, layers, x)
+    check = conv.compare(reference, outputs, None, margins)
+    untied = margins >= conv.TIE
+    assert check["samples"] == 16 and check["top1_agreement"] >= 15 / 16
     assert check["unexplained"] == 0 and check["relative_diff_untied"] < 1e-3
+    np.testing.assert_array_equal(outputs.argmax(-1)[untied], reference.argmax(-1)[untied])
 
 
 @pytest.mark.slow

@@ -9,8 +9,8 @@ from edgebnn import recipe
 from edgebnn.errors import EdgebnnError
 
 REGISTERED = ["bireal-18", "bireal-34", "reactnet-a", "reactnet-18", "xnorpp-18-case1", "xnorpp-18-case2",
-              "xnorpp-18-case3", "xnorpp-18-case4", "sdbnn-resnet20", "sdbnn-resnet18", "sdbnn-vgg-small",
-              "sdbnn-18", "resnet-18", "resnet-34"]
+              "xnorpp-18-case3", "xnorpp-18-case4", "xnorpp-18-bnn", "sdbnn-resnet20", "sdbnn-resnet18",
+              "sdbnn-vgg-small", "sdbnn-18", "resnet-18", "resnet-34"]
 
 
 def test_one_recipe_per_registered_variant():

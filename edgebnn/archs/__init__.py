@@ -52,7 +52,8 @@ PAPERS = {
     "bireal": ("Bi-Real Net (Liu et al., ECCV 2018)", "liuzechun/Bi-Real-net; Larq Zoo BiRealNet"),
     "reactnet": ("ReActNet (Liu et al., ECCV 2020)", "liuzechun/ReActNet"),
     "xnorpp": ("XNOR-Net++ (Bulat & Tzimiropoulos, BMVC 2019)",
-               "paper; block from the author's bnn library / Larq Zoo Real-to-Binary (ours)"),
+               "paper; blocks: Larq Zoo Real-to-Binary baseline (xnorpp-18-caseN), the author's bnn library "
+               "(xnorpp-18-bnn)"),
     "sdbnn": ("SD-BNN (Xue et al., 2021)", "pingxue-hfut/SD-BNN"),
     "resnet": ("ResNet (He et al., CVPR 2016)", "torchvision / Keras applications layout"),
 }
@@ -91,7 +92,8 @@ class Variant:
 
 GAMMA_CASES = (1, 2, 3, 4)  # XNOR-Net++'s four Gamma cases: xnorpp.GAMMA_CASES (a test checks)
 SMALL_STEM = "small-image stem (3x3 s1, no max-pool) is ours: the paper gives no small-image layout"
-XNORPP_BLOCK = "block structure from the author's bnn library practice, not confirmed as the paper's"
+XNORPP_BLOCK = "block: Larq Zoo's Real-to-Binary strong baseline (the paper gives none)"
+XNORPP_BNN = "block, stem and recipe of the author's bnn library, not confirmed as the paper's"
 
 _VARIANTS = [
     Variant("bireal-18", "bireal", _builder("bireal", "bireal", depth=18), ours=SMALL_STEM,
@@ -107,6 +109,8 @@ _VARIANTS = [
                 ours=f"{XNORPP_BLOCK}; {SMALL_STEM}")
         for c in GAMMA_CASES
     ],
+    Variant("xnorpp-18-bnn", "xnorpp", _builder("xnorpp", "xnorpp_bnn", depth=18),
+            ours=f"{XNORPP_BNN}; Gamma case 1 (the library's default; arch.case 2-4); {SMALL_STEM}"),
     Variant("sdbnn-resnet20", "sdbnn", _builder("sdbnn", "sdbnn_resnet20"), *CIFAR10),
     Variant("sdbnn-resnet18", "sdbnn", _builder("sdbnn", "sdbnn_resnet18"), *CIFAR10),
     Variant("sdbnn-vgg-small", "sdbnn", _builder("sdbnn", "sdbnn_vgg_small"), *CIFAR10),
