@@ -125,4 +125,9 @@ def format_rows(results: list[dict]) -> str:
             ins = t.get("instructions") or 0.0
             lines.append(f"  {t['node_type']:<48} {t['nodes']:>3} ops {ins:12.4g} instr {t['avg_ms']:9.3f} ms "
                          f"{t['pct']:5.1f}%")
+        if r.get("top_ops"):
+            lines.append(f"{r['model_name']} costliest layers (estimated ms @ {r['device']} x{r['threads']}):")
+        for o in r.get("top_ops") or []:
+            lines.append(f"  {o['node_type'][:24]:<24} {str(o.get('name'))[:44]:<44} {o['instructions']:12.4g} instr "
+                         f"{o['avg_ms']:9.3f} ms")
     return "\n".join(lines)

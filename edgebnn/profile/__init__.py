@@ -270,7 +270,8 @@ def _profile_qemu(sweep, models, threads, runner, timeout) -> None:
                 continue
             for row, ops in rows:
                 store.save(conn, row, ops)
-                sweep.add(_public(row, "estimated", op_type_totals(ops)))
+                top = sorted(ops, key=lambda o: -o["instructions"])[:5]
+                sweep.add({**_public(row, "estimated", op_type_totals(ops)), "top_ops": top})
     finally:
         conn.close()
     if failed:
