@@ -248,3 +248,21 @@ def test_profile_on_qemu_stores_estimated_rows(tmp_path):
     assert pi4["mean_ms"] < pi1["mean_ms"]  # four threads estimated faster
     again = subprocess.run(cmd, capture_output=True, text=True)
     assert again.returncode == 0 and "(stored; --force to count again)" in again.stdout
+
+
+@needs_runner
+def test_calibrate_refuses_in_one_line(tmp_path):
+    from click.testing import CliRunner
+
+    from edgebnn.cli import main
+
+    res = CliRunner().invoke(main, ["calibrate", "--runner", str(RUNNER), "--models", "Foo"])
+    assert res.exit_code == 2 and "unknown Larq Zoo model(s) Foo" in res.output
+    try:
+        import larq_zoo  # noqa: F401
+    except ImportError:
+        res = CliRunner().invoke(main, ["calibrate", "--runner", str(RUNNER), "--models", "QuickNetSmall",
+                                        "--models-dir", str(tmp_path)])
+        assert res.exit_code == 2 and "pip install 'edgebnn[zoo]'" in res.output
+    res = CliRunner().invoke(main, ["calibrate", "--runner", str(tmp_path / "none")])
+    assert res.exit_code == 2 and res.output.startswith("error: runner")
