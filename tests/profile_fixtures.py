@@ -25,3 +25,26 @@ def tiny_tflite() -> Path:
     path = Path(tempfile.mkdtemp(prefix="edgebnn-test-model-")) / "tiny.tflite"
     path.write_bytes(lce.convert_keras_model(model, target="arm"))
     return path
+
+
+def started_sshd(root):
+    """A running :class:`LoopbackSshd` in ``root``; the test is skipped when sshd cannot start here."""
+    import subprocess
+
+    import pytest
+
+    from edgebnn.profile.testing_sshd import LoopbackSshd, SshdUnavailable
+
+    server = LoopbackSshd(root)
+    try:
+        return server.start()
+    except (SshdUnavailable, subprocess.CalledProcessError, FileNotFoundError) as err:
+        pytest.skip(f"cannot start a test OpenSSH server here: {err}")
+
+
+def shell_script(folder: Path, name: str, body: str) -> Path:
+    """An executable ``#!/bin/sh`` script: a runner of the 'board'."""
+    path = folder / name
+    path.write_text("#!/bin/sh\n" + body)
+    path.chmod(0o755)
+    return path

@@ -14,12 +14,11 @@ import time
 from pathlib import Path
 
 import pytest
-from profile_fixtures import tiny_tflite
+from profile_fixtures import shell_script, started_sshd, tiny_tflite
 
 import edgebnn  # noqa: F401
 from edgebnn.profile import store
 from edgebnn.profile.local import sha256
-from edgebnn.profile.testing_sshd import LoopbackSshd, SshdUnavailable
 
 pytestmark = [pytest.mark.ssh, pytest.mark.slow]
 EDGEBNN = str(Path(sys.executable).with_name("edgebnn"))
@@ -27,11 +26,7 @@ EDGEBNN = str(Path(sys.executable).with_name("edgebnn"))
 
 @pytest.fixture(scope="module")
 def sshd(tmp_path_factory):
-    server = LoopbackSshd(tmp_path_factory.mktemp("sshd"))
-    try:
-        server.start()
-    except (SshdUnavailable, subprocess.CalledProcessError, FileNotFoundError) as err:
-        pytest.skip(f"cannot start a test OpenSSH server here: {err}")
+    server = started_sshd(tmp_path_factory.mktemp("sshd"))
     yield server
     server.stop()
 
@@ -39,15 +34,8 @@ def sshd(tmp_path_factory):
 @pytest.fixture(scope="module")
 def runners(tmp_path_factory):
     d = tmp_path_factory.mktemp("bin")
-
-    def script(name, body):
-        p = d / name
-        p.write_text("#!/bin/sh\n" + body)
-        p.chmod(0o755)
-        return p
-
-    return {"real": script("edgebnn-runner", f'exec {sys.executable} -m edgebnn.runner "$@"\n'),
-            "hangs": script("hanging-runner", 'echo "STARTING!"\nsleep 300 & wait\n')}
+    return {"real": shell_script(d, "edgebnn-runner", f'exec {sys.executable} -m edgebnn.runner "$@"\n'),
+            "hangs": shell_script(d, "hanging-runner", 'echo "STARTING!"\nsleep 300 & wait\n')}
 
 
 def _owned_by(pid: int) -> list[str]:
@@ -125,10 +113,8 @@ def test_crash_on_one_model_is_one_line_and_the_sweep_goes_on(sshd, tmp_path):
     model = tiny_tflite()
     other = tmp_path / "other.tflite"  # same graph, another sha256: the runner below crashes on it
     other.write_bytes(model.read_bytes() + b"\0" * 8)
-    runner = tmp_path / "crashes-on-other"
-    runner.write_text(f'#!/bin/sh\ncase "$*" in *model-{sha256(other)[:16]}*) kill -SEGV $$;; esac\n'
-                      f'exec {sys.executable} -m edgebnn.runner "$@"\n')
-    runner.chmod(0o755)
+    runner = shell_script(tmp_path, "crashes-on-other", f'case "$*" in *model-{sha256(other)[:16]}*) kill -SEGV $$;; '
+                          f'esac\nexec {sys.executable} -m edgebnn.runner "$@"\n')
     db = tmp_path / "r.db"
     before = set(glob.glob(os.path.join(tempfile.gettempdir(), "edgebnn.*")))
     res = subprocess.run([EDGEBNN, "profile", str(other), str(model), "-d", sshd.url, "--ssh-config", sshd.config,

@@ -9,14 +9,13 @@ import sys
 
 import pytest
 from click.testing import CliRunner
-from profile_fixtures import tiny_tflite
+from profile_fixtures import started_sshd, tiny_tflite
 
 import edgebnn  # noqa: F401
 from edgebnn.cli import main
 from edgebnn.errors import EdgebnnError
 from edgebnn.profile import store
 from edgebnn.profile.ssh import Connection, parse_url
-from edgebnn.profile.testing_sshd import LoopbackSshd, SshdUnavailable
 
 
 def test_ipv6_urls_round_trip_and_reach_ssh():
@@ -35,11 +34,7 @@ def test_ipv6_urls_round_trip_and_reach_ssh():
 @pytest.mark.ssh
 @pytest.mark.slow
 def test_changed_host_key_names_the_bracketed_known_hosts_entry(tmp_path):
-    server = LoopbackSshd(tmp_path / "sshd")
-    try:
-        server.start()
-    except (SshdUnavailable, subprocess.CalledProcessError, FileNotFoundError) as err:
-        pytest.skip(f"cannot start a test OpenSSH server here: {err}")
+    server = started_sshd(tmp_path / "sshd")
     try:
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other")], check=True)
         other = (tmp_path / "other.pub").read_text().split()
