@@ -70,7 +70,7 @@ def main(verbose):
     \b
     The flow:
       edgebnn data NAME                      what a data set holds
-      edgebnn models [NAME]                  the architectures, their counts, one layer by layer
+      edgebnn models [NAME]                  the architectures (--counts: counted), NAME layer by layer
       edgebnn recipe [NAME]                  the shipped recipes; NAME's TOML to copy and edit
       edgebnn train NAME [--dataset digits]  train with the paper's recipe (or a recipe file)
       edgebnn eval RUN                       top-1 / top-5 of a run or model
