@@ -7,9 +7,10 @@ from pathlib import Path
 import edgebnn  # noqa: F401
 
 
-@functools.lru_cache(maxsize=1)
-def tiny_tflite() -> Path:
-    """A 16x16x3 -> 10 binary net (float conv, two binary convs, dense), converted with target="arm"."""
+@functools.lru_cache(maxsize=4)
+def tiny_tflite(size: int = 16, width: int = 32) -> Path:
+    """A size x size x 3 -> 10 binary net (float conv, two binary convs of ``width`` channels, dense), converted with
+    target="arm"."""
     import larq as lq
     import larq_compute_engine as lce
     import tensorflow as tf
@@ -18,11 +19,12 @@ def tiny_tflite() -> Path:
     kw = dict(input_quantizer="ste_sign", kernel_quantizer="ste_sign", kernel_constraint="weight_clip",
               pad_values=1.0, padding="same", use_bias=False)
     model = tf.keras.Sequential([
-        tf.keras.layers.Input((16, 16, 3)), tf.keras.layers.Conv2D(32, 3, padding="same"),
-        tf.keras.layers.BatchNormalization(), lq.layers.QuantConv2D(32, 3, **kw),
-        tf.keras.layers.BatchNormalization(), lq.layers.QuantConv2D(32, 3, **kw),
+        tf.keras.layers.Input((size, size, 3)), tf.keras.layers.Conv2D(width, 3, padding="same"),
+        tf.keras.layers.BatchNormalization(), lq.layers.QuantConv2D(width, 3, **kw),
+        tf.keras.layers.BatchNormalization(), lq.layers.QuantConv2D(width, 3, **kw),
         tf.keras.layers.BatchNormalization(), tf.keras.layers.GlobalAveragePooling2D(), tf.keras.layers.Dense(10)])
-    path = Path(tempfile.mkdtemp(prefix="edgebnn-test-model-")) / "tiny.tflite"
+    path = Path(tempfile.mkdtemp(prefix="edgebnn-test-model-")) / ("tiny.tflite" if (size, width) == (16, 32)
+                                                                  else f"tiny{size}x{width}.tflite")
     path.write_bytes(lce.convert_keras_model(model, target="arm"))
     return path
 

@@ -1,14 +1,12 @@
 """Estimates from instructions counted under QEMU: LCE's real aarch64 runner (../shared/lce), Debian's qemu-aarch64,
 edgebnn's plugin built with the system compiler, the real LCE converter for the tiny model."""
 
-import functools
 import json
 import os
 import shutil
 import sqlite3
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -25,26 +23,10 @@ needs_runner = pytest.mark.skipif(not RUNNER.is_file() or not shutil.which("qemu
                                   reason="needs ../shared/lce/lce_benchmark_model_aarch64 and qemu-aarch64")
 
 
-@functools.lru_cache(maxsize=1)
 def small_tflite() -> Path:
-    """A 32x32x3 -> 10 binary net like profile_fixtures' tiny one, 64 channels wide (~7e6 instructions: the
-    runner's own printing of its timings varies by some hundred instructions a run, which a smaller model would
-    feel), converted with target="arm"."""
-    import larq as lq
-    import larq_compute_engine as lce
-    import tensorflow as tf
-
-    tf.random.set_seed(0)
-    kw = dict(input_quantizer="ste_sign", kernel_quantizer="ste_sign", kernel_constraint="weight_clip",
-              pad_values=1.0, padding="same", use_bias=False)
-    model = tf.keras.Sequential([
-        tf.keras.layers.Input((32, 32, 3)), tf.keras.layers.Conv2D(64, 3, padding="same"),
-        tf.keras.layers.BatchNormalization(), lq.layers.QuantConv2D(64, 3, **kw),
-        tf.keras.layers.BatchNormalization(), lq.layers.QuantConv2D(64, 3, **kw),
-        tf.keras.layers.BatchNormalization(), tf.keras.layers.GlobalAveragePooling2D(), tf.keras.layers.Dense(10)])
-    path = Path(tempfile.mkdtemp(prefix="edgebnn-estimate-model-")) / "small32.tflite"
-    path.write_bytes(lce.convert_keras_model(model, target="arm"))
-    return path
+    """The tiny net at 32x32, 64 channels wide (~4e6 instructions: the runner's own printing of its timings varies
+    by some hundred instructions a run, which a smaller model would feel)."""
+    return tiny_tflite(32, 64)
 
 
 @pytest.fixture(scope="module")
