@@ -259,7 +259,7 @@ def format_table(rows: list[dict]) -> str:
 def notes(rows: list[dict]) -> list[str]:
     """What each device's latency is (measured on a board, on this host, or estimated, and from what), the flags,
     and what the accuracy columns compare."""
-    out = []
+    out = [] if rows else ["no latency stored yet: edgebnn profile FILE.tflite (--db) measures one"]
     for (device, kind), group in _panels(rows).items():
         out.append(f"{device} [{kind}]: {KIND_LABELS[kind]}. " + "; ".join(dict.fromkeys(r["latency_from"]
                                                                                           for r in group)))
