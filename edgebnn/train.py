@@ -309,9 +309,10 @@ def train(name_or_path: str | None = None, *, dataset: str | None = None, epochs
         import tomllib
 
         try:
-            raw = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as err:
-            raise EdgebnnError(f"{path} is not valid TOML: {err}") from None
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+            raise EdgebnnError(f"{path} is not valid TOML ({err}): restore it from the recipe the run "
+                               "started from") from None
         raw.pop("source", None)
         recipe = recipes.validate(raw, str(path))
         recipe.pop("digits", None)
