@@ -7,8 +7,13 @@ published figures, its leave-one-out error beside every estimate.
 - ``counting``: instructions per inference, per vCPU, per kernel class and per op;
 - ``boards``: the boards and their published latencies (``boards.toml``);
 - ``fit``: the board model and its leave-one-out error;
-- ``calibration``: the shipped calibration (``calibration.json``) and ``edgebnn calibrate``;
-- ``estimate``: estimated result rows for the results database.
+- ``calibration``: the shipped calibration (``calibration.json``), flags, and ``edgebnn calibrate``;
+- ``zoo``: the Larq Zoo calibration models (the ``zoo`` extra);
+- ``estimate``: estimated result rows for the results database, and their table;
+- ``emulated``: the ``qemu:aarch64`` device of ``edgebnn profile``.
+
+``run_emulated(runner, args, files_in, files_out, timeout)`` runs any aarch64 program under QEMU (the proof on
+a device's kernels reuses it); ``counting.count_model(runner, model)`` counts one flatbuffer.
 """
 
 from edgebnn.estimate.qemu import run_emulated
