@@ -148,6 +148,8 @@ def check(data: bytes, where: str | Path | None = None) -> None:
 def read(path: str | Path) -> bytes:
     """The bytes of a ``.tflite`` file, checked; a missing or unreadable file is one clear line."""
     p = Path(path)
+    if p.is_dir():
+        raise EdgebnnError(f"model file {p} is a folder: pass the .tflite file inside it")
     if not p.is_file():
         raise EdgebnnError(f"model file {p} does not exist: pass a .tflite file from `edgebnn convert`")
     try:
