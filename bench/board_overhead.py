@@ -21,19 +21,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from profile_overhead import build_model  # bench/ is on sys.path when a bench script runs
+
 import edgebnn  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 
 RUNNER = Path(__file__).resolve().parents[1] / ".." / "shared" / "lce" / "lce_benchmark_model_aarch64"
-
-
-def build_model(arch: str, size: int, width: float, out: Path) -> Path:
-    import larq_compute_engine as lce
-
-    from edgebnn import archs
-
-    model = archs.build(arch, input_shape=(size, size, 3), num_classes=10, width=width)
-    out.write_bytes(lce.convert_keras_model(model, target="arm"))
-    return out
 
 
 def timed(fn, *args, **kw):
