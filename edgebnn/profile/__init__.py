@@ -253,6 +253,8 @@ def _profile_qemu(sweep, models, threads, runner, timeout) -> None:
     from edgebnn.estimate.estimate import op_type_totals
 
     job = emulated.plan(runner, threads)
+    with sweep.lock:  # the sweep counted one row per thread count; qemu:aarch64 gives one per board x threads
+        sweep.bar.total = (sweep.bar.total or 0) + len(models) * (len(job["pairs"]) - len(threads or [1]))
     for w in job["warnings"]:
         sweep.warn(w)
     conn, failed = store.connect(sweep.db), []
