@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 from arm64_helpers import aarch64_runner
 from click.testing import CliRunner
-from model_helpers import randomise_parameters
+from model_helpers import converted_variant, randomise_parameters
 
 import edgebnn  # noqa: F401
 from edgebnn import archs
@@ -43,9 +43,7 @@ def test_every_binary_variant_answers_like_keras_on_the_aarch64_kernels(name, di
     digits samples go through the aarch64 runner in one batch (sample 0 also alone): the same top-1 as Keras on all
     100, and any sample beyond 1e-3 of the output scale explained by a sign tie."""
     runner = _qemu_ready()
-    tf.keras.utils.set_random_seed(7)
-    model = randomise_parameters(archs.build(name, input_shape=(32, 32, 3), num_classes=10, width=0.125), seed=3)
-    flatbuffer, _ = conv.lce_flatbuffer(model, "arm")
+    model, flatbuffer = converted_variant(name)
     path = tmp_path / f"{name}.tflite"
     path.write_bytes(flatbuffer)
     x, y = digits_100
