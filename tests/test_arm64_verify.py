@@ -1,6 +1,7 @@
 """The proof on the aarch64 kernels: check samples through LCE's real aarch64 lce_benchmark_model (under qemu, on the
 emulated device qemu:aarch64 and over SSH on the aarch64 test board) against Keras, for every binary family."""
 
+import hashlib
 import json
 import shutil
 
@@ -126,3 +127,14 @@ def test_verify_bad_input_is_one_line(tiny_model, tmp_path):
     line = _error_line(CliRunner().invoke(main, ["convert", str(tiny_model), "-o", str(tmp_path / "x.tflite"),
                                                  "--check-samples", "0", "--verify-on", "qemu:aarch64"]))
     assert "--verify-on needs check samples" in line
+
+
+def test_a_failed_device_proof_keeps_the_flatbuffer_and_its_host_proof(tiny_model, tmp_path):
+    out = tmp_path / "kept.tflite"
+    line = _error_line(CliRunner().invoke(main, ["convert", str(tiny_model), "-o", str(out), "--check-samples", "10",
+                                                 "--verify-on", "qemu:aarch64", "--runner", shutil.which("true")]))
+    assert "not an aarch64 Linux program" in line and f"{out} and its host proof are saved" in line
+    report = json.loads(conv.sidecar_path(out).read_text())
+    assert out.is_file() and report["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+    assert report["check"]["samples"] == 10 and report["check"]["top1_agreement"] == 1.0
+    assert "not an aarch64 Linux program" in report["device_checks"]["qemu:aarch64"]["error"]

@@ -69,6 +69,11 @@ def _recipe_ref(info: dict):
     return recipe if isinstance(recipe, str | dict) else None
 
 
+def _write_sidecar(out: Path, report: dict) -> None:
+    report["report_file"] = str(sidecar_path(out))
+    sidecar_path(out).write_text(json.dumps(report, indent=2, default=str) + "\n")
+
+
 def sha256(data: bytes) -> str:
     """Hex sha256 of ``data``."""
     return hashlib.sha256(data).hexdigest()
@@ -227,14 +232,20 @@ def convert(source, target: str = "arm64", output=None, check_samples: int = 100
         twin, how = real_twin(model, info)
         for name in wanted:
             report["baselines"][name] = baseline(name, twin, how, x, y, out, check_samples, progress)
+    _write_sidecar(out, report)  # the flatbuffer and its host proof are kept whatever the device does
     if verify_on and not broken:
         from edgebnn.convert.on_device import prove
 
         labels = None if y is None else y[:check_samples]
-        report["device_checks"] = {verify_on: prove(out, model, layers, x[:check_samples], labels, dataset, verify_on,
-                                                    runner=runner, ssh_config=ssh_config, progress=progress)}
-    sidecar_path(out).write_text(json.dumps(report, indent=2, default=str) + "\n")
-    report["report_file"] = str(sidecar_path(out))
+        try:
+            report["device_checks"] = {verify_on: prove(out, model, layers, x[:check_samples], labels, dataset,
+                                                        verify_on, runner=runner, ssh_config=ssh_config,
+                                                        progress=progress)}
+        except EdgebnnError as err:
+            report["device_checks"] = {verify_on: {"error": str(err)}}
+            _write_sidecar(out, report)
+            raise EdgebnnError(f"{err} ({out} and its host proof are saved in {sidecar_path(out)})") from None
+        _write_sidecar(out, report)
     if broken:
         why = (report["conversion"]["problems"] or [report["check"]["error"]])[0]
         raise EdgebnnError(f"{out} does not load in LCE's interpreter: {why}; the report is in {sidecar_path(out)}")
