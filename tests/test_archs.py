@@ -430,3 +430,33 @@ def test_gamma_after_prelu_is_the_same_function():
             w.assign(rng.uniform(0.0, 2.0, w.shape))
         np.testing.assert_allclose(gamma(prelu(x)).numpy(), prelu(gamma(x)).numpy(), rtol=1e-5, atol=1e-6)
         assert all(w.constraint is not None for w in gamma.weights)  # kept non-negative in training
+
+
+def test_a_model_saved_before_the_asd_rename_still_loads(tmp_path, monkeypatch):
+    """Before issue 12 ASD built its two Dense layers bare, both kernels named NAME/kernel. A .keras file keys
+    weights by attribute path (squeeze, excite), so a file saved then loads into today's code, bit for bit."""
+    def old_build(self, input_shape):
+        c = int(input_shape[-1])
+        hidden = max(1, c // self.ratio)
+        self.squeeze = tf.keras.layers.Dense(hidden, use_bias=False, name="squeeze")
+        self.excite = tf.keras.layers.Dense(c, use_bias=False, name="excite")
+        self.squeeze.build((None, c))
+        self.excite.build((None, hidden))
+        tf.keras.layers.Layer.build(self, input_shape)
+
+    x = np.random.default_rng(8).normal(size=(2, 32, 32, 3)).astype(np.float32)
+    with monkeypatch.context() as patch:
+        patch.setattr(sdbnn.ActivationSelfDistribution, "build", old_build)
+        old = randomise_parameters(archs.build("sdbnn-resnet20", **{**SMALL, "width": 0.125}), seed=2)
+        asd = old.get_layer("stage1_conv1_asd")
+        assert [w.name for w in asd.weights] == ["stage1_conv1_asd/kernel:0"] * 2  # the old clash
+        for w in asd.weights:
+            w.assign(np.random.default_rng(9).normal(size=w.shape))
+        old.save(tmp_path / "old.keras")
+        expected = old(x, training=False).numpy()
+    from edgebnn import runs
+
+    again, info = runs.load_model(tmp_path / "old.keras")
+    layer = again.get_layer("stage1_conv1_asd")
+    assert [archs.weight_key(layer, w) for w in layer.weights] == ["squeeze/kernel", "excite/kernel"]
+    np.testing.assert_array_equal(again(x, training=False).numpy(), expected)
