@@ -59,6 +59,7 @@ def real_twin(model, info: dict) -> tuple[object, str]:
     name = info.get("model")
     if info.get("real"):
         return model, "the run's own model (a real-valued run)"
+    why = ""
     if name:
         try:
             from edgebnn import archs
@@ -70,9 +71,9 @@ def real_twin(model, info: dict) -> tuple[object, str]:
                 archs.carry_over_weights(model, twin)
                 args = "".join(f", {k}={v!r}" for k, v in kwargs.items())
                 return twin, f"archs.build({name!r}{args}, binary_weights=False, binary_activations=False)"
-        except (ImportError, AttributeError, KeyError, TypeError, ValueError, EdgebnnError):
-            pass
-    return _strip_quantizers(model), "the same model with its Larq quantizers removed"
+        except (ImportError, AttributeError, KeyError, TypeError, ValueError, EdgebnnError) as err:
+            why = f" (the registry's twin of {name} could not be used: {str(err).splitlines()[0][:160]})"
+    return _strip_quantizers(model), "the same model with its Larq quantizers removed" + why
 
 
 def _arch_kwargs(info: dict) -> dict:
