@@ -164,8 +164,7 @@ def _row(r: dict, src: dict, run_index: dict, totals: list[dict]) -> dict:
         "target": (report.get("target") or {}).get("name") or r.get("target"),  # the flatbuffer's target
         "device": r["device"], "machine": r["machine"], "kernels": r["kernels"], "threads": int(r["threads"]),
         "latency_kind": r["kind"], "latency_from": latency_from(r),
-        "flags": list(r.get("flags") or []) + [f"estimate: {f}" for f in (r.get("estimate") or {}).get("flags", [])
-                                               if f"unseen ops: {f}" not in (r.get("flags") or [])],
+        "flags": _row_flags(r),
         "median_ms": r["median_ms"] if r["median_ms"] is not None else r["mean_ms"],
         "mean_ms": r["mean_ms"], "p90_ms": r["p90_ms"], "min_ms": r["min_ms"], "max_ms": r.get("max_ms"),
         "flatbuffer_mb": r["model_size_mb"],
@@ -256,6 +255,13 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _row_flags(result: dict) -> list[str]:
+    """A stored result's flags, with its estimate's flags that the row does not already say (each once)."""
+    own = list(result.get("flags") or [])
+    extra = [f for f in (result.get("estimate") or {}).get("flags", []) if not any(f in g for g in own)]
+    return list(dict.fromkeys(own + [f"estimate: {f}" for f in extra]))
+
+
 def notes(rows: list[dict]) -> list[str]:
     """What each device's latency is (measured on a board, on this host, or estimated, and from what), the flags,
     and what the accuracy columns compare."""
@@ -263,10 +269,13 @@ def notes(rows: list[dict]) -> list[str]:
     for (device, kind), group in _panels(rows).items():
         out.append(f"{device} [{kind}]: {KIND_LABELS[kind]}. " + "; ".join(dict.fromkeys(r["latency_from"]
                                                                                           for r in group)))
+    flagged: dict[tuple, list[str]] = {}  # one line per model, kind and flags, naming every device x threads
     for r in rows:
         if r["flags"]:
-            out.append(f"flags: {r['model']} @ {r['device']} x{r['threads']} [{r['latency_kind']}]: "
-                       + "; ".join(r["flags"]))
+            flagged.setdefault((r["model"], r["latency_kind"], tuple(r["flags"])), []).append(
+                f"{r['device']} x{r['threads']}")
+    for (model, kind, flags), where in flagged.items():
+        out.append(f"flags: {model} @ {', '.join(where)} [{kind}]: " + "; ".join(flags))
     if any(r["baseline"] for r in rows):
         out.append("Baselines (float/int8 of the real-valued twin, built from the model's layers, not trained) show "
                    "latency only: they have no trained accuracy and stay off the accuracy axis.")
