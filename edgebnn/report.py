@@ -75,14 +75,15 @@ def _index_conversions(roots, results) -> dict[str, dict]:
 
 
 def _top1(info: dict | None) -> float | None:
+    """A run's validation top-1 as deployed: its best checkpoint's (its ``model.keras``), else its last epoch's."""
     if not info:
         return None
-    value = info.get("final_val_top1")
+    value = info.get("best_val_top1", info.get("final_val_top1"))
     return float(value) if value is not None else None
 
 
 def _twin_top1(run_index: dict[str, dict], model: str | None, dataset: str | None) -> float | None:
-    """Top-1 of the latest finished real-valued run of ``model`` on ``dataset``."""
+    """Top-1 (best checkpoint) of the latest finished real-valued run of ``model`` on ``dataset``."""
     twins = [info for info in run_index.values()
              if info.get("model") == model and info.get("real") and info.get("status") == "done"
              and (dataset is None or info.get("dataset") == dataset)]

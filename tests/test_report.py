@@ -266,3 +266,14 @@ def test_last_epoch_and_second_runs_are_told_apart(tmp_path):
     names = {(r["model"], r["val_top1"]) for r in report.collect(db, [root]) if r["device"] == "local"}
     assert ("bireal-18 (last epoch)", 0.91) in names and ("bireal-18", 0.93) in names
     assert {"reactnet-18 [reactnet-18-a]", "reactnet-18 [reactnet-18-b]"} <= {n for n, _ in names}
+
+
+def test_gap_to_float_uses_the_twins_deployed_best_checkpoint():
+    from edgebnn import report as rep
+
+    runs = {"a": {"model": "bireal-18", "real": True, "status": "done", "dataset": "digits", "finished": "1",
+                  "best_val_top1": 0.9916, "final_val_top1": 0.9889},
+            "b": {"model": "bireal-18", "real": True, "status": "running", "dataset": "digits", "finished": "2",
+                  "best_val_top1": 0.5}}
+    assert rep._twin_top1(runs, "bireal-18", "digits") == 0.9916
+    assert rep._top1({"final_val_top1": 0.97}) == 0.97  # runs written before best checkpoints existed
