@@ -26,6 +26,7 @@ from __future__ import annotations
 import html
 import json
 import os
+import re
 from pathlib import Path
 
 from edgebnn import runs
@@ -108,6 +109,9 @@ KIND_LABELS = {
     "estimate": "estimated from the aarch64 instructions LCE's kernels execute under QEMU, calibrated on "
                 "published figures",
 }
+
+
+_COUNT = re.compile(r"from [\d.e+]+ aarch64 instructions")  # one model's count, left out of a device's note
 
 
 def latency_from(r: dict) -> str:
@@ -268,8 +272,8 @@ def notes(rows: list[dict]) -> list[str]:
     and what the accuracy columns compare."""
     out = [] if rows else ["no latency stored yet: edgebnn profile FILE.tflite (--db) measures one"]
     for (device, kind), group in _panels(rows).items():
-        out.append(f"{device} [{kind}]: {KIND_LABELS[kind]}. " + "; ".join(dict.fromkeys(r["latency_from"]
-                                                                                          for r in group)))
+        sources = dict.fromkeys(_COUNT.sub("from the aarch64 instructions", r["latency_from"]) for r in group)
+        out.append(f"{device} [{kind}]: {KIND_LABELS[kind]}. " + "; ".join(sources))
     flagged: dict[tuple, list[str]] = {}  # one line per model, kind and flags, naming every device x threads
     for r in rows:
         if r["flags"]:
