@@ -30,7 +30,6 @@ class Graph:
     """Producers and consumers of each layer of a functional Keras model, by layer name."""
 
     def __init__(self, model):
-        self.model = model
         self.layers = {layer.name: layer for layer in model.layers}
         self.producers: dict[str, list[str]] = {}
         self.consumers: dict[str, list[str]] = defaultdict(list)
@@ -48,8 +47,7 @@ class Graph:
 
 
 def _node_items(node) -> list:
-    if isinstance(node, dict):  # keras 3 layout, not expected under tf-keras but harmless
-        return [[a["config"]["keras_history"][0]] for a in node.get("args", []) if isinstance(a, dict)]
+    """The ``[layer name, node index, tensor index, kwargs]`` entries of one inbound node (tf-keras' layout)."""
     return [item for item in node if isinstance(item, list | tuple) and item and isinstance(item[0], str)]
 
 
