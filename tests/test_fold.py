@@ -1,5 +1,6 @@
-"""Deployment folds (edgebnn.convert.fold): the folded copy computes the same function, and LCE's converter emits
-the minimal op sequence for it. The conversion sweep in test_archs proves the folded flatbuffers on digits."""
+"""Deployment folds (edgebnn.convert.fold): the folded copy computes the same function, LCE's converter emits the
+minimal op sequence for it, and the folded flatbuffer agrees with the original Keras model on digits through LCE's
+interpreter (the parity check `edgebnn convert` runs)."""
 
 import numpy as np
 import pytest
@@ -15,38 +16,54 @@ def _built(name, size=32, seed=0):
     return randomise_parameters(archs.build(name, input_shape=(size, size, 3), num_classes=10, width=0.25), seed)
 
 
-def _histogram(model):
-    from edgebnn.convert.conversion import lce_flatbuffer
-
-    return histogram_of(read_ops(lce_flatbuffer(model, "arm")[0]))
-
-
 def _same_function(model, folded, seed=0):
     x = np.random.RandomState(seed).normal(size=(6,) + tuple(model.input_shape[1:])).astype(np.float32)
     a, b = model.predict(x, verbose=0), folded.predict(x, verbose=0)
     np.testing.assert_allclose(b, a, atol=1e-5 * max(1.0, float(np.abs(a).max())))
 
 
+@pytest.fixture(scope="module")
+def digits_100():
+    from edgebnn import data
+
+    return data.sample("digits", 100, input_size=32)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name, folds, ops", [
-    # Each RPReLU ends as one PRELU (was GREATER + MUL + SELECT with two shifts); RSign keeps its SUB.
+    # Each RPReLU ends as one PRELU (was GREATER + MUL + SELECT with two shifts); RSign keeps its SUB (its stream
+    # runs through the RPReLUs, which pass no offset on).
     ("reactnet-18", {"rprelu_shifts": 16}, {"SUB": 16, "ADD": 16, "PRELU": 16, "LceBconv2d": 16}),
     ("reactnet-a", {"rprelu_shifts": 26}, {"SUB": 26, "ADD": 31, "PRELU": 26, "LceBconv2d": 31}),
-    # The BatchNorm before each sign becomes one SUB (was MUL + ADD); case 1's Gamma folds into the conv.
-    ("xnorpp-18-case1", {"batchnorm_threshold": 16}, {"SUB": 16, "ADD": 16, "PRELU": 16, "LceBconv2d": 16}),
+    # The BatchNorm before each sign becomes one SUB (was MUL + ADD); case 1's Gamma folds into the conv; each of
+    # the 4 streams (from the stem and 3 downsample shortcuts) takes one threshold, leaving 12 SUBs.
+    ("xnorpp-18-case1", {"batchnorm_threshold": 16, "stream_threshold": 4},
+     {"SUB": 12, "ADD": 16, "PRELU": 16, "LceBconv2d": 16}),
     # Cases 2-4 keep one MUL each: a per-position Gamma is part of the function.
-    ("xnorpp-18-case4", {"batchnorm_threshold": 16}, {"SUB": 16, "MUL": 16, "ADD": 16, "PRELU": 16}),
+    ("xnorpp-18-case4", {"batchnorm_threshold": 16, "stream_threshold": 4}, {"SUB": 12, "MUL": 16, "ADD": 16,
+                                                                             "PRELU": 16}),
+    # The bnn library's stem ends in a ReLU, which passes no offset on: 3 streams, not 4.
+    ("xnorpp-18-bnn", {"batchnorm_threshold": 16, "stream_threshold": 3},
+     {"SUB": 13, "ADD": 8, "PRELU": 16, "LceBconv2d": 16}),
 ])
-def test_folds_keep_the_function_and_leave_the_minimal_ops(name, folds, ops):
+def test_folds_keep_the_function_and_leave_the_minimal_ops(name, folds, ops, digits_100):
+    from edgebnn import convert as conv
+    from edgebnn.archs import stats
+
     model = _built(name)
     folded, done = deployment_model(model)
     assert {k: len(v) for k, v in done.items()} == folds
     _same_function(model, folded)
-    hist = _histogram(folded)
+    flatbuffer, _ = conv.lce_flatbuffer(folded, "arm")
+    hist = histogram_of(read_ops(flatbuffer))
     assert {k: hist.get(k, 0) for k in ops} == ops
     assert not {"GREATER", "SELECT", "RESHAPE", "STRIDED_SLICE"} & set(hist)
     if name.startswith("xnorpp-18-case1"):
         assert "MUL" not in hist
+    x, y = digits_100  # the folded flatbuffer against the original model, as `edgebnn convert` proves it
+    check = conv.compare(conv.keras_outputs(model, x), conv.run_tflite(flatbuffer, x), y,
+                         conv.sign_margins(folded, stats.binary_conv_layers(folded), x))
+    assert check["top1_agreement"] == 1.0 and check["unexplained"] == 0 and check["relative_diff_untied"] < 1e-3
 
 
 def test_rprelu_shift_fold_is_exact_with_large_shifts():
@@ -84,3 +101,23 @@ def test_models_without_foldable_layers_are_copied_unchanged():
     assert done == {}
     _same_function(model, folded)
     assert folded is not model
+
+
+def test_stream_threshold_fold_is_exact_through_max_pooling_and_shortcuts():
+    """An ImageNet stem (7x7 s2 -> BN -> MaxPool) at 72 px: the stem BN's offset runs through the max-pool, the
+    identity shortcuts' Adds, a downsample shortcut (AvgPool -> 1x1 conv -> BN) and, from the last stream, the head's
+    GAP and Dense; with thresholds far from 0 any lost path or wrong sign shows in the outputs."""
+    model = randomise_parameters(archs.build("xnorpp-18-case1", input_shape=(72, 72, 3), num_classes=10,
+                                             width=0.25), 4)
+    rng = np.random.RandomState(4)
+    for layer in model.layers:
+        if layer.name.endswith("_bn") and not layer.name.startswith("stem"):
+            layer.moving_mean.assign(rng.normal(0, 2.0, layer.moving_mean.shape))
+    folded, done = deployment_model(model)
+    assert done["stream_threshold"] == ["stage1_conv1_bn", "stage2_conv2_bn", "stage3_conv2_bn", "stage4_conv2_bn"]
+    for name in done["stream_threshold"]:
+        assert not np.any(folded.get_layer(name).alpha.numpy())  # exactly zero: the converter drops the SUB
+    assert np.any(folded.get_layer("stage1_conv2_bn").alpha.numpy())
+    x = np.random.RandomState(4).normal(size=(6, 72, 72, 3)).astype(np.float32)
+    a, b = model.predict(x, verbose=0), folded.predict(x, verbose=0)
+    np.testing.assert_allclose(b, a, atol=1e-4 * max(1.0, float(np.abs(a).max())))

@@ -15,6 +15,13 @@ compares the flatbuffer with the original (unfolded) Keras model.
    - gamma then moves into the BatchNorm of the residual branch that feeds the RPReLU: PReLU(BN(y) + s - gamma)
      = PReLU(BN'(y) + s) with beta' = beta - gamma (per half when two branches are concatenated).
    What is left of each RPReLU is one PRELU.
+3. One threshold per residual stream: a BatchNorm's output carried on through max or average pooling and identity
+   shortcut Adds (XNOR-Net++'s stream, which no activation touches) can carry any per-channel offset k, made good
+   wherever it is absorbed (thresholds t - k, BatchNorm means m - k, biases b + W k). With k the threshold of one
+   sign that reads the stream, sign(x - t) = sign(x') with x' = x - t, and that SUB goes away: one per stage, since
+   a stream starts again at each downsampling block's shortcut BatchNorm. The other thresholds cannot go: each
+   block's output joins the stream after a PReLU, which passes no offset through, so every further threshold on
+   the stream needs its own op.
 """
 
 from __future__ import annotations
@@ -60,6 +67,7 @@ def _kind(layer) -> str:
     for cls, kind in ((RPReLU, "rprelu"), (RSign, "rsign"), (tf.keras.layers.BatchNormalization, "bn"),
                       (tf.keras.layers.Add, "add"), (tf.keras.layers.Concatenate, "concat"),
                       (tf.keras.layers.AveragePooling2D, "pool"), (tf.keras.layers.GlobalAveragePooling2D, "pool"),
+                      (tf.keras.layers.MaxPooling2D, "pool"),
                       (tf.keras.layers.Dense, "dense")):
         if isinstance(layer, cls):
             return kind
@@ -92,9 +100,11 @@ def threshold_batchnorms(graph: Graph) -> dict[str, np.ndarray]:
 
 
 # ------------------------------------------------------------------------------------ 2. RPReLU shifts
-def _absorb(graph: Graph, user: str, source: str, k: np.ndarray, updates: list) -> bool:
-    """Absorb (or pass on) a per-channel offset k that ``source``'s output carries into consumer ``user``.
-    Appends (variable, new value) pairs to ``updates``; False when some path cannot absorb it."""
+def _absorb(graph: Graph, user: str, source: str, k: np.ndarray, updates: list, into_rprelu: bool) -> bool:
+    """Absorb (or pass on) a per-channel offset k that ``source``'s output now lacks (max and average pooling,
+    Adds, 1x1 or unpadded convs and Dense pass it on, linearly) into consumer ``user``. Appends (variable, change)
+    pairs to ``updates``; False when some path cannot absorb it. ``into_rprelu``: an RPReLU's gamma may take it
+    (fold 2, which moves gamma on afterwards), else it is a path that cannot."""
     if user == OUTPUT:
         return False
     layer = graph.layers[user]
@@ -105,34 +115,40 @@ def _absorb(graph: Graph, user: str, source: str, k: np.ndarray, updates: list) 
     if kind == "bn":
         updates.append((layer.moving_mean, -k))
         return True
-    if kind == "rprelu":
+    if kind == "rprelu" and into_rprelu:
         updates.append((layer.gamma, -k))
         return True
     if kind in ("add", "pool"):
-        return _push(graph, user, k, updates)
+        return _push(graph, user, k, updates, into_rprelu)
     if kind == "concat":
         sizes = [int(graph.layers[p].output.shape[-1]) for p in graph.producers[user]]
         start = sum(sizes[:graph.producers[user].index(source)])
         wide = np.zeros(sum(sizes), np.float32)
         wide[start:start + k.size] = k
-        return _push(graph, user, wide, updates)
+        return _push(graph, user, wide, updates, into_rprelu)
     if kind == "conv" and (layer.padding == "valid" or tuple(layer.kernel_size) == (1, 1)):
         moved = np.einsum("hwio,i->o", layer.kernel.numpy(), k)
         if layer.use_bias:
             updates.append((layer.bias, moved))
             return True
-        return _push(graph, user, moved, updates)
+        return _push(graph, user, moved, updates, into_rprelu)
     if kind == "dense":
         moved = k @ layer.kernel.numpy()
         if layer.use_bias:
             updates.append((layer.bias, moved))
             return True
-        return _push(graph, user, moved, updates)
+        return _push(graph, user, moved, updates, into_rprelu)
     return False
 
 
-def _push(graph: Graph, name: str, k: np.ndarray, updates: list) -> bool:
-    return all(_absorb(graph, user, name, k, updates) for user in graph.consumers.get(name, [OUTPUT]))
+def _push(graph: Graph, name: str, k: np.ndarray, updates: list, into_rprelu: bool = True) -> bool:
+    return all(_absorb(graph, user, name, k, updates, into_rprelu) for user in graph.consumers.get(name, [OUTPUT]))
+
+
+def _apply(updates: list) -> None:
+    """Add each change to its variable (a variable reached twice, through two paths, gets both)."""
+    for variable, delta in updates:
+        variable.assign(variable.numpy() + delta.astype(np.float32))
 
 
 def _residual_batchnorms(graph: Graph, name: str) -> list[tuple[object, slice]] | None:
@@ -164,8 +180,7 @@ def fold_rprelu_shifts(graph: Graph) -> list[str]:
         updates: list = []
         zeta = layer.zeta.numpy()
         if np.any(zeta) and _push(graph, name, zeta, updates):
-            for variable, delta in updates:
-                variable.assign(variable.numpy() + delta.astype(np.float32))
+            _apply(updates)
             layer.zeta.assign(np.zeros_like(zeta))
         gamma = layer.gamma.numpy()
         targets = _residual_batchnorms(graph, name)
@@ -178,8 +193,49 @@ def fold_rprelu_shifts(graph: Graph) -> list[str]:
     return cleared
 
 
+# ------------------------------------------------------------------------- 3. One threshold per stream
+def _stream_thresholds(graph: Graph, name: str) -> list[str]:
+    """The thresholds (RSign layers, nonzero) that read ``name``'s output as it is carried on through pooling and
+    Adds, in graph order."""
+    found, todo, seen = [], [name], set()
+    while todo:
+        for user in graph.consumers.get(todo.pop(0), []):
+            if user == OUTPUT or user in seen:
+                continue
+            seen.add(user)
+            kind = _kind(graph.layers[user])
+            if kind == "rsign" and np.any(graph.layers[user].alpha.numpy()):
+                found.append(user)
+            elif kind in ("add", "pool"):
+                todo.append(user)
+    return found
+
+
+def _changed_once(updates: list, variable) -> bool:
+    """True when ``variable`` is reached by one path only (two would move it by 2k, not clearing it)."""
+    return sum(v is variable for v, _ in updates) == 1
+
+
+def fold_stream_thresholds(graph: Graph) -> list[str]:
+    """Fold 3: for each BatchNorm whose output stream reaches a threshold and can absorb an offset everywhere it
+    goes (no RPReLU on the way, nothing padded), beta - t of the stream's first threshold t, which becomes zero.
+    Returns the thresholds cleared."""
+    cleared = []
+    for name, layer in graph.layers.items():
+        targets = _stream_thresholds(graph, name) if _kind(layer) == "bn" and layer.beta is not None else []
+        if not targets:
+            continue
+        alpha, updates = graph.layers[targets[0]].alpha, []
+        k = alpha.numpy().copy()
+        if _push(graph, name, k, updates, into_rprelu=False) and _changed_once(updates, alpha):
+            _apply(updates)
+            layer.beta.assign(layer.beta.numpy() - k)
+            cleared.append(targets[0])
+    return cleared
+
+
 def deployment_model(model) -> tuple[object, dict[str, list[str]]]:
-    """A copy of ``model`` with folds 1 and 2 applied; the folds done, by kind, with the layers they touched.
+    """A copy of ``model`` with folds 1 to 3 applied; the folds done, by kind, with the layers they touched.
     Fold 1 swaps each BatchNorm for a threshold layer (x - t, the same layer as RSign's) of the same name: a
     unit-scale BatchNorm would still convert to a MUL by one."""
     import tensorflow as tf
@@ -202,5 +258,6 @@ def deployment_model(model) -> tuple[object, dict[str, list[str]]]:
             target.set_weights([thresholds[layer.name]])
         else:
             target.set_weights(layer.get_weights())
-    folds = {"batchnorm_threshold": sorted(thresholds), "rprelu_shifts": fold_rprelu_shifts(Graph(copy))}
+    folds = {"batchnorm_threshold": sorted(thresholds), "rprelu_shifts": fold_rprelu_shifts(Graph(copy)),
+             "stream_threshold": fold_stream_thresholds(Graph(copy))}
     return copy, {k: v for k, v in folds.items() if v}
