@@ -24,7 +24,7 @@ import edgebnn  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 ROOT = Path(__file__).resolve().parents[1]
 RUNNER = os.environ.get("LCE_RUNNER_AARCH64") or str(ROOT.parent / "shared" / "lce" / "lce_benchmark_model_aarch64")
 FAMILIES = ("bireal-18", "reactnet-18", "reactnet-a", "xnorpp-18-case1", "xnorpp-18-case2", "xnorpp-18-case3",
-            "xnorpp-18-case4", "sdbnn-18", "sdbnn-resnet20", "sdbnn-resnet18", "sdbnn-vgg-small")
+            "xnorpp-18-case4", "xnorpp-18-bnn", "sdbnn-18", "sdbnn-resnet20", "sdbnn-resnet18", "sdbnn-vgg-small")
 ZOO = ("BiRealNet", "QuickNet")
 SMALL = ("sdbnn-resnet20", "sdbnn-resnet18", "sdbnn-vgg-small")
 
@@ -44,13 +44,12 @@ def convert_family(name: str, out_dir: Path, fold: bool) -> tuple[Path, dict]:
     return path, {"size": size, "folds": {k: len(v) for k, v in folds.items()}}
 
 
-def float_shares(ops: list[dict]) -> dict[str, float]:
-    """Share of the per-op instructions each op type takes."""
+def op_type_instructions(ops: list[dict]) -> dict[str, float]:
+    """Per-op instructions summed by flatbuffer op type (an XNNPACK operator by the op it ran, when named)."""
     by_type: dict[str, float] = defaultdict(float)
     for op in ops:
-        by_type[op["node_type"]] += op.get("instructions") or 0.0
-    whole = sum(by_type.values()) or 1.0
-    return {k: v / whole for k, v in sorted(by_type.items(), key=lambda kv: -kv[1])}
+        by_type[op.get("op") or op["node_type"]] += op.get("instructions") or 0.0
+    return dict(sorted(by_type.items(), key=lambda kv: -kv[1]))
 
 
 def measure(path: Path, runner: str, cal: dict, sha: str) -> dict:
@@ -65,7 +64,7 @@ def measure(path: Path, runner: str, cal: dict, sha: str) -> dict:
     n_bconv = hist.get("LceBconv2d", 0)
     return {"hist": hist, "float_per_bconv": float_op_count(hist) / n_bconv if n_bconv else None,
             "instructions": counts["instructions"], "pi4b_ms": pi["mean_ms"] if pi else None,
-            "shares": float_shares(counts["ops"]), "flags": pi["flags"] if pi else []}
+            "by_type": op_type_instructions(counts["ops"]), "flags": pi["flags"] if pi else []}
 
 
 def zoo_reference(name: str, out_dir: Path, runner: str, cal: dict, sha: str) -> dict | None:
@@ -81,7 +80,7 @@ def zoo_reference(name: str, out_dir: Path, runner: str, cal: dict, sha: str) ->
         if not stored:
             return None
         return {"hist": {}, "float_per_bconv": None, "instructions": stored["instructions"], "pi4b_ms": None,
-                "shares": {}, "flags": [], "size": 224, "folds": {}, "note": "count from the shipped calibration"}
+                "by_type": {}, "flags": [], "size": 224, "folds": {}, "note": "count from the shipped calibration"}
 
 
 def main() -> int:
@@ -134,12 +133,13 @@ def print_tables(results: dict, base: str | None, fold: bool) -> None:
         per = f"{r['float_per_bconv']:11.2f}" if r["float_per_bconv"] is not None else f"{'-':>11}"
         folds = ", ".join(f"{k} {v}" for k, v in r["folds"].items()) or r.get("note", "-")
         print(f"{name:<18} {r['size']:>5} {r['instructions'] / 1e6:9.1f} {rel} {ms} {per}  {folds}")
-    print("\nop histogram and share of instructions per op type (per-op counts under QEMU)")
+    print("\nop histogram, then M instructions and share of the whole per op type (per-op counts under QEMU)")
     for name, r in results.items():
         if r["hist"]:
             print(f"{name}: " + ", ".join(f"{k} {v}" for k, v in r["hist"].items()))
-        if r["shares"]:
-            print("    " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in r["shares"].items()))
+        whole = sum(r["by_type"].values()) or 1.0
+        if r["by_type"]:
+            print("    " + ", ".join(f"{k} {v / 1e6:.2f} ({100 * v / whole:.1f}%)" for k, v in r["by_type"].items()))
         if r["flags"]:
             print(f"    flagged: {'; '.join(r['flags'])}")
 

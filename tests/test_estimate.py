@@ -53,6 +53,16 @@ def test_counts_are_deterministic_and_per_op_sums_match(small_counts):
     bconvs = [o for o in a["ops"] if o["node_type"] == "LceBconv2d"]
     assert all(o["instructions"] > 0.2 * a["instructions"] for o in bconvs)  # the costly layers
     assert all(isinstance(o["index"], int) and o["name"] for o in bconvs)
+    # every XNNPACK operator named by the flatbuffer op it ran: together, each op the interpreter did not run once
+    from edgebnn.convert.flatbuffer import read_ops
+
+    flat = read_ops(small_tflite().read_bytes())
+    delegated = [o for o in a["ops"] if "delegate" in o]
+    own = {o["index"] for o in a["ops"] if "delegate" not in o}
+    assert sorted(o["op_index"] for o in delegated) == [i for i in range(len(flat)) if i not in own]
+    assert all(flat[o["op_index"]]["type"] == o["op"] for o in delegated)
+    assert {o["op"] for o in delegated if o["node_type"] == "Convolution (F32, IGEMM)"} == {"CONV_2D"}
+    assert {o["op"] for o in delegated if o["node_type"] == "Global average pooling (F32)"} == {"MEAN"}
     assert a["warnings"] == []
     assert a["dense_macs"] == 64 * 10  # the classifier; nothing to flag
 

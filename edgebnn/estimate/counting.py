@@ -183,7 +183,47 @@ def attribute_ops(marks: list[tuple], labels: list[str], flat_ops: list[dict]) -
                          "delegate": delegate, "instructions": m})
     warning = f"{unmatched} ops outside the XNNPACK delegate matched no flatbuffer op: numbered, not named" \
         if unmatched else None
+    _name_delegated(rows, flat_ops)
     return rows, warning
+
+
+def _name_delegated(rows: list[dict], flat_ops: list[dict]) -> None:
+    """Give each XNNPACK operator's row the flatbuffer op it ran (``op``: its type, ``op_index``; ``name`` becomes
+    its output tensor's, which names the layer). A partition runs its ops in flatbuffer order but may take ops from
+    beyond the next LCE op (a shortcut's pooling and 1x1 conv), so each operator takes the first op not yet named,
+    after the partition's previous one, of a type its compute function runs. Nothing is named unless every
+    delegated op is named once (XNNPACK may fuse two ops into one operator)."""
+    own = {r["index"] for r in rows if "delegate" not in r}
+    free = [i for i in range(len(flat_ops)) if i not in own]
+    delegated = [r for r in rows if "delegate" in r]
+    if None in own or len(free) != len(delegated):
+        return
+    named: dict[int, int] = {}
+    last: dict[int, int] = {}
+    for n, row in enumerate(delegated):
+        types = _XNN_RUNS.get(row["node_type"], ())
+        pick = next((i for i in free if i > last.get(row["delegate"], -1) and flat_ops[i]["type"] in types), None)
+        if pick is None:
+            return
+        free.remove(pick)
+        named[n], last[row["delegate"]] = pick, pick
+    for n, row in enumerate(delegated):
+        op = flat_ops[named[n]]
+        row.update(op=op["type"], op_index=named[n], name=op["outputs"][0][0] if op["outputs"] else row["name"])
+
+
+# The flatbuffer op types each XNNPACK kernel class runs.
+_XNN_RUNS = {
+    "Convolution (F32, IGEMM)": ("CONV_2D",), "Depthwise convolution (F32)": ("DEPTHWISE_CONV_2D",),
+    "GEMM (F32: 1x1 convolution or fully connected)": ("CONV_2D", "FULLY_CONNECTED"),
+    "Global average pooling (F32)": ("MEAN", "AVERAGE_POOL_2D"), "Max pooling (F32)": ("MAX_POOL_2D",),
+    "Average pooling (F32)": ("AVERAGE_POOL_2D",), "Elementwise add/multiply (F32)": ("ADD", "SUB", "MUL", "DIV",
+                                                                                     "MAXIMUM", "MINIMUM"),
+    "Softmax (F32)": ("SOFTMAX",), "Per-channel multiply-add (F32)": ("MUL", "ADD"), "PReLU (F32)": ("PRELU",),
+    "Pad (F32)": ("PAD", "PADV2"), "Transpose (F32)": ("TRANSPOSE",),
+    "Elementwise unary (F32)": ("LOGISTIC", "TANH", "RELU", "RELU6", "RELU_N1_TO_1", "ABS", "NEG", "HARD_SWISH",
+                                "ELU", "LEAKY_RELU", "SQUARE", "SQRT", "FLOOR", "CEIL", "ROUND"),
+}
 
 
 def _markers(symbols: Symbols) -> tuple[list, list[str]]:
