@@ -2,13 +2,15 @@
 
 TFLite's C++ interpreter trusts the flatbuffer it is given (LCE builds it with ``BuildFromBuffer``, which skips
 the flatbuffers verifier): an index past the end of a table is a segmentation fault, not an error. So every
-model is read here first, in Python where a bad offset is an exception, with TensorFlow's generated schema
-module (loaded on its own: it needs only ``flatbuffers`` and numpy, not TensorFlow), and every index the
-interpreter follows is checked: subgraph, tensor, buffer and operator-code indices in range, tensor types and
+model is read here first, in Python where a bad offset is an exception: its fields by :mod:`edgebnn.tflite_model`
+(every offset, vector and string bounds-checked; the same reader :mod:`edgebnn.convert.flatbuffer` uses), the
+tables that reader does not model (options, quantization, sparsity, signatures) by TensorFlow's generated schema
+module (loaded on its own: it needs only ``flatbuffers`` and numpy, not TensorFlow). Every index the interpreter
+follows is checked: subgraph, tensor, buffer, metadata and operator-code indices in range, tensor types and
 builtin codes known, constant data as long as its shape says, the file identifier ``TFL3`` and version 3.
 
-:func:`check` raises :class:`EdgebnnError` naming the file and the first problem; it returns the unpacked
-model (``schema.ModelT``) for callers that read it anyway.
+:func:`check` raises :class:`EdgebnnError` naming the file and the first problem; it returns the parsed model
+(:class:`edgebnn.tflite_model.Model`) for callers that read it anyway.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import struct
 import sys
 from pathlib import Path
 
+from edgebnn import tflite_model
 from edgebnn.errors import EdgebnnError
 
 _MODULE = "edgebnn._tflite_schema"
@@ -47,102 +50,107 @@ def _enum_values(cls) -> set[int]:
     return {v for k, v in vars(cls).items() if isinstance(v, int) and not k.startswith("_")}
 
 
-def _vectors_fit(root, size: int) -> str | None:
-    """A cheap look at the top-level vector lengths before unpacking: each element takes at least 4 bytes."""
-    lengths = {"subgraphs": root.SubgraphsLength(), "buffers": root.BuffersLength(),
-               "operator codes": root.OperatorCodesLength()}
-    for i in range(min(root.SubgraphsLength(), size // 4)):
-        g = root.Subgraphs(i)
-        lengths[f"subgraph {i} tensors"] = g.TensorsLength()
-        lengths[f"subgraph {i} operators"] = g.OperatorsLength()
-    for what, n in lengths.items():
-        if n * 4 > size:
-            return f"{what}: {n} entries cannot fit in {size} bytes"
+def _code_problem(model: tflite_model.Model, s) -> str | None:
+    known = _enum_values(s.BuiltinOperator)
+    for i, code in enumerate(model.codes):
+        if code.builtin not in known:
+            return f"operator code {i} is builtin {code.builtin}, unknown to TFLite"
+        if code.builtin == s.BuiltinOperator.CUSTOM and not code.custom:
+            return f"operator code {i} is a custom op without a name"
     return None
 
 
-def _index_problem(graph, g: int, n_buffers: int, n_codes: int) -> str | None:
-    n_tensors = len(graph.tensors or [])
+def _index_problem(graph: tflite_model.SubGraph, g: int, n_codes: int) -> str | None:
+    n_tensors = len(graph.tensors)
     for what, indices in (("inputs", graph.inputs), ("outputs", graph.outputs)):
-        bad = [int(i) for i in (indices if indices is not None else []) if not 0 <= int(i) < n_tensors]
+        bad = [i for i in indices if not 0 <= i < n_tensors]
         if bad:
             return f"subgraph {g} {what} name tensor {bad[0]} of {n_tensors}"
-    for k, op in enumerate(graph.operators or []):
-        if not 0 <= op.opcodeIndex < n_codes:
-            return f"operator {k} of subgraph {g} has operator code {op.opcodeIndex} of {n_codes}"
+    for k, op in enumerate(graph.operators):
+        if not 0 <= op.opcode < n_codes:
+            return f"operator {k} of subgraph {g} has operator code {op.opcode} of {n_codes}"
         for what, indices in (("input", op.inputs), ("output", op.outputs)):
-            bad = [int(i) for i in (indices if indices is not None else []) if not -1 <= int(i) < n_tensors]
+            bad = [i for i in indices if not -1 <= i < n_tensors]
             if bad:
                 return f"operator {k} of subgraph {g} has {what} tensor {bad[0]} of {n_tensors}"
     return None
 
 
-def _tensor_problem(model, graph, g: int, size: int, types: set[int]) -> str | None:
-    buffers = model.buffers or []
-    for k, t in enumerate(graph.tensors or []):
+def _tensor_problem(model: tflite_model.Model, graph, g: int, size: int, types: set[int]) -> str | None:
+    buffers = model.buffers
+    for k, t in enumerate(graph.tensors):
         if t.type not in types:
             return f"tensor {k} of subgraph {g} has unknown type {t.type}"
         if not 0 <= t.buffer < len(buffers):
             return f"tensor {k} of subgraph {g} names buffer {t.buffer} of {len(buffers)}"
-        shape = [int(d) for d in (t.shape if t.shape is not None else [])]
-        if any(d < -1 for d in shape):
-            return f"tensor {k} of subgraph {g} has shape {shape}"
+        if any(d < -1 for d in t.shape):
+            return f"tensor {k} of subgraph {g} has shape {list(t.shape)}"
         buf = buffers[t.buffer]
-        n_bytes = len(buf.data) if buf.data is not None else (buf.size if buf.offset > 1 else 0)
-        if buf.offset > 1 and buf.offset + buf.size > size:
+        if buf.external and buf.start + buf.size > size:
             return f"buffer {t.buffer} lies past the end of the file"
-        if n_bytes and t.type in _ITEMSIZE and -1 not in shape:
+        if buf.size and t.type in _ITEMSIZE and -1 not in t.shape:
             want = _ITEMSIZE[t.type]
-            for d in shape:
+            for d in t.shape:
                 want *= d
-            if n_bytes != want:
-                return f"tensor {k} of subgraph {g} has {n_bytes} bytes of data where shape {shape} needs {want}"
+            if buf.size != want:
+                return (f"tensor {k} of subgraph {g} has {buf.size} bytes of data where shape {list(t.shape)} "
+                        f"needs {want}")
     return None
 
 
-def problem(data: bytes) -> str | None:
-    """None when ``data`` is a TFLite flatbuffer whose indices all hold, else the first problem found."""
-    if len(data) < 8 or data[4:8] != b"TFL3":
-        return "no TFL3 identifier"
-    s = schema()
-    buf = bytearray(data)
+def _unmodelled_problem(data: bytes, s) -> str | None:
+    """What TensorFlow's generated schema cannot read in the tables :mod:`edgebnn.tflite_model` does not model
+    (builtin and custom options, quantization, sparsity, signature defs), which the interpreter follows too."""
     try:
-        root = s.Model.GetRootAs(buf, 0)
-        too_big = _vectors_fit(root, len(data))
-        if too_big:
-            return too_big
-        model = s.ModelT.InitFromObj(root)
+        s.ModelT.InitFromObj(s.Model.GetRootAs(bytearray(data), 0))
     except (IndexError, struct.error, ValueError, TypeError, OverflowError, UnicodeDecodeError,
             AttributeError, RecursionError, MemoryError) as err:
         kind = "an offset past the end" if isinstance(err, (struct.error, IndexError)) else type(err).__name__
         return f"the flatbuffer cannot be read: {kind}"
+    return None
+
+
+def _metadata_problem(model: tflite_model.Model) -> str | None:
+    bad = [(name, i) for name, i in model.metadata if not 0 <= i < len(model.buffers)]
+    return f"metadata {bad[0][0]!r} names buffer {bad[0][1]} of {len(model.buffers)}" if bad else None
+
+
+def _model_problem(model: tflite_model.Model, size: int) -> str | None:
+    """None when every index of ``model`` (parsed from ``size`` bytes) holds and its codes and types are known."""
     if model.version != 3:
         return f"schema version {model.version}, not 3"
     if not model.subgraphs:
         return "no subgraph"
-    codes = _enum_values(s.BuiltinOperator)
-    for i, code in enumerate(model.operatorCodes or []):
-        builtin = max(int(code.builtinCode), int(code.deprecatedBuiltinCode))
-        if builtin not in codes:
-            return f"operator code {i} is builtin {builtin}, unknown to TFLite"
-        if builtin == s.BuiltinOperator.CUSTOM and not code.customCode:
-            return f"operator code {i} is a custom op without a name"
+    s = schema()
     types = _enum_values(s.TensorType)
-    n_codes, n_buffers = len(model.operatorCodes or []), len(model.buffers or [])
-    for g, graph in enumerate(model.subgraphs):
-        found = _index_problem(graph, g, n_buffers, n_codes) or _tensor_problem(model, graph, g, len(data), types)
-        if found:
-            return found
-    return None
+    graphs = (_index_problem(graph, g, len(model.codes)) or _tensor_problem(model, graph, g, size, types)
+              for g, graph in enumerate(model.subgraphs))
+    return _code_problem(model, s) or next((found for found in graphs if found), None) or _metadata_problem(model)
 
 
-def check(data: bytes, where: str | Path | None = None) -> None:
-    """Raise :class:`EdgebnnError` naming the file ``where`` when ``data`` is not a sound TFLite flatbuffer."""
-    found = problem(data)
+def _checked(data: bytes) -> tuple[tflite_model.Model | None, str | None]:
+    try:
+        model = tflite_model.parse(data)
+    except tflite_model.Malformed as err:
+        return None, str(err)
+    found = _model_problem(model, len(data)) or _unmodelled_problem(data, schema())
+    return (None, found) if found else (model, None)
+
+
+def problem(data: bytes) -> str | None:
+    """None when ``data`` is a TFLite flatbuffer whose offsets and indices all hold, else the first problem found."""
+    return _checked(bytes(data))[1]
+
+
+def check(data: bytes, where: str | Path | None = None) -> tflite_model.Model:
+    """The parsed model in ``data``; :class:`EdgebnnError` naming the file ``where`` when it is not a sound TFLite
+    flatbuffer."""
+    model, found = _checked(bytes(data))
     if found:
         what = f"model file {where}" if where else "the model"
         raise EdgebnnError(f"{what} is not a valid TFLite flatbuffer ({found}): it is corrupt or not a converted "
                            "model; re-run `edgebnn convert`")
+    return model
 
 
 def read(path: str | Path) -> bytes:

@@ -9,33 +9,21 @@ from pathlib import Path
 
 import numpy as np
 
+from edgebnn import tflite_file, tflite_model
+
 BINARY_OPS = ("LceBconv2d", "LceBMaxPool2d")  # ops that compute on bitpacked data
 CONVERSION_OPS = ("LceQuantize", "LceDequantize")  # float <-> bitpacked conversions
 METADATA_NAME = "edgebnn"
 
 
-def _schema():
-    try:
-        from tensorflow.lite.python import schema_py_generated as schema
-    except ImportError:  # pragma: no cover - older TF layouts
-        from tensorflow.lite.tools import schema_py_generated as schema
-    return schema
-
-
 def _builtin_names() -> dict[int, str]:
-    schema = _schema()
-    return {v: k for k, v in vars(schema.BuiltinOperator).items() if isinstance(v, int) and not k.startswith("_")}
+    s = tflite_file.schema()
+    return {v: k for k, v in vars(s.BuiltinOperator).items() if isinstance(v, int) and not k.startswith("_")}
 
 
-def _model_object(flatbuffer: bytes):
-    schema = _schema()
-    return schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(bytearray(flatbuffer), 0))
-
-
-def _text(value) -> str:
-    if value is None:
-        return ""
-    return value.decode("utf-8", "replace") if isinstance(value, bytes | bytearray) else str(value)
+def _named(graph: tflite_model.SubGraph, indices) -> list[tuple[str, list[int]]]:
+    """``[(tensor name, shape)]`` of tensor ``indices`` (an optional input, -1, is ``("", [])``)."""
+    return [(graph.tensors[i].name, list(graph.tensors[i].shape)) if i >= 0 else ("", []) for i in indices]
 
 
 def read_ops(flatbuffer: bytes) -> list[dict]:
@@ -45,27 +33,12 @@ def read_ops(flatbuffer: bytes) -> list[dict]:
     custom code (``LceBconv2d``), builtins by their name (``CONV_2D``). Bytes that are not a sound TFLite
     flatbuffer raise :class:`EdgebnnError` (``edgebnn.tflite_file``).
     """
-    from edgebnn import tflite_file
-
-    tflite_file.check(bytes(flatbuffer))
-    model = _model_object(flatbuffer)
+    model = tflite_file.check(flatbuffer)
     builtins = _builtin_names()
+    kinds = [code.custom or builtins.get(code.builtin, f"BUILTIN_{code.builtin}") for code in model.codes]
     graph = model.subgraphs[0]
-
-    def tensor(i):
-        if i < 0:
-            return ("", [])
-        t = graph.tensors[i]
-        return (_text(t.name), [int(d) for d in (t.shape if t.shape is not None else [])])
-
-    ops = []
-    for op in graph.operators or []:
-        code = model.operatorCodes[op.opcodeIndex]
-        builtin = max(int(code.builtinCode), int(code.deprecatedBuiltinCode))
-        kind = _text(code.customCode) if code.customCode else builtins.get(builtin, f"BUILTIN_{builtin}")
-        ops.append({"type": kind, "inputs": [tensor(i) for i in (op.inputs if op.inputs is not None else [])],
-                    "outputs": [tensor(i) for i in (op.outputs if op.outputs is not None else [])]})
-    return ops
+    return [{"type": kinds[op.opcode], "inputs": _named(graph, op.inputs), "outputs": _named(graph, op.outputs)}
+            for op in graph.operators]
 
 
 def op_histogram(flatbuffer: bytes) -> dict[str, int]:
@@ -80,14 +53,9 @@ def histogram_of(ops: list[dict]) -> dict[str, int]:
 
 def io_tensors(flatbuffer: bytes) -> tuple[list[tuple[str, list[int]]], list[tuple[str, list[int]]]]:
     """``(inputs, outputs)`` of the main subgraph as ``[(tensor name, shape)]``: the names a runner's
-    ``--input_layer`` takes."""
-    model = _model_object(flatbuffer)
-    graph = model.subgraphs[0]
-
-    def named(indices):
-        return [(_text(graph.tensors[i].name), [int(d) for d in graph.tensors[i].shape]) for i in indices]
-
-    return named(graph.inputs), named(graph.outputs)
+    ``--input_layer`` takes. Bytes that are not a sound TFLite flatbuffer raise :class:`EdgebnnError`."""
+    graph = tflite_file.check(flatbuffer).subgraphs[0]
+    return _named(graph, graph.inputs), _named(graph, graph.outputs)
 
 
 def flatbuffer_problems(ops: list[dict], matched: dict[str, int] | None = None) -> list[str]:
@@ -127,11 +95,12 @@ def float_op_count(histogram: dict[str, int]) -> int:
 
 def embed_metadata(flatbuffer: bytes, meta: dict, name: str = METADATA_NAME) -> bytes:
     """The flatbuffer with ``meta`` (JSON) stored as TFLite metadata entry ``name`` (replacing an older one)."""
-    schema = _schema()
     import flatbuffers
 
-    model = _model_object(flatbuffer)
-    model.metadata = [m for m in (model.metadata or []) if _text(m.name) != name]
+    tflite_file.check(flatbuffer)
+    schema = tflite_file.schema()
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(bytearray(flatbuffer), 0))
+    model.metadata = [m for m in (model.metadata or []) if (m.name or b"").decode("utf-8", "replace") != name]
     buffer = schema.BufferT()
     buffer.data = np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8)
     model.buffers.append(buffer)
@@ -144,55 +113,16 @@ def embed_metadata(flatbuffer: bytes, meta: dict, name: str = METADATA_NAME) -> 
     return bytes(builder.Output())
 
 
-def _field(table, index: int) -> int:
-    """The offset of field ``index`` of a flatbuffers table (0 when absent), as the generated readers compute it."""
-    return table.Offset(4 + 2 * index)
-
-
-def _tables(table, index: int) -> list:
-    """The tables of vector field ``index``."""
-    from flatbuffers.table import Table
-
-    o = _field(table, index)
-    if not o:
-        return []
-    start = table.Vector(o)
-    return [Table(table.Bytes, table.Indirect(start + 4 * i)) for i in range(table.VectorLen(o))]
-
-
 def read_metadata(flatbuffer: bytes | str | os.PathLike, name: str = METADATA_NAME) -> dict | None:
     """The JSON metadata entry ``name`` of a flatbuffer (bytes or path), or None when it has none.
 
-    Read with the ``flatbuffers`` package alone, following TFLite's schema (Model.metadata = field 6, Model.buffers
-    = field 4; Metadata.name = 0, .buffer = 1; Buffer.data = 0, .offset = 1, .size = 2), so that naming a file
-    does not import TensorFlow."""
-    import flatbuffers
-    from flatbuffers.table import Table
-
-    if not isinstance(flatbuffer, bytes | bytearray):
-        flatbuffer = Path(flatbuffer).read_bytes()
-    buf = bytearray(flatbuffer)
-    if len(buf) < 8 or buf[4:8] != b"TFL3":
-        raise ValueError("not a TFLite flatbuffer (no TFL3 identifier)")
-    model = Table(buf, flatbuffers.encode.Get(flatbuffers.packer.uoffset, buf, 0))
-    for entry in _tables(model, 6):
-        o = _field(entry, 0)
-        if not o or entry.String(o + entry.Pos).decode("utf-8", "replace") != name:
-            continue
-        o = _field(entry, 1)
-        index = entry.Get(flatbuffers.number_types.Uint32Flags, o + entry.Pos) if o else 0
-        buffer = _tables(model, 4)[index]
-        o, offset = _field(buffer, 0), _field(buffer, 1)
-        if o:
-            start = buffer.Vector(o)
-            data = buf[start:start + buffer.VectorLen(o)]
-        elif offset:  # a buffer stored after the flatbuffer (models over 2 GB)
-            at = buffer.Get(flatbuffers.number_types.Uint64Flags, offset + buffer.Pos)
-            size = buffer.Get(flatbuffers.number_types.Uint64Flags, _field(buffer, 2) + buffer.Pos)
-            data = buf[at:at + size]
-        else:
-            data = b""
-        return json.loads(bytes(data).decode())
+    Read by :mod:`edgebnn.tflite_model` (no TensorFlow import); bytes it cannot read, and an entry that is not
+    JSON, raise ``ValueError``."""
+    data = bytes(flatbuffer) if isinstance(flatbuffer, bytes | bytearray) else Path(flatbuffer).read_bytes()
+    model = tflite_model.parse(data)
+    for entry, index in model.metadata:
+        if entry == name:
+            return json.loads(tflite_model.buffer_bytes(model, data, index).decode())
     return None
 
 
