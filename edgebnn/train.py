@@ -31,7 +31,9 @@ import os
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from edgebnn import recipe as recipes
 from edgebnn import runs
@@ -355,6 +357,24 @@ def train(name_or_path: str | None = None, *, dataset: str | None = None, epochs
             trainer.lock.release()
 
 
+@dataclass
+class _Step:
+    """One recipe step being trained: what ``_Trainer``'s step methods share."""
+    index: int
+    spec: dict  # the recipe's step
+    first_epoch: int  # epochs of the earlier steps
+    ds: Any  # edgebnn.data's data set, batched for this step
+    steps_per_epoch: int
+    schedule: Any
+    model: Any
+    optimizer: Any
+    teacher: Any  # None unless the loss is distributional
+    epoch_var: Any  # the checkpoint's counters
+    best_var: Any
+    last: Any  # tf.train.CheckpointManager of checkpoints/last
+    best: Any  # ... and of checkpoints/best
+
+
 class _Trainer:
     def __init__(self, recipe, *, run_dir, out, seed, strategy_name, progress, verbose, runs_root, resuming):
         self.recipe, self.seed, self.progress, self.verbose = recipe, seed, progress, verbose
@@ -480,13 +500,24 @@ class _Trainer:
 
     # --------------------------------------------------------------------------------- one step
     def _train_step(self, index, step, first_epoch, epochs_done, ckpt_path, previous, teacher):
+        """One recipe step: set it up, train its remaining epochs, keep its final weights if a step follows."""
+        import tensorflow as tf
+
+        s = self._set_up_step(index, step, first_epoch, ckpt_path, previous, teacher)
+        train_batch, eval_batch = self._step_functions(s)
+        self._run_epochs(s, train_batch, eval_batch, epochs_done)
+        if index < len(self.recipe["steps"]) - 1:  # keep each earlier step's final weights (the handover's source)
+            tf.train.Checkpoint(model=s.model).write(str(self.write_dir / runs.CHECKPOINTS / step["name"] / "model"))
+        return s.model
+
+    def _set_up_step(self, index, step, first_epoch, ckpt_path, previous, teacher) -> _Step:
+        """The step's data, schedule, model, optimizer and checkpoints; restored from ``ckpt_path``, else weights
+        carried over by layer name from ``previous`` when the step asks for it."""
         import tensorflow as tf
 
         from edgebnn import archs, data
-        from edgebnn.progress import progress_bar
 
-        recipe, strategy = self.recipe, self.strategy
-        ds = data.load(recipe["dataset"], batch_size=step["batch_size"], **self.data_kw)
+        ds = data.load(self.recipe["dataset"], batch_size=step["batch_size"], **self.data_kw)
         steps_per_epoch = ds.num_train // step["batch_size"] if self.drop_remainder \
             else math.ceil(ds.num_train / step["batch_size"])
         if steps_per_epoch < 1:
@@ -495,7 +526,7 @@ class _Trainer:
         schedule = learning_rate(step["schedule"], step["lr"], steps_per_epoch * step["epochs"],
                                  steps_per_epoch=steps_per_epoch, milestones=step["milestones"])
 
-        with strategy.scope():
+        with self.strategy.scope():
             model = self._build(step)
             optimizer = make_optimizer(step, schedule)
             optimizer._create_all_weights(model.trainable_variables)  # slots exist before a restore
@@ -510,23 +541,39 @@ class _Trainer:
         if ckpt_path:
             checkpoint.restore(ckpt_path).assert_existing_objects_matched()
         elif previous is not None and step["init_from_previous"]:
-            from edgebnn import archs
-
             copied = archs.carry_over_weights(previous, model)
             self.log(f"{step['name']}: {len(copied)} weights initialised from "
                      f"{self.recipe['steps'][index - 1]['name']} (copied by layer name)")
-        if self.chief and self.verbose:
-            import larq
+        s = _Step(index, step, first_epoch, ds, steps_per_epoch, schedule, model, optimizer, teacher, epoch_var,
+                  best_var, last, best)
+        self._announce(s)
+        return s
 
-            print(f"== {recipe['model']}{' (real-valued twin)' if recipe['real'] else ''} | step "
-                  f"{index + 1}/{len(recipe['steps'])} {step['name']}: binary weights {step['binary_weights']}, "
-                  f"binary activations {step['binary_activations']}, {step['epochs']} epochs, "
-                  f"{step['optimizer']} lr {step['lr']:g} {step['schedule']}, batch {step['batch_size']}, "
-                  f"loss {step['loss']}" + (f" (teacher {step['teacher']})" if teacher is not None else ""),
-                  flush=True)
-            if self.summary:
-                larq.models.summary(model)
+    def _announce(self, s: _Step) -> None:
+        """The chief's header line for the step (and the model summary with ``--summary``)."""
+        if not (self.chief and self.verbose):
+            return
+        import larq
 
+        recipe, step = self.recipe, s.spec
+        print(f"== {recipe['model']}{' (real-valued twin)' if recipe['real'] else ''} | step "
+              f"{s.index + 1}/{len(recipe['steps'])} {step['name']}: binary weights {step['binary_weights']}, "
+              f"binary activations {step['binary_activations']}, {step['epochs']} epochs, "
+              f"{step['optimizer']} lr {step['lr']:g} {step['schedule']}, batch {step['batch_size']}, "
+              f"loss {step['loss']}" + (f" (teacher {step['teacher']})" if s.teacher is not None else ""),
+              flush=True)
+        if self.summary:
+            larq.models.summary(s.model)
+
+    def _step_functions(self, s: _Step):
+        """The compiled ``train_batch(iterator)`` (one distributed optimizer step; sums of loss n, top-1, top-5
+        hits and n over the replicas) and ``eval_batch(x, y)`` (the same sums, on one replica)."""
+        import tensorflow as tf
+
+        from edgebnn import archs
+
+        step, strategy = s.spec, self.strategy
+        model, optimizer, schedule, teacher = s.model, s.optimizer, s.schedule, s.teacher
         decay_vars = decayed_variables(model, step["weight_decay_on"]) if step["weight_decay"] > 0 else []
         wd, decoupled = step["weight_decay"], step["optimizer"] == "adamw"
         smoothing, replicas = step["label_smoothing"], self.replicas
@@ -566,68 +613,90 @@ class _Trainer:
                     tf.reduce_sum(tf.cast(tf.math.in_top_k(y, logits, k5), tf.float32)),
                     tf.cast(tf.shape(y)[0], tf.float32))
 
+        return train_batch, eval_batch
+
+    # -------------------------------------------------------------------------------- the epochs
+    def _run_epochs(self, s: _Step, train_batch, eval_batch, epochs_done: int) -> None:
+        """Train and evaluate the step's epochs after ``epochs_done`` (overall), each ending in ``_end_epoch``."""
+        from edgebnn import archs
+
+        step = s.spec
         # With replicas, training drops the last partial batch (equal shares per replica); validation runs on
         # one replica over every image.
-        train = ds.train.unbatch().batch(step["batch_size"], drop_remainder=True) if self.drop_remainder \
-            else ds.train
-        train_ds = strategy.experimental_distribute_dataset(train)
-        val_ds = ds.val
-        done_here = max(0, epochs_done - first_epoch)
+        train = s.ds.train.unbatch().batch(step["batch_size"], drop_remainder=True) if self.drop_remainder \
+            else s.ds.train
+        train_ds = self.strategy.experimental_distribute_dataset(train)
+        done_here = max(0, epochs_done - s.first_epoch)
         for _ in range(done_here):  # reach this epoch's shuffle: one (dropped) iterator per epoch done
             iter(train_ds)
         for local in range(done_here, step["epochs"]):
-            epoch = first_epoch + local + 1
-            archs.set_training_progress(model, local / step["epochs"], ede_t_min=recipe["ede_t_min"])
-            lr_now = float(schedule(optimizer.iterations))
+            epoch = s.first_epoch + local + 1
+            archs.set_training_progress(s.model, local / step["epochs"], ede_t_min=self.recipe["ede_t_min"])
+            lr_now = float(s.schedule(s.optimizer.iterations))
             started = time.perf_counter()
-            sums = [0.0, 0.0, 0.0, 0.0]
-            iterator = iter(train_ds)
-            bar = progress_bar(range(steps_per_epoch), desc=f"epoch {epoch}/{recipes.total_epochs(recipe)}",
-                               unit="batch", enable=self.progress and self.chief)
-            for _ in bar:
-                out = [float(v) for v in train_batch(iterator)]
-                if not math.isfinite(out[0]):
-                    bar.close()
-                    good = tf.train.latest_checkpoint(str(self.run_dir / runs.CHECKPOINTS / "last"))
-                    raise Diverged(f"loss became {out[0] / max(out[3], 1):g} in epoch {epoch} ({step['name']}, "
-                                   f"lr {float(schedule(optimizer.iterations)):.3g}); stopped. "
-                                   + (f"Last good checkpoint: {good}; lower the learning rate "
-                                      f"(--set steps.lr=...) and start again" if good else
-                                      "No epoch had completed; lower the learning rate (--set steps.lr=...)"))
-                sums = [a + b for a, b in zip(sums, out, strict=True)]
-                bar.set_postfix(loss=f"{sums[0] / sums[3]:.4f}", top1=f"{sums[1] / sums[3]:.3f}")
-            bar.close()
+            sums = self._train_epoch(s, train_batch, train_ds, epoch)
             vals = [0.0, 0.0, 0.0, 0.0]
-            for x, y in val_ds:
+            for x, y in s.ds.val:
                 vals = [a + float(b) for a, b in zip(vals, eval_batch(x, y), strict=True)]
             seconds = time.perf_counter() - started
             row = {"epoch": epoch, "step": step["name"], "loss": sums[0] / sums[3], "top1": sums[1] / sums[3],
                    "top5": sums[2] / sums[3], "val_loss": vals[0] / vals[3], "val_top1": vals[1] / vals[3],
                    "val_top5": vals[2] / vals[3], "lr": lr_now, "seconds": seconds}
-            row = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in row.items()}
-            self.log(f"epoch {epoch}/{recipes.total_epochs(recipe)} {step['name']}: loss {row['loss']:.4f} "
-                     f"top1 {row['top1']:.2%} | val loss {row['val_loss']:.4f} top1 {row['val_top1']:.2%} "
-                     f"top5 {row['val_top5']:.2%} | lr {lr_now:.3g} | {seconds:.1f}s")
-            with self.tb.as_default(step=epoch):
-                for key in METRIC_FIELDS[2:]:
-                    tf.summary.scalar(key, row[key])
-            self.tb.flush()
-            if self.chief:
-                _append_metrics(self.run_dir, row)
-            epoch_var.assign(epoch)
-            improved = row["val_top1"] > float(best_var.numpy())
-            if improved:
-                best_var.assign(row["val_top1"])
-            last.save()
-            if improved:
-                best.save()
-            if self.chief:
-                runs.update_info(self.run_dir, epochs_done=epoch, recipe_step=index, step_name=step["name"],
-                                 best_val_top1=float(best_var.numpy()), final_val_top1=row["val_top1"],
-                                 **({"best_epoch": epoch} if improved else {}))
-        if index < len(recipe["steps"]) - 1:  # keep each earlier step's final weights (the handover's source)
-            tf.train.Checkpoint(model=model).write(str(self.write_dir / runs.CHECKPOINTS / step["name"] / "model"))
-        return model
+            self._end_epoch(s, row)
+
+    def _train_epoch(self, s: _Step, train_batch, train_ds, epoch: int) -> list[float]:
+        """One pass over the training data with a progress bar; the sums of loss n, top-1, top-5 and n. A loss
+        that is not finite stops the run (``Diverged``), naming the last good checkpoint."""
+        import tensorflow as tf
+
+        from edgebnn.progress import progress_bar
+
+        sums = [0.0, 0.0, 0.0, 0.0]
+        iterator = iter(train_ds)
+        bar = progress_bar(range(s.steps_per_epoch), desc=f"epoch {epoch}/{recipes.total_epochs(self.recipe)}",
+                           unit="batch", enable=self.progress and self.chief)
+        for _ in bar:
+            out = [float(v) for v in train_batch(iterator)]
+            if not math.isfinite(out[0]):
+                bar.close()
+                good = tf.train.latest_checkpoint(str(self.run_dir / runs.CHECKPOINTS / "last"))
+                raise Diverged(f"loss became {out[0] / max(out[3], 1):g} in epoch {epoch} ({s.spec['name']}, "
+                               f"lr {float(s.schedule(s.optimizer.iterations)):.3g}); stopped. "
+                               + (f"Last good checkpoint: {good}; lower the learning rate "
+                                  f"(--set steps.lr=...) and start again" if good else
+                                  "No epoch had completed; lower the learning rate (--set steps.lr=...)"))
+            sums = [a + b for a, b in zip(sums, out, strict=True)]
+            bar.set_postfix(loss=f"{sums[0] / sums[3]:.4f}", top1=f"{sums[1] / sums[3]:.3f}")
+        bar.close()
+        return sums
+
+    def _end_epoch(self, s: _Step, row: dict) -> None:
+        """Log the epoch's row (rounded to 6 decimals), then write, in this order: metrics.csv, ``checkpoints/last``
+        (and ``best`` when validation top-1 improved), run.json. Only the chief writes the run folder."""
+        import tensorflow as tf
+
+        epoch, lr_now, seconds = row["epoch"], row["lr"], row["seconds"]
+        row = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in row.items()}
+        self.log(f"epoch {epoch}/{recipes.total_epochs(self.recipe)} {s.spec['name']}: loss {row['loss']:.4f} "
+                 f"top1 {row['top1']:.2%} | val loss {row['val_loss']:.4f} top1 {row['val_top1']:.2%} "
+                 f"top5 {row['val_top5']:.2%} | lr {lr_now:.3g} | {seconds:.1f}s")
+        with self.tb.as_default(step=epoch):
+            for key in METRIC_FIELDS[2:]:
+                tf.summary.scalar(key, row[key])
+        self.tb.flush()
+        if self.chief:
+            _append_metrics(self.run_dir, row)
+        s.epoch_var.assign(epoch)
+        improved = row["val_top1"] > float(s.best_var.numpy())
+        if improved:
+            s.best_var.assign(row["val_top1"])
+        s.last.save()
+        if improved:
+            s.best.save()
+        if self.chief:
+            runs.update_info(self.run_dir, epochs_done=epoch, recipe_step=s.index, step_name=s.spec["name"],
+                             best_val_top1=float(s.best_var.numpy()), final_val_top1=row["val_top1"],
+                             **({"best_epoch": epoch} if improved else {}))
 
     def _finish(self, model) -> None:
         """Save the last epoch's model as ``model-last.keras``, then the best epoch's (validation top-1, last
