@@ -100,9 +100,15 @@ def _tensor_problem(model: tflite_model.Model, graph, g: int, size: int, types: 
 
 def _unmodelled_problem(data: bytes, s) -> str | None:
     """What TensorFlow's generated schema cannot read in the tables :mod:`edgebnn.tflite_model` does not model
-    (builtin and custom options, quantization, sparsity, signature defs), which the interpreter follows too."""
+    whole (operator options, quantization, sparsity, signature defs), which the interpreter follows too. Operator
+    codes, buffers and metadata, modelled field by field, are not read again."""
     try:
-        s.ModelT.InitFromObj(s.Model.GetRootAs(bytearray(data), 0))
+        root = s.Model.GetRootAs(bytearray(data), 0)
+        for i in range(root.SubgraphsLength()):
+            s.SubGraphT.InitFromObj(root.Subgraphs(i))
+        for i in range(root.SignatureDefsLength()):
+            s.SignatureDefT.InitFromObj(root.SignatureDefs(i))
+        root.Description(), root.MetadataBufferAsNumpy()
     except (IndexError, struct.error, ValueError, TypeError, OverflowError, UnicodeDecodeError,
             AttributeError, RecursionError, MemoryError) as err:
         kind = "an offset past the end" if isinstance(err, (struct.error, IndexError)) else type(err).__name__

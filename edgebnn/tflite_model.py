@@ -40,6 +40,7 @@ class Operator:
 class OperatorCode:
     builtin: int  # the larger of builtin_code and deprecated_builtin_code, as TFLite's GetBuiltinCode
     custom: str  # "" for a builtin
+    version: int
 
 
 @dataclass(frozen=True)
@@ -135,10 +136,14 @@ def _subgraph(r: _Reader, g) -> SubGraph:
 
 def _buffer(r: _Reader, b) -> Buffer:
     start, n = r.vector(b, 0, 1)
-    offset = r.get(b, 1, _U64)
+    offset, size = r.get(b, 1, _U64), r.get(b, 2, _U64)
     if not n and offset > 1:  # as TFLite's interpreter: inline data first, else data after the flatbuffer
-        return Buffer(offset, r.get(b, 2, _U64), True)
+        return Buffer(offset, size, True)
     return Buffer(start, n, False)
+
+
+def _code(r: _Reader, c) -> OperatorCode:
+    return OperatorCode(max(r.get(c, 0, _I8), r.get(c, 3, _I32)), r.string(c, 1), r.get(c, 2, _I32, 1))
 
 
 def parse(data: bytes) -> Model:
@@ -148,8 +153,8 @@ def parse(data: bytes) -> Model:
         raise Malformed("no TFL3 identifier")
     r = _Reader(data)
     m = r.table(r.scalar(_U32, 0))
-    codes = tuple(OperatorCode(max(r.get(c, 0, _I8), r.get(c, 3, _I32)), r.string(c, 1)) for c in r.tables(m, 1))
-    return Model(r.get(m, 0, _U32), codes, tuple(_subgraph(r, g) for g in r.tables(m, 2)),
+    return Model(r.get(m, 0, _U32), tuple(_code(r, c) for c in r.tables(m, 1)),
+                 tuple(_subgraph(r, g) for g in r.tables(m, 2)),
                  tuple(_buffer(r, b) for b in r.tables(m, 4)),
                  tuple((r.string(e, 0), r.get(e, 1, _U32)) for e in r.tables(m, 6)))
 
