@@ -254,7 +254,8 @@ def eval_command(source, dataset, checkpoint, as_json):
 @click.option("--dataset", default=None, help="Data set for the proof (default: the run's; digits for a model file).")
 @checkpoint_option
 @click.option("--no-fold", "no_fold", is_flag=True, help="Convert the model as it is, without the deployment folds "
-              "(BatchNorm before a sign as a threshold, RPReLU shifts moved into BatchNorms).")
+              "(BatchNorm before a sign as a threshold, RPReLU shifts moved into BatchNorms, one threshold per "
+              "residual stream moved into the BatchNorm the stream starts from).")
 @click.option("--verify-on", "verify_on", default=None, metavar="DEVICE",
               help="Also prove the flatbuffer on DEVICE's lce_benchmark_model: qemu:aarch64, ssh://USER@HOST or a "
               "devices.toml name.")

@@ -258,3 +258,36 @@ def test_calibrate_refuses_in_one_line(tmp_path):
         assert res.exit_code == 2 and "pip install 'edgebnn[zoo]'" in res.output
     res = CliRunner().invoke(main, ["calibrate", "--runner", str(tmp_path / "none")])
     assert res.exit_code == 2 and res.output.startswith("error: runner")
+
+
+def test_xnnpack_operators_are_named_by_the_flatbuffer_ops_they_ran():
+    """A partition may take a shortcut's pooling and 1x1 conv from beyond the next LCE op, and runs a
+    concatenation as one copy per input; an unmatched operator leaves every row as it was."""
+    def op(kind, n_inputs=1):
+        return {"type": kind, "inputs": [("in", (1,))] * n_inputs, "outputs": [(f"{kind.lower()}_out", (1,))]}
+
+    flat = [op("CONV_2D"), op("LceQuantize"), op("LceBconv2d"), op("PRELU"), op("SUB"), op("LceQuantize"),
+            op("LceBconv2d"), op("AVERAGE_POOL_2D"), op("CONV_2D"), op("ADD"), op("CONCATENATION", 2)]
+
+    def lce(i):
+        return [{"node_type": "LceQuantize", "index": i, "name": "q"}, {"node_type": "LceBconv2d", "index": i + 1}]
+
+    def rows(labels):
+        out = [{"node_type": "Convolution (F32, IGEMM)", "index": 0, "name": "d0", "delegate": 0}, *lce(1)]
+        out += [{"node_type": lab, "index": j, "name": f"d1.{j}", "delegate": 1} for j, lab in enumerate(labels[:4])]
+        out += lce(5)
+        return out + [{"node_type": lab, "index": j, "name": f"d2.{j}", "delegate": 2}
+                      for j, lab in enumerate(labels[4:])]
+
+    got = rows(["PReLU (F32)", "Elementwise add/multiply (F32)", "Average pooling (F32)",
+                "GEMM (F32: 1x1 convolution or fully connected)", "Elementwise add/multiply (F32)",
+                "Elementwise unary (F32)", "Elementwise unary (F32)"])
+    counting._name_delegated(got, flat)
+    assert [(r["op"], r["op_index"], r["name"]) for r in got if "delegate" in r][1:] == [
+        ("PRELU", 3, "prelu_out"), ("SUB", 4, "sub_out"), ("AVERAGE_POOL_2D", 7, "average_pool_2d_out"),
+        ("CONV_2D", 8, "conv_2d_out"), ("ADD", 9, "add_out"), ("CONCATENATION", 10, "concatenation_out"),
+        ("CONCATENATION", 10, "concatenation_out")]
+    fused = rows(["PReLU (F32)", "Elementwise add/multiply (F32)", "Average pooling (F32)", "PReLU (F32)",
+                  "Elementwise add/multiply (F32)", "Elementwise unary (F32)", "Elementwise unary (F32)"])
+    counting._name_delegated(fused, flat)
+    assert not any("op" in r for r in fused) and fused[3]["name"] == "d1.0"

@@ -194,7 +194,8 @@ def _name_delegated(rows: list[dict], flat_ops: list[dict]) -> None:
     after the partition's previous one, of a type its compute function runs. Nothing is named unless every
     delegated op is named once (XNNPACK may fuse two ops into one operator)."""
     own = {r["index"] for r in rows if "delegate" not in r}
-    free = [i for i in range(len(flat_ops)) if i not in own]
+    free = [i for i in range(len(flat_ops)) if i not in own  # a concatenation runs one copy per input
+            for _ in range(len(flat_ops[i]["inputs"]) if flat_ops[i]["type"] == "CONCATENATION" else 1)]
     delegated = [r for r in rows if "delegate" in r]
     if None in own or len(free) != len(delegated):
         return
@@ -202,7 +203,7 @@ def _name_delegated(rows: list[dict], flat_ops: list[dict]) -> None:
     last: dict[int, int] = {}
     for n, row in enumerate(delegated):
         types = _XNN_RUNS.get(row["node_type"], ())
-        pick = next((i for i in free if i > last.get(row["delegate"], -1) and flat_ops[i]["type"] in types), None)
+        pick = next((i for i in free if i >= last.get(row["delegate"], -1) and flat_ops[i]["type"] in types), None)
         if pick is None:
             return
         free.remove(pick)
@@ -222,7 +223,8 @@ _XNN_RUNS = {
     "Softmax (F32)": ("SOFTMAX",), "Per-channel multiply-add (F32)": ("MUL", "ADD"), "PReLU (F32)": ("PRELU",),
     "Pad (F32)": ("PAD", "PADV2"), "Transpose (F32)": ("TRANSPOSE",),
     "Elementwise unary (F32)": ("LOGISTIC", "TANH", "RELU", "RELU6", "RELU_N1_TO_1", "ABS", "NEG", "HARD_SWISH",
-                                "ELU", "LEAKY_RELU", "SQUARE", "SQRT", "FLOOR", "CEIL", "ROUND"),
+                                "ELU", "LEAKY_RELU", "SQUARE", "SQRT", "FLOOR", "CEIL", "ROUND", "CONCATENATION"),
+    "XNNPACK operator": ("RESHAPE", "SQUEEZE", "EXPAND_DIMS"),  # no compute function ran: a reshape in place
 }
 
 
