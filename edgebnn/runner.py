@@ -131,8 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     warm_avg = local.count_line(warm)["avg_us"] if warm else 0.0
     print(f"Inference timings in us: Init: {m['init_us']:.0f}, First inference: {first:.0f}, "
           f"Warmup (avg): {warm_avg:.1f}, Inference (avg): {stats['avg_us']:.1f}", file=out)
-    print(f"Percentiles in us (edgebnn runner): median={local.percentile(runs, 50):.1f} "
-          f"p90={local.percentile(runs, 90):.1f}", file=out)
+    # whole microseconds, as the count line's min and max: one rounding keeps min <= median <= p90 <= max
+    print(f"Percentiles in us (edgebnn runner): median={local.percentile(runs, 50):.0f} "
+          f"p90={local.percentile(runs, 90):.0f}", file=out)
     print(f"edgebnn runner: LCE Python interpreter {local.lce_version()} on {host_label()}; "
           f"{local.kernels_label(platform.machine())}", file=out)
     if flags["enable_op_profiling"]:

@@ -238,6 +238,31 @@ def test_a_flatbuffer_lce_cannot_load_is_written_reported_and_a_clear_error(tmp_
     assert (tmp_path / "gamma2-arm64.tflite").stat().st_size == report["bytes"]
 
 
+def test_a_flatbuffer_that_answers_otherwise_is_kept_and_a_clear_error(tmp_path, monkeypatch):
+    """A fold that changed the function (as a twin's Hardtanh once taken for a sign did, in make demo): the proof
+    sees every sample beyond 1e-3 of the output scale with no sign tie; convert keeps the flatbuffer and its report
+    and exits non-zero in one line."""
+    import tensorflow as tf
+
+    from edgebnn.convert import pipeline
+
+    def wrong_fold(model):
+        copy = tf.keras.models.clone_model(model)
+        copy.set_weights(model.get_weights())
+        kernel, bias = copy.layers[-1].get_weights()
+        copy.layers[-1].set_weights([kernel, bias + np.arange(10, dtype=np.float32)])
+        return copy, {"wrong": [copy.layers[-1].name]}
+
+    _tiny_float().save(tmp_path / "float.keras")
+    monkeypatch.setattr(pipeline, "deployment_model", wrong_fold)
+    result = CliRunner().invoke(main, ["convert", str(tmp_path / "float.keras"), "--check-samples", "10"])
+    line = _error_line(result)
+    assert "does not give the Keras model's answers: 10 of 10 check samples differ" in line
+    report = json.loads((tmp_path / "float-arm64.tflite.json").read_text())
+    assert report["check"]["within_tolerance"] == 0 and list(report["conversion"]["folds"]) == ["wrong"]
+    assert (tmp_path / "float-arm64.tflite").stat().st_size == report["bytes"]
+
+
 def test_a_model_with_no_binary_layers_converts_and_says_0_percent(tmp_path):
     _tiny_float().save(tmp_path / "float.keras")
     result = CliRunner().invoke(main, ["convert", str(tmp_path / "float.keras"), "--check-samples", "10"])

@@ -47,9 +47,16 @@ def digits_100():
      {"SUB": 13, "ADD": 8, "PRELU": 16, "LceBconv2d": 16}),
 ])
 def test_folds_keep_the_function_and_leave_the_minimal_ops(name, folds, ops, digits_100):
+    """The folded flatbuffer through LCE's interpreter against the original Keras model on 100 digits samples, as
+    `edgebnn convert` proves it: a sample may differ only where a sign input sits within float rounding of its
+    threshold (a tie the two runtimes may break differently), and so may its top-1."""
+    import tensorflow as tf
+
     from edgebnn import convert as conv
     from edgebnn.archs import stats
+    from edgebnn.convert.proof import TIE
 
+    tf.keras.utils.set_random_seed(11)  # the same random model whatever ran before
     model = _built(name)
     folded, done = deployment_model(model)
     assert {k: len(v) for k, v in done.items()} == folds
@@ -60,10 +67,13 @@ def test_folds_keep_the_function_and_leave_the_minimal_ops(name, folds, ops, dig
     assert not {"GREATER", "SELECT", "RESHAPE", "STRIDED_SLICE"} & set(hist)
     if name.startswith("xnorpp-18-case1"):
         assert "MUL" not in hist
-    x, y = digits_100  # the folded flatbuffer against the original model, as `edgebnn convert` proves it
-    check = conv.compare(conv.keras_outputs(model, x), conv.run_tflite(flatbuffer, x), y,
-                         conv.sign_margins(folded, stats.binary_conv_layers(folded), x))
-    assert check["top1_agreement"] == 1.0 and check["unexplained"] == 0 and check["relative_diff_untied"] < 1e-3
+    x, y = digits_100
+    reference, outputs = conv.keras_outputs(model, x), conv.run_tflite(flatbuffer, x)
+    margins = conv.sign_margins(folded, stats.binary_conv_layers(folded), x)
+    check = conv.compare(reference, outputs, y, margins)
+    assert check["unexplained"] == 0 and check["relative_diff_untied"] < 1e-3
+    flipped = np.flatnonzero(reference.argmax(-1) != outputs.argmax(-1))
+    assert np.all(margins[flipped] < TIE) and check["sign_ties"] < 100, (check["sign_ties"], flipped)
 
 
 def test_rprelu_shift_fold_is_exact_with_large_shifts():
@@ -121,3 +131,15 @@ def test_stream_threshold_fold_is_exact_through_max_pooling_and_shortcuts():
     x = np.random.RandomState(4).normal(size=(6, 72, 72, 3)).astype(np.float32)
     a, b = model.predict(x, verbose=0), folded.predict(x, verbose=0)
     np.testing.assert_allclose(b, a, atol=1e-4 * max(1.0, float(np.abs(a).max())))
+
+
+@pytest.mark.parametrize("name", ["xnorpp-18-case1-real", "reactnet-18-real"])
+def test_real_valued_twins_fold_only_what_keeps_their_function(name):
+    """A twin's convs take Hardtanh, not sign: a BatchNorm before Hardtanh is no threshold (the demo's
+    xnorpp-18-case4 twin once converted with it folded and agreed with Keras on 99 of 100 samples, 0 within 1e-3).
+    RPReLU's shifts still move, since they sit before the clip as before the sign."""
+    model = _built(name)
+    folded, done = deployment_model(model)
+    assert "batchnorm_threshold" not in done and "stream_threshold" not in done
+    assert ("rprelu_shifts" in done) == name.startswith("reactnet")
+    _same_function(model, folded)

@@ -16,6 +16,11 @@ def _precision(quantizer) -> int | None:
     return getattr(quantizer, "precision", None) if quantizer is not None else None
 
 
+def signs_its_input(layer) -> bool:
+    """A quantized conv whose input quantizer is a sign (1 bit), whatever its kernel is."""
+    return isinstance(layer, lq.layers.QuantConv2D) and _precision(layer.input_quantizer) == 1
+
+
 def is_binary_conv(layer) -> bool:
     return (
         isinstance(layer, lq.layers.QuantConv2D)

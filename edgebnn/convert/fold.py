@@ -72,9 +72,12 @@ def _kind(layer) -> str:
         if isinstance(layer, cls):
             return kind
     if isinstance(layer, tf.keras.layers.Conv2D):
-        if stats.is_binary_conv(layer) or getattr(layer, "input_quantizer", None) is not None:
-            return "binary_conv"
-        return "conv"
+        quantizer = getattr(layer, "input_quantizer", None)
+        if quantizer is None:
+            return "conv"
+        # a sign on the input (binary, or step 1's real weights); any other quantizer (the twin's Hardtanh) is
+        # neither a sign a threshold can stand for nor linear
+        return "binary_conv" if stats.signs_its_input(layer) else "other"
     return "other"
 
 

@@ -249,4 +249,20 @@ def convert(source, target: str = "arm64", output=None, check_samples: int = 100
     if broken:
         why = (report["conversion"]["problems"] or [report["check"]["error"]])[0]
         raise EdgebnnError(f"{out} does not load in LCE's interpreter: {why}; the report is in {sidecar_path(out)}")
+    wrong = proof_failure(report["check"])
+    if wrong:
+        raise EdgebnnError(f"{out} does not give the Keras model's answers: {wrong}; the flatbuffer and its report "
+                           f"({sidecar_path(out)}) are kept")
     return report
+
+
+def proof_failure(check: dict | None) -> str | None:
+    """Why a proof fails, or None: check samples beyond TOLERANCE of the output scale that no sign tie explains
+    (every such sample, when the model has no sign to tie)."""
+    if not check or check.get("error") or not check.get("samples"):
+        return None
+    n = check["unexplained"] if "unexplained" in check else check["samples"] - check["within_tolerance"]
+    if not n:
+        return None
+    return (f"{n} of {check['samples']} check samples differ by more than {check['tolerance']:g} of the output "
+            f"scale with no sign tie to explain it (max {check['relative_diff']:.2e})")
