@@ -298,17 +298,21 @@ def verify_command(tflite, device, runner, check_samples, dataset, source, ssh_c
     """Prove FILE.tflite on DEVICE's own kernels: the check samples through its lce_benchmark_model against the
     Keras model it was converted from; the result joins FILE.tflite.json under device_checks."""
     from edgebnn.convert import formatting, on_device
+    from edgebnn.convert.pipeline import proof_failure
 
     result = on_device.verify(tflite, device, runner=runner, check_samples=check_samples, dataset=dataset,
                               source=source, devices_file=devices_file, ssh_config=ssh_config, timeout=timeout,
                               progress=not as_json, warn=lambda w: click.echo(f"warning: {w}", err=True))
     if as_json:
         _print_json(result)
-        return
-    rows = [("flatbuffer", f"{result['file']}  sha256 {result['sha256'][:16]}..."), ("source", result["source"])]
-    rows += formatting.device_check_rows(result["check"])
-    rows.append(("report", result["report_file"] or "none updated (no FILE.tflite.json of this file)"))
-    click.echo(formatting.table(rows))
+    else:
+        rows = [("flatbuffer", f"{result['file']}  sha256 {result['sha256'][:16]}..."), ("source", result["source"])]
+        rows += formatting.device_check_rows(result["check"])
+        rows.append(("report", result["report_file"] or "none updated (no FILE.tflite.json of this file)"))
+        click.echo(formatting.table(rows))
+    wrong = proof_failure(result["check"])
+    if wrong:
+        raise EdgebnnError(f"{result['file']} does not give the Keras model's answers on {device}: {wrong}")
 
 
 # -------------------------------------------------------------------------------------------- profile

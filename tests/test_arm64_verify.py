@@ -138,3 +138,22 @@ def test_a_failed_device_proof_keeps_the_flatbuffer_and_its_host_proof(tiny_mode
     assert out.is_file() and report["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
     assert report["check"]["samples"] == 10 and report["check"]["top1_agreement"] == 1.0
     assert "not an aarch64 Linux program" in report["device_checks"]["qemu:aarch64"]["error"]
+
+
+def test_verify_against_another_model_is_one_line_after_the_table(tiny_model, tmp_path):
+    """The flatbuffer proved against a model it was not converted from (--source, another seed): samples differ
+    with no sign tie (digits' flat backgrounds tie some), so verify prints its table and exits non-zero in one
+    line."""
+    runner = _qemu_ready()
+    tflite = tiny_model.with_name("reactnet.tflite")
+    if not tflite.is_file():
+        pytest.skip("needs the flatbuffer converted by the test above")
+    tf.keras.utils.set_random_seed(8)
+    other = randomise_parameters(archs.build("reactnet-18", input_shape=(32, 32, 3), num_classes=10, width=0.125),
+                                 seed=4)
+    other.save(tmp_path / "other.keras")
+    result = CliRunner().invoke(main, ["verify", str(tflite), "-d", "qemu:aarch64", "--runner", str(runner),
+                                       "--check-samples", "5", "--source", str(tmp_path / "other.keras")])
+    line = _error_line(result)
+    assert "does not give the Keras model's answers on qemu:aarch64: " in line and " of 5 check samples differ" in line
+    assert "top-1 agreement" in result.output  # the table came first

@@ -249,10 +249,11 @@ def convert(source, target: str = "arm64", output=None, check_samples: int = 100
     if broken:
         why = (report["conversion"]["problems"] or [report["check"]["error"]])[0]
         raise EdgebnnError(f"{out} does not load in LCE's interpreter: {why}; the report is in {sidecar_path(out)}")
-    wrong = proof_failure(report["check"])
-    if wrong:
-        raise EdgebnnError(f"{out} does not give the Keras model's answers: {wrong}; the flatbuffer and its report "
-                           f"({sidecar_path(out)}) are kept")
+    for where, check in [("", report["check"]), *((f" on {d}", c) for d, c in report.get("device_checks", {}).items())]:
+        wrong = proof_failure(check)
+        if wrong:
+            raise EdgebnnError(f"{out} does not give the Keras model's answers{where}: {wrong}; the flatbuffer and "
+                               f"its report ({sidecar_path(out)}) are kept")
     return report
 
 

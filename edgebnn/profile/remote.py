@@ -78,6 +78,9 @@ class RunFailed(EdgebnnError):
 
 
 PID_FILE = "bench.pid"  # in the work directory while a benchmark runs: its process group id
+# Seconds for the clean-up at the end (a board answers in well under one; the tests' emulated board, under
+# qemu-user with both cores busy, took over 30 and left its work directory behind)
+CLOSE_TIMEOUT = 90
 WORKDIR_GLOB = "edgebnn.*"  # what `mktemp -d "${TMPDIR:-/tmp}/edgebnn.XXXXXXXX"` makes
 OWNER_FILE = "owner"  # "<host> <pid>" of the edgebnn process that made the work directory
 OWNER_HOST = socket.gethostname()
@@ -220,7 +223,7 @@ class BoardSession:
                 workdir, self.workdir = self.workdir, None
                 q = shlex.quote(workdir)
                 try:
-                    self.conn.run(f"{kill_script(q)}; rm -rf -- {q}", timeout=30,
+                    self.conn.run(f"{kill_script(q)}; rm -rf -- {q}", timeout=CLOSE_TIMEOUT,
                                   what="ending the benchmark and removing the work directory")
                 except EdgebnnError as err:
                     self.warn(f"could not end the benchmark and remove {workdir} on {self.url} ({err}): run "
