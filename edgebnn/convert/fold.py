@@ -3,7 +3,8 @@ fewer float ops. The converter drops an add of zero and a multiply by one, so ea
 it costs nothing and leaves zeros and ones behind. Every fold is proven by the conversion's parity check, which
 compares the flatbuffer with the original (unfolded) Keras model.
 
-1. A BatchNorm whose only consumer is a binary conv's sign, every scale s_c = g_c / sqrt(v_c + eps) > 0:
+1. A BatchNorm whose only consumer is a conv's sign (a 1-bit input quantizer: a twin's Hardtanh is none), every
+   scale s_c = g_c / sqrt(v_c + eps) > 0:
    sign(s_c (x - m_c) + b_c) = sign(x - t_c) with t_c = m_c - b_c / s_c, so it becomes a threshold x - t:
    one SUB before the sign instead of MUL + ADD.
    A layer with any s_c <= 0 is left alone: flipping that channel's kernel would also flip the +1 padding.
