@@ -22,11 +22,7 @@ def signs_its_input(layer) -> bool:
 
 
 def is_binary_conv(layer) -> bool:
-    return (
-        isinstance(layer, lq.layers.QuantConv2D)
-        and _precision(layer.input_quantizer) == 1
-        and _precision(layer.kernel_quantizer) == 1
-    )
+    return signs_its_input(layer) and _precision(layer.kernel_quantizer) == 1
 
 
 def iter_layers(model):
