@@ -298,7 +298,7 @@ def verify_command(tflite, device, runner, check_samples, dataset, source, ssh_c
     """Prove FILE.tflite on DEVICE's own kernels: the check samples through its lce_benchmark_model against the
     Keras model it was converted from; the result joins FILE.tflite.json under device_checks."""
     from edgebnn.convert import formatting, on_device
-    from edgebnn.convert.pipeline import proof_failure
+    from edgebnn.convert.proof import proof_failure
 
     result = on_device.verify(tflite, device, runner=runner, check_samples=check_samples, dataset=dataset,
                               source=source, devices_file=devices_file, ssh_config=ssh_config, timeout=timeout,

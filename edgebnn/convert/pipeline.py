@@ -21,7 +21,7 @@ from edgebnn.convert.flatbuffer import (
 )
 from edgebnn.convert.fold import deployment_model
 from edgebnn.convert.matching import match_binary_convs, other_binary_layers
-from edgebnn.convert.proof import compare, keras_outputs, run_tflite, samples, sign_margins
+from edgebnn.convert.proof import compare, keras_outputs, proof_failure, run_tflite, samples, sign_margins
 from edgebnn.errors import EdgebnnError
 
 DEFAULT_DATASET = "digits"
@@ -256,14 +256,3 @@ def convert(source, target: str = "arm64", output=None, check_samples: int = 100
                                f"its report ({sidecar_path(out)}) are kept")
     return report
 
-
-def proof_failure(check: dict | None) -> str | None:
-    """Why a proof fails, or None: check samples beyond TOLERANCE of the output scale that no sign tie explains
-    (every such sample, when the model has no sign to tie)."""
-    if not check or check.get("error") or not check.get("samples"):
-        return None
-    n = check["unexplained"] if "unexplained" in check else check["samples"] - check["within_tolerance"]
-    if not n:
-        return None
-    return (f"{n} of {check['samples']} check samples differ by more than {check['tolerance']:g} of the output "
-            f"scale with no sign tie to explain it (max {check['relative_diff']:.2e})")

@@ -125,3 +125,15 @@ def compare(reference: np.ndarray, outputs: np.ndarray, labels: np.ndarray | Non
         result["keras_top1"] = float(np.mean(top_ref == labels))
         result["tflite_top1"] = float(np.mean(top_out == labels))
     return result
+
+
+def proof_failure(check: dict | None) -> str | None:
+    """Why a proof fails, or None: check samples beyond :data:`TOLERANCE` of the output scale that no sign tie explains
+    (every such sample, when the model has no sign to tie)."""
+    if not check or check.get("error") or not check.get("samples"):
+        return None
+    n = check["unexplained"] if "unexplained" in check else check["samples"] - check["within_tolerance"]
+    if not n:
+        return None
+    return (f"{n} of {check['samples']} check samples differ by more than {check['tolerance']:g} of the output "
+            f"scale with no sign tie to explain it (max {check['relative_diff']:.2e})")
