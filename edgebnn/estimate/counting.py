@@ -199,18 +199,19 @@ def _name_delegated(rows: list[dict], flat_ops: list[dict]) -> None:
     delegated = [r for r in rows if "delegate" in r]
     if None in own or len(free) != len(delegated):
         return
-    named: dict[int, int] = {}
-    last: dict[int, int] = {}
-    for n, row in enumerate(delegated):
+    picks: list[int] = []
+    last: dict[int, int] = {}  # each partition's latest pick
+    for row in delegated:
         types = _XNN_RUNS.get(row["node_type"], ())
         pick = next((i for i in free if i >= last.get(row["delegate"], -1) and flat_ops[i]["type"] in types), None)
         if pick is None:
             return
         free.remove(pick)
-        named[n], last[row["delegate"]] = pick, pick
-    for n, row in enumerate(delegated):
-        op = flat_ops[named[n]]
-        row.update(op=op["type"], op_index=named[n], name=op["outputs"][0][0] if op["outputs"] else row["name"])
+        picks.append(pick)
+        last[row["delegate"]] = pick
+    for row, i in zip(delegated, picks, strict=True):
+        op = flat_ops[i]
+        row.update(op=op["type"], op_index=i, name=op["outputs"][0][0] if op["outputs"] else row["name"])
 
 
 # The flatbuffer op types each XNNPACK kernel class runs.
