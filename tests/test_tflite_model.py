@@ -46,6 +46,16 @@ def test_the_check_and_the_readers_see_one_model(data):
     assert read_ops(tagged) == ops  # the entry adds a buffer, not an operator
 
 
+def test_metadata_that_is_json_but_not_an_object_is_a_value_error(data, tmp_path):
+    """A list where edgebnn writes an object: read_metadata says so, and profile names the file by its stem."""
+    from edgebnn.profile import model_name
+
+    listed = embed_metadata(data, [1, 2])
+    with pytest.raises(ValueError, match="JSON but not an object"):
+        read_metadata(listed)
+    assert model_name(tmp_path / "tiny.tflite", listed, "0" * 64) == "tiny"
+
+
 def test_every_truncation_is_refused_by_all_readers(data):
     for n in [*range(0, len(data), 13), len(data) - 1]:
         bad = data[:n]

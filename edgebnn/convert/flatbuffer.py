@@ -116,13 +116,16 @@ def embed_metadata(flatbuffer: bytes, meta: dict, name: str = METADATA_NAME) -> 
 def read_metadata(flatbuffer: bytes | str | os.PathLike, name: str = METADATA_NAME) -> dict | None:
     """The JSON metadata entry ``name`` of a flatbuffer (bytes or path), or None when it has none.
 
-    Read by :mod:`edgebnn.tflite_model` (no TensorFlow import); bytes it cannot read, and an entry that is not
-    JSON, raise ``ValueError``."""
+    Read by :mod:`edgebnn.tflite_model` (no TensorFlow import); bytes it cannot read, and an entry that is not a
+    JSON object, raise ``ValueError``."""
     data = bytes(flatbuffer) if isinstance(flatbuffer, bytes | bytearray) else Path(flatbuffer).read_bytes()
     model = tflite_model.parse(data)
     for entry, index in model.metadata:
         if entry == name:
-            return json.loads(tflite_model.buffer_bytes(model, data, index).decode())
+            meta = json.loads(tflite_model.buffer_bytes(model, data, index).decode())
+            if not isinstance(meta, dict):
+                raise ValueError(f"metadata {name!r} is JSON but not an object")
+            return meta
     return None
 
 

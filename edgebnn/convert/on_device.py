@@ -124,7 +124,7 @@ def verify(tflite, device: str, runner: str | None = None, check_samples: int = 
     data = path.read_bytes()
     try:
         meta = read_metadata(data) or {}
-    except (ValueError, IndexError, UnicodeDecodeError):
+    except ValueError:  # unreadable, or not a JSON object
         raise EdgebnnError(f"{path} is not a TFLite flatbuffer with readable metadata") from None
     side = sidecar_path(path)
     report = json.loads(side.read_text()) if side.is_file() else {}

@@ -52,7 +52,7 @@ def model_name(path: Path, data: bytes, sha: str) -> str:
 
     try:
         named = _named(read_metadata(data))
-    except (ValueError, IndexError, UnicodeDecodeError):  # metadata that is not edgebnn's JSON
+    except ValueError:  # unreadable, or metadata that is not edgebnn's JSON object
         named = None
     if named:
         return named
