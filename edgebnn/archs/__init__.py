@@ -141,19 +141,27 @@ def get(name: str) -> Variant:
     raise EdgebnnError(f"unknown model {name!r}; known models: {', '.join(names())} (and NAME{TWIN_SUFFIX} twins)")
 
 
+PADDINGS = ("lce", "official")  # common.PADDINGS, here without importing TensorFlow (a test checks they agree)
+
+
 def build(name: str, input_shape=None, num_classes: int | None = None, width: float = 1.0, *,
-          binary_weights: bool = True, binary_activations: bool = True, **kwargs):
-    """Build variant ``name`` (defaults: the paper's input shape and classes, width 1)."""
+          binary_weights: bool = True, binary_activations: bool = True, padding: str = "lce", **kwargs):
+    """Build variant ``name`` (defaults: the paper's input shape and classes, width 1). ``padding``: "lce" (ours:
+    binary convs one-padded, TensorFlow's placement) or "official" (the papers' code: zero padding, PyTorch's
+    symmetric stride-2 placement), see :mod:`edgebnn.archs.common`."""
     v = get(name)
     input_shape = tuple(input_shape or v.input_shape)
     num_classes = int(num_classes or v.num_classes)
     if width <= 0:
         raise EdgebnnError(f"width must be positive, not {width}")
-    if v.family != "resnet":
-        from edgebnn.archs.common import Binarization
+    if padding not in PADDINGS:
+        raise EdgebnnError(f"unknown padding convention {padding!r}; choose one of {', '.join(PADDINGS)}")
+    from edgebnn.archs.common import Binarization, padding_convention
 
+    if v.family != "resnet":
         kwargs["mode"] = Binarization(binary_weights and v.binary, binary_activations and v.binary)
-    model = v.builder(input_shape, num_classes, width=width, **kwargs)
+    with padding_convention(padding):
+        model = v.builder(input_shape, num_classes, width=width, **kwargs)
     model._name = name.replace("-", "_")
     return model
 
@@ -222,7 +230,8 @@ def custom_objects() -> dict:
 
     from edgebnn.archs import common, reactnet, sdbnn, xnorpp
 
-    classes = [common.MagnitudeAwareWeights, common.HardTanh, reactnet.RSign, reactnet.RPReLU, xnorpp.LearnedScale,
+    classes = [common.MagnitudeAwareWeights, common.HardTanh, common.PlacedQuantConv2D, common.ConstantPadding2D,
+               sdbnn.PlacedSelfDistributedConv2D, reactnet.RSign, reactnet.RPReLU, xnorpp.LearnedScale,
                sdbnn.EDESign, sdbnn.WeightSelfDistribution, sdbnn.SelfDistributedConv2D,
                sdbnn.ActivationSelfDistribution, sdbnn.OptionAShortcut]
     objects = {c.__name__: c for c in classes}

@@ -26,8 +26,10 @@ import tensorflow as tf
 
 from edgebnn.archs.common import (
     BINARY,
+    PLACED_CONV,
     Binarization,
     HardTanh,
+    PyTorchPlacement,
     batch_norm,
     binary_conv,
     bireal_layout,
@@ -133,6 +135,14 @@ class SelfDistributedConv2D(lq.layers.QuantConv2D):
         if isinstance(self.kernel_quantizer, WeightSelfDistribution):
             self.wsd_alpha = self.add_weight(name="wsd_alpha", shape=(self.filters,), initializer="zeros")
             self.kernel_quantizer.bind(self.wsd_alpha)
+
+
+@lq.utils.register_keras_custom_object
+class PlacedSelfDistributedConv2D(PyTorchPlacement, SelfDistributedConv2D):
+    """``SelfDistributedConv2D`` with PyTorch's stride-2 placement (the official convention)."""
+
+
+PLACED_CONV[SelfDistributedConv2D] = PlacedSelfDistributedConv2D
 
 
 @lq.utils.register_keras_custom_object
