@@ -23,13 +23,13 @@ statistics, then batched and prefetched.
 from __future__ import annotations
 
 import os
-import pickle
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from edgebnn import safe_pickle
 from edgebnn.errors import EdgebnnError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -154,22 +154,28 @@ def _find_cifar10(path: str | None) -> Path:
 
 
 def _read_cifar_pickle(path: Path) -> dict:
+    """A CIFAR-10 batch through the restricted unpickler: data only, a file that names code is refused."""
     try:
         with open(path, "rb") as f:
-            return pickle.load(f, encoding="bytes")
+            return safe_pickle.load(f, source=f"cifar10: {path}", encoding="bytes")
     except FileNotFoundError:
         raise EdgebnnError(f"cifar10: {path} is missing; the folder must hold data_batch_1..5 and test_batch") \
             from None
-    except Exception as err:  # truncated or not a pickle at all
-        raise EdgebnnError(f"cifar10: cannot read {path} ({type(err).__name__}); it looks truncated or "
+    except OSError as err:
+        raise EdgebnnError(f"cifar10: cannot read {path} ({err.strerror or type(err).__name__})") from None
+    except safe_pickle.PickleCorrupt as err:  # truncated or not a pickle at all
+        raise EdgebnnError(f"cifar10: cannot read {path} ({err.reason}); it looks truncated or "
                            f"corrupt, download the python batches again") from None
 
 
 def _cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     batch = _read_cifar_pickle(path)
+    if not isinstance(batch, dict):
+        raise EdgebnnError(f"cifar10: {path} does not hold 3x32x32 images with labels (it holds a "
+                           f"{type(batch).__name__}, not a dict)")
     try:
         data = np.asarray(batch[b"data"], dtype=np.uint8)
-        labels = np.asarray(batch[b"labels"], dtype=np.int32)
+        labels = _cifar_labels(batch[b"labels"], path)
         images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
     except (KeyError, ValueError, TypeError):
         raise EdgebnnError(f"cifar10: {path} does not hold 3x32x32 images with labels") from None
@@ -178,16 +184,26 @@ def _cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
+def _cifar_labels(raw, path: Path) -> np.ndarray:
+    """The batch's labels as int32, each an integer class 0..9 (a float or an out-of-range integer is refused,
+    never cast: 0.5 would become class 0, and so would 2**32 in int32)."""
+    labels = np.asarray(raw)
+    if labels.ndim != 1 or (labels.size and labels.dtype.kind not in "iu"):
+        kind = "numbers" if labels.dtype.kind in "fcb" else "values"
+        raise EdgebnnError(f"cifar10: {path} has labels that are not integer class numbers ({labels.dtype} "
+                           f"{kind}, shape {labels.shape}); the file is corrupt or not CIFAR-10: download the python "
+                           "batches again")
+    bad = labels[(labels < 0) | (labels >= 10)]
+    if bad.size:
+        raise EdgebnnError(f"cifar10: {path} has label {int(bad[0])}, outside the 10 classes 0..9; the file is corrupt "
+                           "or not CIFAR-10: download the python batches again")
+    return labels.astype(np.int32)
+
+
 def _cifar10_source(path: str | None) -> Source:
     root = _find_cifar10(path)
     train_parts = [_cifar_batch(root / f"data_batch_{i}") for i in range(1, 6)]
     val_images, val_labels = _cifar_batch(root / "test_batch")
-    for name, labels in [*((f"data_batch_{i + 1}", p[1]) for i, p in enumerate(train_parts)),
-                         ("test_batch", val_labels)]:
-        bad = labels[(labels < 0) | (labels >= 10)]
-        if bad.size:
-            raise EdgebnnError(f"cifar10: {root / name} has label {int(bad[0])}, outside the 10 classes 0..9; the "
-                               "file is corrupt or not CIFAR-10: download the python batches again")
     class_names = [f"class_{i}" for i in range(10)]
     if (root / "batches.meta").is_file():
         meta = _read_cifar_pickle(root / "batches.meta")

@@ -6,11 +6,13 @@ A pickle is a small program: ``GLOBAL``/``STACK_GLOBAL``/``INST`` look a callabl
 up, before it can be called. What is allowed only builds data:
 
 - ``collections.OrderedDict`` (PyTorch's state dicts), ``set``/``frozenset``/``bytearray``/``complex`` (how
-  protocol 2 spells them), ``_codecs.encode`` (how Python 3 writes ``bytes`` at protocol 2), mapped to a function
-  that only turns latin-1 text back into bytes;
+  protocol 2 spells them), ``_codecs.encode`` and ``bytes`` (how Python 3 writes ``bytes`` at protocol 2), mapped
+  to functions that only turn latin-1 text, or bytes, into bytes;
 - numpy's own array and scalar reconstruction: ``numpy.core.multiarray._reconstruct`` (``numpy._core`` in numpy 2),
-  ``numpy.ndarray``, ``numpy.dtype``, ``numpy.core.multiarray.scalar``. numpy checks a ``BUILD`` state's bytes
-  against the shape and dtype, and an object array's state must be a list of objects this unpickler built.
+  ``numpy.ndarray``, ``numpy.dtype``, ``numpy.core.multiarray.scalar``, and protocol 5's
+  ``numpy.core.numeric._frombuffer`` (mapped to a function that refuses object dtypes). numpy checks a ``BUILD``
+  state's bytes against the shape and dtype, and an object array's state must be a list of objects this
+  unpickler built.
 
 ``BUILD`` without ``__setstate__`` writes into an instance's ``__dict__`` (PyTorch's ``OrderedDict._metadata``);
 even a ``__setstate__`` planted there can only call what the allow-list already allows. A format adds its own
@@ -59,12 +61,32 @@ def _latin1_bytes(text, encoding="latin1", errors="strict"):
     return text.encode("latin1")
 
 
+def _array_from_buffer(buffer, dtype, shape, order):
+    """numpy's protocol-5 form, ``numpy.core.numeric._frombuffer``: the buffer's bytes as an array of that dtype
+    and shape (numpy checks the sizes; an object dtype, whose elements would be pointers, is refused)."""
+    dtype = np.dtype(dtype)
+    if dtype.hasobject or not isinstance(buffer, (bytes, bytearray)) or order not in ("C", "F"):
+        raise pickle.UnpicklingError("numpy's _frombuffer is only read for plain-data dtypes over bytes")
+    return np.frombuffer(buffer, dtype=dtype).reshape(shape, order=order)
+
+
+def _bytes(*args):
+    """``bytes`` as Python 3 pickles an empty ``bytes`` at protocol 2: ``bytes()``; nothing that converts or
+    allocates from a number or a codec name."""
+    if not args:
+        return b""
+    if len(args) == 1 and isinstance(args[0], (bytes, bytearray)):
+        return bytes(args[0])
+    raise pickle.UnpicklingError("builtins.bytes is only read as bytes() or bytes(b'...')")
+
+
 BASE_GLOBALS: dict[str, object] = {
     "collections.OrderedDict": collections.OrderedDict,
     "builtins.set": set,
     "builtins.frozenset": frozenset,
     "builtins.bytearray": bytearray,
     "builtins.complex": complex,
+    "builtins.bytes": _bytes,
     "_codecs.encode": _latin1_bytes,
     "numpy.ndarray": np.ndarray,
     "numpy.dtype": np.dtype,
@@ -72,6 +94,8 @@ BASE_GLOBALS: dict[str, object] = {
     "numpy._core.multiarray._reconstruct": _NP_RECONSTRUCT,
     "numpy.core.multiarray.scalar": _NP_SCALAR,
     "numpy._core.multiarray.scalar": _NP_SCALAR,
+    "numpy.core.numeric._frombuffer": _array_from_buffer,
+    "numpy._core.numeric._frombuffer": _array_from_buffer,
 }
 
 
@@ -95,7 +119,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
         key = (_PY2_MODULES.get(module, module), name)
         if key in self._allowed:
             return self._allowed[key]
-        raise PickleRefused(f"{self._source}: refused to load: the pickle names {printable(module)}."
+        raise PickleRefused(f"{self._source}: refused to load: the pickle names {printable(key[0])}."
                             f"{printable(name)}, which would run code; edgebnn only reads data")
 
     def persistent_load(self, pid):
