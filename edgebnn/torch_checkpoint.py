@@ -421,12 +421,16 @@ def read(path: str | Path) -> Checkpoint:
     except OSError as err:
         raise EdgebnnError(f"{source}: cannot read the checkpoint ({err.strerror or type(err).__name__})") from None
     sha256 = hashlib.sha256(data).hexdigest()
-    if data.startswith(b"PK\x03\x04") or zipfile.is_zipfile(io.BytesIO(data)):
-        state, meta = _read_zip(data, source)
-        container = "zip"
-    elif _is_legacy(data, source):
-        state, meta = _read_legacy(data, source)
-        container = "legacy"
-    else:
-        raise EdgebnnError(f"{source}: {NOT_A_CHECKPOINT}")
+    try:
+        if data.startswith(b"PK\x03\x04") or zipfile.is_zipfile(io.BytesIO(data)):
+            state, meta = _read_zip(data, source)
+            container = "zip"
+        elif _is_legacy(data, source):
+            state, meta = _read_legacy(data, source)
+            container = "legacy"
+        else:
+            raise EdgebnnError(f"{source}: {NOT_A_CHECKPOINT}")
+    except safe_pickle.PickleCorrupt as err:
+        raise EdgebnnError(f"{source}: a pickle in the checkpoint cannot be read ({err.reason}); the file is "
+                           "truncated or corrupt: copy or download it again") from None
     return Checkpoint(state=state, meta=meta, container=container, sha256=sha256)

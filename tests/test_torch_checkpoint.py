@@ -1,0 +1,283 @@
+"""PyTorch checkpoints read without torch: files written by real PyTorch (Debian's python3-torch under
+/usr/bin/python3, tests/torch_scripts/write_checkpoints.py) come back key for key and bit for bit in both
+containers; hand-built archives cover PyTorch 2's forms and every way a file can lie; hostile files are refused
+before their payload runs."""
+
+import hashlib
+import io
+import json
+import pickle
+import struct
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgebnn import safe_pickle, torch_checkpoint
+from edgebnn.errors import EdgebnnError
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+WRITER = Path(__file__).parent / "torch_scripts" / "write_checkpoints.py"
+NAMES = ("state", "reactnet", "mixed")
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory) -> Path:
+    """The writer's output folder. No torch there is a failure, not a skip: CI installs python3-torch."""
+    out = tmp_path_factory.mktemp("torch")
+    try:
+        proc = subprocess.run([SYSTEM_PYTHON, str(WRITER), str(out)], capture_output=True, text=True, timeout=300)
+    except FileNotFoundError:
+        pytest.fail(f"{SYSTEM_PYTHON} is missing: these tests need it with PyTorch (apt-get install python3-torch)")
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        pytest.fail(f"{SYSTEM_PYTHON} could not write PyTorch checkpoints ({last}); install Debian's python3-torch")
+    return out
+
+
+def _one_line_error(path, match: str) -> str:
+    with pytest.raises(EdgebnnError) as info:
+        torch_checkpoint.read(path)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(str(path)), message
+    assert match in message, message
+    return message
+
+
+# ------------------------------------------------------------------------------------------- real torch
+@pytest.mark.parametrize("container", ["zip", "legacy"])
+@pytest.mark.parametrize("name", NAMES)
+def test_every_tensor_matches_what_torch_saved(written, name, container):
+    path = written / f"{name}.{container}.pth.tar"
+    expected = json.loads((written / name / "meta.json").read_text())
+    checkpoint = torch_checkpoint.read(path)
+    assert checkpoint.container == container
+    assert checkpoint.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert list(checkpoint.state) == expected["keys"]  # every key, in the saved order, exactly as saved
+    for key in expected["keys"]:
+        want, got = np.load(written / name / f"{key}.npy"), checkpoint.state[key]
+        assert got.dtype == want.dtype and got.shape == want.shape, key
+        assert got.tobytes() == want.tobytes(), key  # bit for bit, NaN payloads and signed zeros included
+        assert got.flags.c_contiguous and got.flags.writeable and got.flags.owndata, key
+    assert checkpoint.meta == expected["meta"]
+    assert all(type(checkpoint.meta[k]) is type(v) for k, v in expected["meta"].items())
+    assert "torch" not in sys.modules
+
+
+def test_reactnet_form_keeps_data_parallel_keys_and_leaves_the_optimizer_out(written):
+    checkpoint = torch_checkpoint.read(written / "reactnet.zip.pth.tar")
+    assert checkpoint.meta == {"epoch": 255, "best_top1_acc": 69.5}  # best_top1_acc was a 0-d tensor
+    assert all(key.startswith("module.") for key in checkpoint.state)
+    assert checkpoint.state["module.1.num_batches_tracked"].dtype == np.int64
+    assert checkpoint.state["module.1.num_batches_tracked"].shape == ()
+    assert checkpoint.state["module.0.weight"].shape == (4, 3, 3, 3)
+
+
+def test_views_come_back_as_the_values_torch_showed(written):
+    state = torch_checkpoint.read(written / "mixed.legacy.pth.tar").state
+    base = np.arange(24, dtype=np.float32) * 0.5 - 3.0
+    np.testing.assert_array_equal(state["grid_t"], base.reshape(4, 6).T)  # stride (1, 6)
+    np.testing.assert_array_equal(state["tail"], base[7:19].reshape(3, 4))  # offset 7 into a shared storage
+    np.testing.assert_array_equal(state["column"], base.reshape(4, 6)[1:, 2])  # offset 8, stride 6
+    np.testing.assert_array_equal(state["expanded"], [[1.5, -2.0, 4.0]] * 2)  # stride 0
+    assert state["flags"].dtype == np.bool_ and state["flags"].tolist() == [True, False, True, True]
+    assert state["long"].tolist() == [2**40, -(2**62), 7]
+
+
+def _hostile_pickle(marker: Path) -> bytes:
+    return b"cos\nsystem\n(S'touch " + str(marker).encode() + b"'\ntR."
+
+
+def test_a_zip_checkpoint_naming_os_system_is_refused_before_it_runs(written, tmp_path):
+    marker, path = tmp_path / "ran", tmp_path / "evil.pth.tar"
+    with zipfile.ZipFile(written / "state.zip.pth.tar") as real, zipfile.ZipFile(path, "w") as evil:
+        for info in real.infolist():
+            body = real.read(info.filename)
+            if info.filename.endswith("/data.pkl"):
+                body = _hostile_pickle(marker)[:-1] + pickle.POP + body[2:]  # the payload, then the real state dict
+            evil.writestr(info.filename, body)
+    assert _one_line_error(path, "refused to load") == (
+        f"{path}: refused to load: the pickle names os.system, which would run code; edgebnn only reads data")
+    assert not marker.exists()
+    # the control: PyTorch's own loader runs it
+    code = f"import torch; torch.load({str(path)!r})"
+    subprocess.run([SYSTEM_PYTHON, "-c", code], capture_output=True, timeout=300)
+    assert marker.exists()
+
+
+def test_a_legacy_checkpoint_naming_os_system_is_refused(tmp_path):
+    marker, path = tmp_path / "ran", tmp_path / "evil.pth"
+    head = b"".join(pickle.dumps(x, protocol=2) for x in (torch_checkpoint.LEGACY_MAGIC, 1001, {"little_endian": 1}))
+    path.write_bytes(head + _hostile_pickle(marker) + pickle.dumps([], protocol=2))
+    _one_line_error(path, "refused to load: the pickle names os.system")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_truncated_files_are_one_line(written, tmp_path, name):
+    for container in ("zip", "legacy"):
+        blob = (written / f"{name}.{container}.pth.tar").read_bytes()
+        cuts = sorted({1, 2, 10, 100, 400, len(blob) // 3, len(blob) // 2, len(blob) - 100, len(blob) - 9,
+                       len(blob) - 1})
+        for cut in cuts:
+            path = tmp_path / f"{name}-{container}-{cut}"
+            path.write_bytes(blob[:cut])
+            with pytest.raises(EdgebnnError) as info:
+                torch_checkpoint.read(path)
+            assert "\n" not in str(info.value) and str(info.value).startswith(str(path)), (container, cut)
+
+
+def test_the_legacy_format_checks_each_storage_against_the_file_size(written, tmp_path):
+    blob = (written / "mixed.legacy.pth.tar").read_bytes()
+    path = tmp_path / "cut.pth"
+    path.write_bytes(blob[:-1])
+    _one_line_error(path, "but the file has")
+    path.write_bytes(blob[:-4])  # the last storage is int64 num_batches_tracked: its 8 bytes are cut into
+    _one_line_error(path, "it is truncated")
+
+
+def test_random_bytes_and_other_files_are_not_checkpoints(tmp_path):
+    rng = np.random.RandomState(3)
+    blobs = [b"", b"\x80", bytes(rng.randint(0, 256, 5000).astype(np.uint8)),
+             pickle.dumps({"state_dict": {}}, protocol=2), b"\x80\x02K\x05.", np.arange(9).tobytes()]
+    for i, blob in enumerate(blobs):
+        path = tmp_path / f"r{i}"
+        path.write_bytes(blob)
+        _one_line_error(path, torch_checkpoint.NOT_A_CHECKPOINT)
+    _one_line_error(tmp_path / "missing.pth", "no such checkpoint file")
+
+
+# ----------------------------------------------------------------------------------- hand-built archives
+def _s(text: str) -> bytes:
+    return b"X" + struct.pack("<I", len(text.encode())) + text.encode()
+
+
+def _i(value: int) -> bytes:
+    return b"\x8a\x08" + value.to_bytes(8, "little", signed=True)
+
+
+def _g(name: str) -> bytes:
+    module, attr = name.rsplit(".", 1)
+    return b"c" + module.encode() + b"\n" + attr.encode() + b"\n"
+
+
+def _t(*parts: bytes) -> bytes:
+    return b"(" + b"".join(parts) + b"t"
+
+
+def _call(name: str, *args: bytes) -> bytes:
+    return _g(name) + _t(*args) + b"R"
+
+
+def _storage(storage_type: str, key: str, numel: int) -> bytes:
+    return _t(_s("storage"), _g(storage_type), _s(key), _s("cpu"), _i(numel)) + b"Q"
+
+
+def _tensor(storage: bytes, offset: int, size, stride, rebuild="torch._utils._rebuild_tensor_v2", dtype=None):
+    args = [storage, _i(offset), _t(*map(_i, size)), _t(*map(_i, stride)), b"\x89", _call("collections.OrderedDict")]
+    if dtype:
+        args.append(_g(dtype))
+    return _call(rebuild, *args)
+
+
+def _dict(entries: dict[str, bytes]) -> bytes:
+    return b"}(" + b"".join(_s(k) + v for k, v in entries.items()) + b"u"
+
+
+def _archive(path: Path, entries: dict[str, bytes], records: dict[str, bytes], byteorder: str | None = None):
+    """A zip checkpoint as PyTorch lays it out: ``archive/data.pkl`` holding the dict ``entries`` (each value
+    pickle opcodes), ``archive/data/<key>`` per storage."""
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("archive/data.pkl", b"\x80\x02" + _dict(entries) + b".")
+        for key, raw in records.items():
+            archive.writestr(f"archive/data/{key}", raw)
+        archive.writestr("archive/version", b"3\n")
+        if byteorder:
+            archive.writestr("archive/byteorder", byteorder.encode())
+    return path
+
+
+F32 = np.arange(12, dtype="<f4") / 4
+
+
+def test_pytorch2_forms_are_read(tmp_path):
+    f16 = np.array([0.5, -2.0, 65504.0], "<f2")
+    bf16 = np.array([1.0, -3.5, 2.0**-100], "<f4").view("<u4") >> 16
+    path = _archive(tmp_path / "v2.pth", {"state_dict": _dict({
+        "v3_half": _tensor(_storage("torch.UntypedStorage", "0", f16.nbytes), 0, [3], [1],
+                           "torch._utils._rebuild_tensor_v3", "torch.float16"),
+        "bf16": _tensor(_storage("torch.BFloat16Storage", "1", 3), 0, [3], [1]),
+        "param": _call("torch._utils._rebuild_parameter_with_state",
+                       _tensor(_storage("torch.FloatStorage", "2", 12), 2, [2, 2], [1, 4]), b"\x88",
+                       _call("collections.OrderedDict"), b"}"),
+        "subclass": _call("torch._tensor._rebuild_from_type_v2", _g("torch._utils._rebuild_tensor_v2"),
+                          _g("torch._tensor.Tensor"),
+                          _t(_storage("torch.FloatStorage", "2", 12), _i(11), b")", b")", b"\x89",
+                             _call("collections.OrderedDict")), b"}")}),
+        "epoch": b"K\x07", "arch": _s("reactnet"), "acc": b"G" + struct.pack(">d", 69.4),
+    }, {"0": f16.tobytes(), "1": bf16.astype("<u2").tobytes(), "2": F32.tobytes()})
+    checkpoint = torch_checkpoint.read(path)
+    assert checkpoint.container == "zip" and list(checkpoint.state) == ["v3_half", "bf16", "param", "subclass"]
+    assert checkpoint.state["v3_half"].dtype == np.float16 and checkpoint.state["v3_half"].tolist() == f16.tolist()
+    assert checkpoint.state["bf16"].dtype == np.float32 and checkpoint.state["bf16"].tolist() == [1.0, -3.5, 2.0**-100]
+    np.testing.assert_array_equal(checkpoint.state["param"], [[F32[2], F32[6]], [F32[3], F32[7]]])
+    assert checkpoint.state["subclass"].shape == () and checkpoint.state["subclass"] == F32[11]
+    assert checkpoint.meta == {"epoch": 7, "arch": "reactnet", "acc": 69.4}
+
+
+def test_a_big_endian_archive_is_swapped(tmp_path):
+    path = _archive(tmp_path / "be.pth", {"w": _tensor(_storage("torch.FloatStorage", "0", 12), 0, [12], [1])},
+                    {"0": F32.astype(">f4").tobytes()}, byteorder="big")
+    state = torch_checkpoint.read(path).state
+    assert state["w"].dtype == np.float32 and state["w"].dtype.isnative and state["w"].tolist() == F32.tolist()
+
+
+@pytest.mark.parametrize("tensor, records, match", [
+    (_tensor(_storage("torch.FloatStorage", "0", 12), 0, [4, 4], [4, 1]), {"0": F32.tobytes()},
+     "reaches element 15 of a storage of 12"),
+    (_tensor(_storage("torch.FloatStorage", "0", 12), 6, [2, 4], [1, 2]), {"0": F32.tobytes()},
+     "reaches element 13 of a storage of 12"),
+    (_tensor(_storage("torch.FloatStorage", "0", 12), 12, [], []), {"0": F32.tobytes()},
+     "reaches element 12 of a storage of 12"),
+    (_tensor(_storage("torch.FloatStorage", "0", 12), 0, [12], [1]), {"0": F32.tobytes()[:40]},
+     "storage 0 holds 10 float32 elements but the checkpoint says 12"),
+    (_tensor(_storage("torch.FloatStorage", "0", 12), 0, [2, 2], [-1, 1]), {"0": F32.tobytes()},
+     "negative size, stride or offset"),
+    (_tensor(_storage("torch.FloatStorage", "0", 12), 0, [2**20, 2**20], [0, 0]), {"0": F32.tobytes()},
+     "more than the 2147483648 edgebnn holds"),
+    (_tensor(_storage("torch.FloatStorage", "0", 12), 0, [12], [1]), {}, "storage record archive/data/0 is missing"),
+    (_tensor(_storage("torch.FloatStorage", "0", 12), 0, [12], [1, 1]), {"0": F32.tobytes()},
+     "a tensor has 1 sizes but 2 strides"),
+    (_tensor(b"K\x05", 0, [12], [1]), {"0": F32.tobytes()}, "a tensor's storage is not a storage record"),
+    (_tensor(_storage("torch.QInt8Storage", "0", 12), 0, [12], [1]), {"0": F32.tobytes()},
+     "the pickle names torch.QInt8Storage"),
+    (_call("torch._utils._rebuild_qtensor", b"K\x01"), {}, "the pickle names torch._utils._rebuild_qtensor"),
+    (_tensor(_t(_s("storage"), _g("torch.FloatStorage"), _s("0"), _s("cpu")) + b"Q", 0, [1], [1]), {},
+     "a persistent id is not a 5-field storage record"),
+])
+def test_an_archive_that_lies_is_one_line(tmp_path, tensor, records, match):
+    path = _archive(tmp_path / "bad.pth", {"w": tensor}, records)
+    _one_line_error(path, match)
+
+
+def test_a_file_without_a_state_dict_is_one_line(tmp_path):
+    path = _archive(tmp_path / "list.pth", {"epoch": b"K\x01", "model": b"]"}, {})
+    _one_line_error(path, "holds no state_dict and is not a mapping of names to tensors (dict: epoch, model)")
+    path = _archive(tmp_path / "bad.pth", {"state_dict": b"}" + _s("w") + b"K\x01s"}, {})
+    _one_line_error(path, "state_dict entry w is not a named tensor")
+
+
+def test_a_zip_bomb_record_is_refused_before_it_is_unpacked(tmp_path):
+    path = tmp_path / "bomb.pth"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("archive/data.pkl", b"\x80\x02}." + bytes(40 << 20))
+    _one_line_error(path, "unpacks to 41943044 bytes, far more than the file holds")
+
+
+def test_safe_pickle_refuses_torch_names_unless_the_reader_adds_them():
+    blob = _call("torch._utils._rebuild_parameter", b"K\x01") + b"."
+    with pytest.raises(safe_pickle.PickleRefused):
+        safe_pickle.load(io.BytesIO(b"\x80\x02" + blob), source="x")
