@@ -106,8 +106,8 @@ def _family(model: str | None) -> str:
 KIND_LABELS = {
     "board": "measured on the board",
     "host": "measured on this host (LCE reference kernels: a functional check, not ARM64 latency)",
-    "estimate": "estimated from the aarch64 instructions LCE's kernels execute under QEMU, calibrated on "
-                "published figures",
+    "estimate": "estimated from the aarch64 instructions LCE's kernels execute (counted under QEMU, or predicted "
+                "from the op shapes on the fast path), calibrated on published figures",
 }
 
 
@@ -118,8 +118,12 @@ def latency_from(r: dict) -> str:
     """Where one latency came from, in one line: the board, this host's CPU, or the estimate's own source line."""
     if r["kind"] == "estimate":
         e = r.get("estimate") or {}
+        from edgebnn.estimate.estimate import error_figures
+
+        mean, worst, n, what = error_figures(e)
         return e.get("source") or (f"estimated for {r['device']} from {e.get('instructions', 0):.3g} aarch64 "
-                                   f"instructions; leave-one-out error {e.get('loo_mean_pct', 0):.1f}% mean")
+                                   f"instructions; error {mean:.1f}% mean, {worst:.1f}% max ({what} over {n} "
+                                   "models)")
     if r["kind"] == "board":
         return f"{r['device']}: {r['machine']}; {r['kernels']}"
     return f"{r['machine']}; {r['kernels']}"
@@ -247,9 +251,20 @@ def table_cells(row: dict) -> list[str]:
     gap = row["gap_to_float"]
     keras = _pct(row["keras_top1_check"]) if row["trained"] else "untrained"
     tflite = _pct(row["tflite_top1"]) if row["trained"] else "untrained"
-    return [row["model"], row["device"], str(row["threads"]), _num(row["median_ms"], ".2f"), row["latency_kind"],
+    return [row["model"], row["device"], str(row["threads"]), _latency_cell(row), row["latency_kind"],
             str(len(row["flags"])) if row["flags"] else "-", _num(row["flatbuffer_mb"], ".3f"), keras, tflite,
             _check_data(row), _val(row), "-" if gap is None else f"{100 * gap:+.1f} pts"]
+
+
+def _latency_cell(row: dict) -> str:
+    """The latency; an estimate's with its likely range and its path (``qemu``: counted, ``fast``: predicted from
+    op shapes), e.g. ``79.00 (likely 70.7-89.5, qemu)``."""
+    e = row.get("estimate") or {}
+    text = _num(row["median_ms"], ".2f")
+    if row["latency_kind"] == "estimate" and e.get("range_ms"):
+        lo, hi = e["range_ms"]
+        text += f" (likely {lo:.3g}-{hi:.3g}, {e.get('path', 'qemu')})"
+    return text
 
 
 def format_table(rows: list[dict]) -> str:
@@ -391,11 +406,13 @@ def _title(device: str, kind: str, group: list[dict]) -> str:
     import textwrap
 
     if kind == "estimate":
-        errors = {r["threads"]: r["estimate"] for r in group if r.get("estimate")}
-        source = ("from aarch64 instructions counted under QEMU; calibration's leave-one-out error (mean / max): "
-                  + "; ".join(f"{t} thread{'s' * (t > 1)} {e.get('loo_mean_pct', 0):.1f}% / "
-                              f"{e.get('loo_max_pct', 0):.1f}% over {e.get('n_calibration_models', '?')} models"
-                              for t, e in sorted(errors.items())))
+        from edgebnn.estimate.estimate import PATHS, error_figures
+
+        errors = {r["threads"]: error_figures(r["estimate"]) for r in group if r.get("estimate")}
+        paths = sorted({PATHS.get(r["estimate"].get("path", "qemu"), "?") for r in group if r.get("estimate")})
+        source = (f"from aarch64 instructions {' or '.join(paths)}; calibration's error (mean / max): "
+                  + "; ".join(f"{t} thread{'s' * (t > 1)} {m:.1f}% / {x:.1f}% ({what} over {n or '?'} models)"
+                              for t, (m, x, n, what) in sorted(errors.items())))
     else:
         source = "; ".join(dict.fromkeys(r["latency_from"] for r in group))
     return textwrap.fill(f"{device}: latency {KIND_LABELS[kind]}", 95) + "\n" + textwrap.fill(source, 110)

@@ -116,7 +116,13 @@ def test_shipped_calibration_names_its_runner_and_fits():
             assert rec["loo_mean_pct"] == pytest.approx(sum(abs(v["error_pct"]) for v in rec["loo"].values())
                                                         / rec["n"])
             assert rec["loo_mean_pct"] <= rec["candidates"]["one constant"]["loo_mean_pct"] + 1e-9
+            # the stated error is the whole procedure's: every model held out before the choice
+            assert rec["error_n"] == rec["n"] == len(rec["nested"])
+            errors = [abs(v["error_pct"]) for v in rec["nested"].values()]
+            assert rec["error_mean_pct"] == pytest.approx(sum(errors) / len(errors))
+            assert rec["error_max_pct"] == pytest.approx(max(errors))
     assert all(m not in cal["boards"]["pixel1"]["1"]["loo"] for m in calibration.EXCLUDED)
+    assert cal["format"] == calibration.FORMAT == 2
 
 
 @needs_runner
@@ -132,11 +138,105 @@ def test_calibration_rebuilt_from_its_stored_counts_is_the_shipped_one():
             assert new["model"] == rec["model"] and new["n"] == rec["n"]
             assert new["k_ms_per_1e9"] == pytest.approx(rec["k_ms_per_1e9"], rel=1e-9)
             assert new["loo_mean_pct"] == pytest.approx(rec["loo_mean_pct"], rel=1e-9)
-    # the issue's targets, on the shipped calibration
+            assert {m: v["error_pct"] for m, v in new["nested"].items()} == pytest.approx(
+                {m: v["error_pct"] for m, v in rec["nested"].items()}, rel=1e-9)  # recomputed, not typed in
+            chosen = {m: v["chosen"] for m, v in rec["nested"].items()}
+            assert {m: v["chosen"] for m, v in new["nested"].items()} == chosen
+            assert new["error_max_pct"] == pytest.approx(rec["error_max_pct"], rel=1e-9)
+    # the issue's targets, on the error of the whole procedure (nested leave-one-out)
     pixel, pi1, pi4 = shipped["boards"]["pixel1"]["1"], shipped["boards"]["pi4b"]["1"], shipped["boards"]["pi4b"]["4"]
-    assert pixel["n"] == 11 and pixel["loo_mean_pct"] <= 8 and pixel["loo_max_pct"] <= 15
-    assert pi1["loo_mean_pct"] <= 3 and pi4["loo_mean_pct"] <= 10
-    assert pixel["loo_mean_pct"] < pixel["candidates"]["one constant"]["loo_mean_pct"]
+    assert pixel["n"] == 11 and pixel["error_mean_pct"] <= 6 and pixel["error_max_pct"] <= 15
+    assert pi1["error_mean_pct"] <= 2.2 and pi4["error_mean_pct"] <= 7.5  # as before issue 22
+    assert pixel["error_mean_pct"] < pixel["candidates"]["one constant"]["loo_mean_pct"]
+
+
+def test_a_format_1_calibration_is_refitted_when_read(tmp_path):
+    """A calibration written before the nested error (format 1: no error_* fields) is refitted from its counts."""
+    shipped = calibration.shipped()
+    old = {**shipped, "format": 1, "boards": {b: {t: {k: v for k, v in rec.items() if not k.startswith(("error",
+                                                                                                          "nested"))}
+                                                  for t, rec in per.items()} for b, per in shipped["boards"].items()}}
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(old))
+    cal = calibration.load(path)
+    assert cal["format"] == 2 and cal["runner_sha256"] == SHIPPED_SHA
+    assert cal["boards"]["pixel1"]["1"]["error_max_pct"] == pytest.approx(
+        shipped["boards"]["pixel1"]["1"]["error_max_pct"])
+
+
+def _synthetic(n: int, k=(300.0, 900.0), noise=None) -> dict:
+    """Models whose latency is exactly k_gemm * GEMM + k_other * other instructions (in 1e9), times (1 + noise)."""
+    import numpy as np
+
+    rng = np.random.RandomState(0)
+    data = {}
+    for i in range(n):
+        gemm, rest = rng.uniform(20e6, 200e6), rng.uniform(5e6, 60e6)
+        classes = {"binary_gemm": gemm * 0.7, "float_gemm": gemm * 0.3, "binary_other": rest * 0.5,
+                   "float_other": rest * 0.5}
+        ms = (k[0] * gemm + k[1] * rest) / 1e9 * (1 + (noise[i] if noise is not None else 0.0))
+        data[f"m{i}"] = (classes, ms)
+    return data
+
+
+def test_nested_error_on_data_whose_answer_is_known():
+    # latency exactly linear in GEMM and other work: every fold chooses that model and misses by nothing
+    data = _synthetic(10)
+    nested = fit.nested_loo(data)
+    assert {v["chosen"] for v in nested.values()} == {"GEMM kernels / other work"}
+    assert max(abs(v["error_pct"]) for v in nested.values()) < 1e-6
+    name, rec = fit.choose(data)
+    assert name == "GEMM kernels / other work" and rec["error_max_pct"] < 1e-6 and rec["error_n"] == 10
+    assert rec["k_ms_per_1e9"] == pytest.approx([300.0, 900.0], rel=1e-6)
+    # too few models for a two-cost candidate (4 per cost): the baseline alone, whose held-out estimate is known in
+    # closed form: k = sum(r_j) / sum(r_j^2) over the others, r_j = I_j / T_j (least squares on relative error)
+    few = _synthetic(5)
+    nested = fit.nested_loo(few)
+    assert {v["chosen"] for v in nested.values()} == {"one constant"}
+    for name, (classes, _ms) in few.items():
+        r = [sum(c.values()) / 1e9 / t for n, (c, t) in few.items() if n != name]
+        k = sum(r) / sum(x * x for x in r)
+        assert nested[name]["estimate_ms"] == pytest.approx(k * sum(classes.values()) / 1e9, rel=1e-9)
+
+
+def test_the_choice_inside_the_loop_is_what_the_error_measures():
+    """With the candidate rule off, a 4-cost fit on 10 models chases noise: its held-out error is then part of the
+    stated error, which is never below the winner's own leave-one-out error (the choice saw every model)."""
+    import numpy as np
+
+    noise = np.random.RandomState(1).normal(0, 0.05, 10)
+    data = _synthetic(10, noise=noise)
+    name, rec = fit.choose(data)
+    nested_by_hand = {}
+    for held in data:
+        rest = {n: v for n, v in data.items() if n != held}
+        chosen, _ = fit.select(rest)
+        groups = fit.MODELS[chosen]
+        est = fit.predict(fit.fit(list(rest.values()), groups), data[held][0], groups)
+        nested_by_hand[held] = 100 * (est / data[held][1] - 1)
+    assert {n: v["error_pct"] for n, v in rec["nested"].items()} == pytest.approx(nested_by_hand)
+    assert rec["error_mean_pct"] >= rec["loo_mean_pct"] - 1e-9
+    assert "per-kernel-class linear fit" not in fit.candidates(data)  # 4 costs need 16 models
+    assert "per-kernel-class linear fit" in fit.candidates(_synthetic(16))
+
+
+def test_likely_range_arithmetic():
+    from edgebnn.estimate import estimate
+
+    assert estimate.likely_range(100.0, 10.0) == pytest.approx((100 / 1.1, 100 / 0.9))
+    assert estimate.likely_range(79.0, 11.7) == pytest.approx((70.72, 89.47), abs=0.01)
+    lo, hi = estimate.likely_range(5.0, 120.0)
+    assert lo == pytest.approx(5 / 2.2) and hi == float("inf")
+    # the fast path's own error compounds with the calibration's: (1 + E)(1 + F) - 1
+    assert estimate.range_error_pct({"error_max_pct": 10.0}, 5.0) == pytest.approx(15.5)
+    assert estimate.range_error_pct({"error_max_pct": 11.7}) == pytest.approx(11.7)
+    assert estimate.format_ms(79.0, 70.72, 89.47) == "79 ms, likely 70.7-89.5"
+    assert estimate.format_ms(2.834, 2.54, 3.21) == "2.83 ms, likely 2.54-3.21"
+    # every calibration model's published figure lies inside the range of its own held-out estimate
+    rec = calibration.shipped()["boards"]["pixel1"]["1"]
+    for v in rec["nested"].values():
+        lo, hi = estimate.likely_range(v["estimate_ms"], estimate.range_error_pct(rec))
+        assert lo - 1e-9 <= v["published_ms"] <= hi + 1e-9
 
 
 @pytest.mark.parametrize("left_out", ["QuickNet", "BiRealNet", "BinaryDenseNet28"])
@@ -232,7 +332,10 @@ def test_profile_on_qemu_stores_estimated_rows(tmp_path):
         e = json.loads(r["estimate"])
         assert r["machine"].endswith("(estimated)") and r["mean_ms"] == r["min_ms"] == r["max_ms"] > 0
         assert e["calibration"]["runner_sha256"] == SHIPPED_SHA and e["runner_sha256"] == SHIPPED_SHA
-        assert e["n_calibration_models"] >= 3 and e["loo_mean_pct"] > 0 and "QEMU 7" in e["source"]
+        assert e["n_calibration_models"] >= 3 and e["error_mean_pct"] > 0 and "QEMU 7" in e["source"]
+        assert e["path"] == "qemu" and "nested leave-one-out" in e["source"]
+        lo, hi = e["range_ms"]
+        assert lo < r["mean_ms"] < hi and lo == pytest.approx(r["mean_ms"] / (1 + e["error_max_pct"] / 100))
         ops = [dict(o) for o in conn.execute("SELECT * FROM op_profile WHERE result_id = ?", (r["id"],))]
         assert abs(sum(o["instructions"] for o in ops) / e["instructions"] - 1) < 0.02
         assert sum(o["avg_ms"] for o in ops) == pytest.approx(r["mean_ms"])

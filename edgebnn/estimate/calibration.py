@@ -18,7 +18,7 @@ from edgebnn.estimate import boards as boards_mod
 from edgebnn.estimate import fit
 from edgebnn.profile.local import sha256  # noqa: F401  (the runner's sha256, also used by emulated)
 
-FORMAT = 1
+FORMAT = 2  # 2: each board's record states the error of the whole procedure (nested leave-one-out)
 # Models with large dense layers, which no other calibration model has (memory-bound at batch 1). Kept out of
 # every fit; the flag rule (``unseen_ops``) flags them.
 EXCLUDED = {"XNORNet": "58.6M multiply-accumulates of dense layers (float CONV_2D with a 1x1 output, "
@@ -38,11 +38,14 @@ def shipped() -> dict:
 
 
 def load(path: str | os.PathLike) -> dict:
+    """A calibration file; one of format 1 (made before the nested error) is refitted from its stored counts."""
     p = Path(path)
     try:
         cal = json.loads(p.read_text())
     except (OSError, ValueError) as err:
         raise EdgebnnError(f"calibration {p} cannot be read ({err}): run `edgebnn calibrate --runner PATH`") from None
+    if cal.get("format") == 1 and isinstance(cal.get("counts"), dict):
+        return refit(cal)
     if cal.get("format") != FORMAT:
         raise EdgebnnError(f"calibration {p} has format {cal.get('format')}, this edgebnn reads {FORMAT}: run "
                            "`edgebnn calibrate --runner PATH` again")
@@ -107,10 +110,19 @@ def unseen_shares(shares: dict[str, float], cal: dict) -> list[str]:
     return flags
 
 
-def build(name: str, runner: str | os.PathLike, counts: dict[str, dict], qemu_version: str) -> dict:
+def refit(cal: dict) -> dict:
+    """The calibration fitted again from the counts it stores (same runner, QEMU and date made; ``refitted``
+    today): what ``bench/estimate.py --refit`` writes, and how a format-1 file is read."""
+    counts = {m: {**c, "ops": []} for m, c in cal["counts"].items()}
+    new = build(cal["name"], cal["runner"], counts, cal["qemu"], runner_sha=cal["runner_sha256"])
+    return {**new, "made": cal.get("made"), "refitted": time.strftime("%Y-%m-%d")}
+
+
+def build(name: str, runner: str | os.PathLike, counts: dict[str, dict], qemu_version: str,
+          runner_sha: str | None = None) -> dict:
     """A calibration from per-model counts (``counting.count_model`` results, by Larq Zoo name): every board's
     thread counts fitted with ``fit.choose`` on the models with published figures (``EXCLUDED`` left out)."""
-    cal = {"format": FORMAT, "name": name, "runner": str(runner), "runner_sha256": sha256(runner),
+    cal = {"format": FORMAT, "name": name, "runner": str(runner), "runner_sha256": runner_sha or sha256(runner),
            "qemu": qemu_version, "made": time.strftime("%Y-%m-%d"),
            "models": "Larq Zoo 2.4.0 architectures, weights=None, 224x224, converted by LCE 0.16.0 (target arm)",
            "excluded": EXCLUDED, "boards": {},
@@ -170,16 +182,27 @@ def calibrate(runner, out: str | os.PathLike | None = None, models_dir: str | os
     return cal, target
 
 
+def error_line(rec: dict) -> str:
+    """The error every estimate of a board x threads states: the whole procedure's, over how many models."""
+    return (f"error {rec['error_mean_pct']:.1f}% mean, {rec['error_max_pct']:.1f}% max (nested leave-one-out over "
+            f"{rec['error_n']} models)")
+
+
 def format_loo(cal: dict) -> str:
-    """Every board's leave-one-out table: model, published ms, estimate, error; then the fit it chose."""
+    """Every board's table: each model held out, the board model chosen and fitted without it (nested
+    leave-one-out: published ms, estimate, error, the choice); then each candidate's own leave-one-out."""
     lines = []
     for board, per in cal["boards"].items():
         for threads, rec in sorted(per.items(), key=lambda kv: int(kv[0])):
-            lines.append(f"{board} x{threads}: {rec['model']} ({rec['n']} models), leave-one-out error "
-                         f"{rec['loo_mean_pct']:.1f}% mean, {rec['loo_max_pct']:.1f}% max")
-            lines.append(f"  {'model':<24} {'published':>10} {'estimate':>10} {'error':>8}")
-            for m, v in rec["loo"].items():
-                lines.append(f"  {m:<24} {v['published_ms']:8.1f}ms {v['estimate_ms']:8.1f}ms {v['error_pct']:+7.1f}%")
+            lines.append(f"{board} x{threads}: {rec['model']} ({rec['n']} models), {error_line(rec)}; the "
+                         f"winner's own leave-one-out, chosen with every model in view: {rec['loo_mean_pct']:.1f}% "
+                         f"mean, {rec['loo_max_pct']:.1f}% max")
+            lines.append(f"  {'held out':<24} {'published':>10} {'estimate':>10} {'error':>8}  board model chosen "
+                         "without it")
+            for m, v in rec["nested"].items():
+                lines.append(f"  {m:<24} {v['published_ms']:8.1f}ms {v['estimate_ms']:8.1f}ms {v['error_pct']:+7.1f}%"
+                             f"  {v['chosen']}")
             for name, c in rec["candidates"].items():
-                lines.append(f"  candidate {name:<28} mean {c['loo_mean_pct']:5.1f}%  max {c['loo_max_pct']:5.1f}%")
+                lines.append(f"  candidate {name:<28} leave-one-out mean {c['loo_mean_pct']:5.1f}%  max "
+                             f"{c['loo_max_pct']:5.1f}%")
     return "\n".join(lines)

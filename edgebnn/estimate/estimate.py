@@ -3,6 +3,10 @@
 The estimate for board b at n threads is the calibration's fit (``fit.py``) applied to the model's
 instructions per kernel class. Per op, the estimate is split by instructions weighted with the fit's cost of
 the op's side (binary: LCE ops; float: the rest), so per-op estimates add up to the model's.
+
+Every estimate states its path (``qemu``: instructions counted under QEMU, exact; ``fast``: predicted from the
+flatbuffer's op shapes by ``fast.py``), the calibration's error (nested leave-one-out, see ``fit.nested_loo``) and
+the range it implies (``likely_range``).
 """
 
 from __future__ import annotations
@@ -11,7 +15,34 @@ from edgebnn.estimate import boards as boards_mod
 from edgebnn.estimate import calibration as cal_mod
 from edgebnn.estimate import fit
 
-KERNELS = "LCE optimized kernels (ARM64), counted under QEMU"
+KERNELS = {"qemu": "LCE optimized kernels (ARM64), counted under QEMU",
+           "fast": "LCE optimized kernels (ARM64), instructions predicted from op shapes (fast path)"}
+PATHS = {"qemu": "counted under QEMU (exact)", "fast": "predicted from op shapes (fast path)"}
+
+
+def range_error_pct(record: dict, fast_error_pct: float = 0.0) -> float:
+    """The relative error the range spans, in percent: M = (1 + E)(1 + F) - 1, E the calibration's largest
+    nested leave-one-out error (``error_max_pct``), F the fast path's largest whole-model instruction error on
+    models outside its fit (0 for counts made under QEMU)."""
+    return 100.0 * ((1 + record["error_max_pct"] / 100) * (1 + fast_error_pct / 100) - 1)
+
+
+def likely_range(ms: float, error_pct: float) -> tuple[float, float]:
+    """The latency range an estimate ``ms`` implies: ``[ms / (1 + M), ms / (1 - M)]``, M = ``error_pct`` / 100.
+
+    Each calibration model's held-out error is e = estimate / published - 1 with |e| <= M, so its published
+    latency is estimate / (1 + e), inside this range: the range is where the board's real figure lay for every
+    calibration model when it was estimated without being seen (no wider guarantee for a model unlike them,
+    which is flagged). M >= 1 leaves the upper end open (infinity)."""
+    m = error_pct / 100.0
+    return ms / (1 + m), (ms / (1 - m) if m < 1 else float("inf"))
+
+
+def format_ms(ms: float, lo: float, hi: float) -> str:
+    """``79 ms, likely 70-88`` (three significant figures)."""
+    def g(v):
+        return f"{v:.3g}" if v < 1000 else f"{v:.0f}"
+    return f"{g(ms)} ms, likely {g(lo)}-{g(hi)}"
 
 
 def _groups(record: dict) -> list:
@@ -39,10 +70,13 @@ def op_estimates(ops: list[dict], record: dict, classes: dict[str, float], total
 
 
 def source_line(board: boards_mod.Board, threads: int, counts: dict, cal: dict, record: dict) -> str:
+    path = counts.get("path", "qemu")
+    how = (f"counted under QEMU {counts['qemu']}" if path == "qemu" else
+           f"predicted from the flatbuffer's op shapes (fast path, {counts['fast_error_max_pct']:.1f}% max error "
+           "on models outside its fit)")
     return (f"estimated for {board.label} ({threads} thread{'s' if threads > 1 else ''}) from "
-            f"{counts['instructions']:.3g} aarch64 instructions counted under QEMU {counts['qemu']}; "
-            f"{record['model']} calibrated on {record['n']} Larq Zoo models, leave-one-out error "
-            f"{record['loo_mean_pct']:.1f}% mean, {record['loo_max_pct']:.1f}% max")
+            f"{counts['instructions']:.3g} aarch64 instructions {how}; {record['model']} calibrated on "
+            f"{record['n']} Larq Zoo models, {cal_mod.error_line(record)}")
 
 
 def rows(model: dict, counts: dict, cal: dict, runner: str, runner_sha: str,
@@ -56,19 +90,28 @@ def rows(model: dict, counts: dict, cal: dict, runner: str, runner_sha: str,
         for threads, record in sorted(per_threads.items(), key=lambda kv: int(kv[0])):
             groups = _groups(record)
             ms = fit.predict(record["k_ms_per_1e9"], counts["classes"], groups)
-            source = source_line(board, int(threads), counts, cal, {**record, "model": record["model"]})
+            path = counts.get("path", "qemu")
+            spread = range_error_pct(record, counts.get("fast_error_max_pct", 0.0) if path == "fast" else 0.0)
+            lo, hi = likely_range(ms, spread)
+            source = source_line(board, int(threads), counts, cal, record)
             estimate = {"board": board_name, "board_label": board.label, "instructions": counts["instructions"],
                         "classes": counts["classes"], "per_vcpu": counts["per_vcpu"],
                         "counted_threads": counts["threads"], "model": record["model"], "groups": record["groups"],
                         "k_ms_per_1e9": record["k_ms_per_1e9"],
                         "calibration": {"name": cal["name"], "runner_sha256": cal["runner_sha256"],
                                         "made": cal.get("made")},
-                        "runner_sha256": runner_sha, "qemu": counts["qemu"],
-                        "loo_mean_pct": record["loo_mean_pct"], "loo_max_pct": record["loo_max_pct"],
+                        "runner_sha256": runner_sha, "qemu": counts.get("qemu"), "path": path,
+                        "path_label": PATHS[path], "error_mean_pct": record["error_mean_pct"],
+                        "error_max_pct": record["error_max_pct"], "error_n": record["error_n"],
+                        "error_method": record["error_method"], "range_error_pct": spread,
+                        "range_ms": [lo, hi], "range_rule": "ms / (1 + M) to ms / (1 - M), M = range_error_pct",
+                        "winner_loo_mean_pct": record["loo_mean_pct"], "winner_loo_max_pct": record["loo_max_pct"],
                         "n_calibration_models": record["n"], "published_source": board.source,
                         "flags": flags, "source": source}
+            if path == "fast":
+                estimate["fast_model"] = counts.get("fast_model")
             row = {**model, "device": board_name, "threads": int(threads), "kind": "estimate", "target": "arm64",
-                   "machine": f"{board.label} (estimated)", "kernels": KERNELS, "runner": str(runner),
+                   "machine": f"{board.label} (estimated)", "kernels": KERNELS[path], "runner": str(runner),
                    "runs": counts["runs"][0] - counts["runs"][1], "warmup": 0,
                    "min_ms": ms, "median_ms": ms, "mean_ms": ms, "max_ms": ms, "p90_ms": None, "std_ms": None,
                    "board": {"label": board.label, "cpu": board.cpu}, "estimate": estimate,
@@ -94,19 +137,38 @@ def op_type_totals(ops: list[dict]) -> list[dict]:
     return sorted(totals.values(), key=lambda t: -t["avg_ms"])
 
 
+def row_range(e: dict) -> tuple[float, float] | None:
+    """The stored range of an estimate row, or None for a row stored before ranges were."""
+    rng = e.get("range_ms")
+    return (float(rng[0]), float(rng[1])) if rng else None
+
+
+def error_figures(e: dict) -> tuple[float, float, int | None, str]:
+    """(mean %, max %, models, what they are) of a stored estimate: the nested error, or for a row stored before
+    it the winner's own leave-one-out error, labelled so."""
+    if "error_mean_pct" in e:
+        return e["error_mean_pct"], e["error_max_pct"], e.get("error_n"), "nested leave-one-out"
+    return (e.get("loo_mean_pct", 0.0), e.get("loo_max_pct", 0.0), e.get("n_calibration_models"),
+            "leave-one-out after the choice (optimistic: stored before the nested error)")
+
+
 def format_rows(results: list[dict]) -> str:
-    """The CLI's table of estimated rows: board, estimate, leave-one-out error, what it was estimated from."""
+    """The CLI's table of estimated rows: board, estimate and its likely range, the calibration's error (nested
+    leave-one-out), the path (counted under QEMU or predicted from op shapes), what it was estimated from."""
     w = max([20] + [len(r["model_name"]) for r in results])
-    lines = ["ESTIMATED latency (not measured): LCE's aarch64 kernels counted under QEMU, calibrated on published "
-             "board figures",
-             f"{'model':<{w}} {'board':<8} {'thr':>3} {'estimate':>10} {'LOO error mean/max':>19} "
-             f"{'instructions':>13}"]
+    lines = ["ESTIMATED latency (not measured): LCE's aarch64 kernels' instructions, calibrated on published board "
+             "figures; 'likely' spans the calibration's largest held-out error",
+             f"{'model':<{w}} {'board':<8} {'thr':>3} {'estimate (ms), likely range':<30} {'error mean/max, n':>18} "
+             f"{'path':<5} {'instructions':>13}"]
     for r in results:
         e = r.get("estimate") or {}
-        stored = "  (stored; --force to count again)" if r["status"] == "skipped" else ""
+        stored = "  (stored; --force to estimate again)" if r["status"] == "skipped" else ""
         flag = "  FLAGGED" if r.get("flags") else ""
-        lines.append(f"{r['model_name']:<{w}} {r['device']:<8} {r['threads']:>3} {r['mean_ms']:8.2f}ms "
-                     f"{e.get('loo_mean_pct', 0):>9.1f}% / {e.get('loo_max_pct', 0):4.1f}% "
+        rng = row_range(e)
+        text = format_ms(r["mean_ms"], *rng) if rng else f"{r['mean_ms']:.3g} ms"
+        mean, worst, n, _ = error_figures(e)
+        lines.append(f"{r['model_name']:<{w}} {r['device']:<8} {r['threads']:>3} {text:<30} "
+                     f"{mean:>5.1f}% / {worst:4.1f}%, {n or '?':>2} {e.get('path', 'qemu'):<5} "
                      f"{e.get('instructions', 0):13.4g}{flag}{stored}")
     flagged = set()
     for r in results:
