@@ -23,6 +23,7 @@ import hashlib
 import io
 import math
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -319,36 +320,56 @@ def _read_zip(data: bytes, source: str) -> tuple[dict, dict]:
     prefix = pickles[0][: -len("data.pkl")]
     byteorder = "<"
     if f"{prefix}byteorder" in names:
-        byteorder = ">" if _member(archive, f"{prefix}byteorder", source, len(data)).strip() == b"big" else "<"
+        byteorder = ">" if bytes(_member(archive, f"{prefix}byteorder", source, data)).strip() == b"big" else "<"
     storages = _Storages(source, legacy=False)
-    top = safe_pickle.loads(_member(archive, pickles[0], source, len(data)), source=source, encoding="utf-8",
+    top = safe_pickle.loads(bytes(_member(archive, pickles[0], source, data)), source=source, encoding="utf-8",
                             extra=TORCH_GLOBALS, persistent_load=storages)
     state, meta = _split(top, source)
-    cache: dict[str, bytes] = {}
+    cache: dict[str, bytes | memoryview] = {}
 
-    def raw_of(key: str) -> bytes:
+    def raw_of(key: str) -> bytes | memoryview:
         if key not in cache:
             record = f"{prefix}data/{key}"
             if record not in names:
                 raise EdgebnnError(f"{source}: storage record {safe_pickle.printable(record)} is missing from the "
                                    "zip archive; the file is truncated or corrupt")
-            cache[key] = _member(archive, record, source, len(data))
+            cache[key] = _member(archive, record, source, data)
         return cache[key]
 
     return _resolve(state, meta, raw_of, byteorder, source)
 
 
-def _member(archive: zipfile.ZipFile, name: str, source: str, file_size: int) -> bytes:
-    """One record's bytes, its declared size checked first: a record may not unpack to more than 16x the file."""
-    size = archive.getinfo(name).file_size
-    if size > 16 * max(file_size, 1 << 20):
-        raise EdgebnnError(f"{source}: record {safe_pickle.printable(name)} unpacks to {size} bytes, far more than "
-                           "the file holds; it is corrupt or a zip bomb")
+def _member(archive: zipfile.ZipFile, name: str, source: str, data: bytes) -> bytes | memoryview:
+    """One record's bytes. PyTorch stores records uncompressed: those are sliced from the file in place (after
+    the local header, CRC-32 checked); a compressed one is unpacked only if it claims at most 16x the file."""
+    info = archive.getinfo(name)
+    if info.compress_type == zipfile.ZIP_STORED and not info.flag_bits & 1:
+        return _stored(info, source, data)
+    if info.file_size > 16 * max(len(data), 1 << 20):
+        raise EdgebnnError(f"{source}: record {safe_pickle.printable(name)} unpacks to {info.file_size} bytes, far "
+                           "more than the file holds; it is corrupt or a zip bomb")
     try:
         return archive.read(name)
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as err:
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, RuntimeError) as err:
         raise EdgebnnError(f"{source}: record {safe_pickle.printable(name)} of the zip archive cannot be read "
                            f"({type(err).__name__}); the file is truncated or corrupt") from None
+
+
+def _stored(info: zipfile.ZipInfo, source: str, data: bytes) -> memoryview:
+    """An uncompressed record's bytes: local header (30 bytes, then name and extra field), then the data."""
+    head = info.header_offset
+    if head + 30 > len(data) or data[head:head + 4] != b"PK\x03\x04":
+        raise EdgebnnError(f"{source}: record {safe_pickle.printable(info.filename)} has no local header where the "
+                           "zip directory says; the file is corrupt")
+    name_len, extra_len = int.from_bytes(data[head + 26:head + 28], "little"), int.from_bytes(
+        data[head + 28:head + 30], "little")
+    start = head + 30 + name_len + extra_len
+    end = start + info.compress_size
+    body = memoryview(data)[start:end]
+    if end > len(data) or zlib.crc32(body) != info.CRC:
+        raise EdgebnnError(f"{source}: record {safe_pickle.printable(info.filename)} fails its CRC-32 check; the "
+                           "file is truncated or corrupt: copy or download it again")
+    return body
 
 
 # ------------------------------------------------------------------------------------------- legacy

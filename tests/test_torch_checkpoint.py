@@ -281,3 +281,15 @@ def test_safe_pickle_refuses_torch_names_unless_the_reader_adds_them():
     blob = _call("torch._utils._rebuild_parameter", b"K\x01") + b"."
     with pytest.raises(safe_pickle.PickleRefused):
         safe_pickle.load(io.BytesIO(b"\x80\x02" + blob), source="x")
+
+
+def test_a_flipped_byte_in_a_stored_record_fails_its_crc(written, tmp_path):
+    blob = bytearray((written / "state.zip.pth.tar").read_bytes())
+    with zipfile.ZipFile(io.BytesIO(bytes(blob))) as archive:
+        info = archive.getinfo(next(n for n in archive.namelist() if n.endswith("/data/0")))
+    assert info.compress_type == zipfile.ZIP_STORED  # as PyTorch writes every record
+    name_len, extra_len = struct.unpack("<HH", blob[info.header_offset + 26:info.header_offset + 30])
+    blob[info.header_offset + 30 + name_len + extra_len + 5] ^= 0x01
+    path = tmp_path / "flipped.pth"
+    path.write_bytes(bytes(blob))
+    _one_line_error(path, "fails its CRC-32 check")
