@@ -73,16 +73,16 @@ LAYOUTS = {
     "reactnet-a": Layout(
         "liuzechun/ReActNet@a6cd08d mobilenet/{1_step1,2_step2}/reactnet.py",
         lambda a: om.ReActNetA(a.num_classes, width=a.width, step=a.step, layout=a.binary_layout or "flat"),
-        layouts=("flat", "4d"), steps=(1, 2),
+        layouts=("flat",), steps=(1, 2),
         notes=["step 1: binary_3x3 / binary_pw are nn.Conv2d (4-D weight) on the binarised input."]),
     "reactnet-18": Layout(
         "liuzechun/ReActNet@a6cd08d resnet/{1_step1,2_step2}/birealnet.py",
         _bireal_like(om.ReActResNetBlock, 18), layouts=("4d", "flat"), steps=(1, 2),
         notes=["binary_conv.weight 4-D since a3c603b; --binary-layout flat gives the earlier weights (N, 1)."]),
     "bireal-18": Layout("liuzechun/Bi-Real-net@f58aa4d pytorch_implementation/BiReal18_34/birealnet.py",
-                        _bireal_like(om.BiRealBlock, 18), layouts=("flat", "4d")),
+                        _bireal_like(om.BiRealBlock, 18), layouts=("flat",)),
     "bireal-34": Layout("liuzechun/Bi-Real-net@f58aa4d pytorch_implementation/BiReal18_34/birealnet.py",
-                        _bireal_like(om.BiRealBlock, 34), layouts=("flat", "4d")),
+                        _bireal_like(om.BiRealBlock, 34), layouts=("flat",)),
     "sdbnn-18": Layout("pingxue-hfut/SD-BNN@20710da imagenet/birealnet.py", _bireal_like(om.SDBNNImageNetBlock, 18),
                        steps=(1, 2), notes=[SDBNN_18_NOTE, ASD_NOTE]),
     "sdbnn-resnet20": Layout(
@@ -157,8 +157,9 @@ def _randomise_module(g, m: nn.Module) -> list:
         m.weight.data = _uniform(g, m.weight.shape, 0.05, 0.6)
     elif isinstance(m, om.LearnableBias):
         m.bias.data = _normal(g, m.bias.shape, 0.3)
-    elif isinstance(m, om.BasicScale):
-        m.alpha.data = _uniform(g, m.alpha.shape, 0.5, 1.5)
+    elif isinstance(m, om.BasicScale):  # a scale for sign(W) conv sign(x): about 1 / sqrt(fan_in)
+        fan_in = m.alpha.numel() * 9
+        m.alpha.data = _uniform(g, m.alpha.shape, 0.5, 1.5) / fan_in ** 0.5
     elif isinstance(m, om.HardBinaryConv):
         latent = _binary_latent(g, m.shape)
         (m.weights if m.layout == "flat" else m.weight).data = latent.reshape(own_shape(m))
@@ -174,8 +175,8 @@ def _randomise_module(g, m: nn.Module) -> list:
         fan_in = m.weight[0].numel()
         m.weight.data = _normal(g, m.weight.shape, (2.0 / fan_in) ** 0.5) * _uniform(g, (m.out_channels, 1, 1, 1),
                                                                                      0.5, 1.5)
-    elif isinstance(m, nn.Linear):
-        m.weight.data = _normal(g, m.weight.shape, 1.5 / m.in_features ** 0.5)
+    elif isinstance(m, nn.Linear):  # heads and SD-BNN's SE layers
+        m.weight.data = _normal(g, m.weight.shape, 2.0 / m.in_features ** 0.5)
         if m.bias is not None:
             m.bias.data = _normal(g, m.bias.shape, 0.1)
     return list(own.values())
@@ -191,9 +192,36 @@ def randomise(model: nn.Module, g: torch.Generator) -> None:
         raise RuntimeError(f"parameters left unrandomised: {missed}")
 
 
+def activate_se(model: nn.Module, images: torch.Tensor, rounds: int = 4) -> None:
+    """Negate each SE row W1_j whose hidden unit ReLU(W1_j GAP(a)) is 0 for every image, so that every ASD branch
+    depends on both its matrices (a dead hidden unit would hide a wrong W1 or W2). Eval mode, on the images the
+    reference is computed on; repeated because a change upstream moves the inputs downstream."""
+    model.eval()
+    layers = [m for m in model.modules() if isinstance(m, om.SELayer)]
+    seen = {}
+    hooks = [se.register_forward_hook(lambda mod, inp, out: seen.__setitem__(mod, inp[0].mean(dim=(2, 3))))
+             for se in layers]
+    try:
+        for _ in range(rounds):
+            with torch.no_grad():
+                model(images)
+            changed = False
+            for se in layers:
+                w1 = se.fc[0].weight.data
+                dead = (seen[se] @ w1.T).max(dim=0).values <= 0
+                if dead.any():
+                    w1[dead] = -w1[dead]
+                    changed = True
+            if not changed:
+                break
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
 def calibrate_batch_norm(model: nn.Module, images: torch.Tensor, g: torch.Generator) -> None:
-    """Running statistics from one pass over ``images``, then perturbed (mean by 0.2 std, variance by 0.7-1.4x), and a
-    random num_batches_tracked, so that no BN is at its init and the activations keep a sane range."""
+    """Running statistics from one pass over ``images``, then perturbed (mean by 0.2 std,
+    variance by 0.7-1.4x), and a random num_batches_tracked: no BN at its init, activations in a sane range."""
     bns = [m for m in model.modules() if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d))]
     model.eval()
     for bn in bns:
@@ -262,6 +290,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--binary-layout", choices=("flat", "4d"))
     p.add_argument("--step", type=int, choices=(1, 2))
     p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--sensitivity", nargs="*", default=[], metavar="KEY[=VALUE]",
+                   help="write DIR/sensitivity.json: the logits' max change when that entry changes")
     a = p.parse_args(argv)
     layout = LAYOUTS[a.name]
     a.input_size = a.input_size or layout.input_size
@@ -281,18 +311,34 @@ def build(a: argparse.Namespace) -> nn.Module:
     return LAYOUTS[a.name].build(a)
 
 
-def randomise_all(model: nn.Module, a: argparse.Namespace) -> None:
-    """Random weights, then BN statistics calibrated on a random batch and perturbed."""
+def randomise_all(model: nn.Module, a: argparse.Namespace, images: torch.Tensor) -> None:
+    """Random weights, BN statistics calibrated on a random batch and perturbed, SE hidden units alive on
+    ``images``."""
     g = torch.Generator().manual_seed(a.seed)
     randomise(model, g)
     calibrate_batch_norm(model, torch.randn((8, 3, a.input_size, a.input_size), generator=g), g)
+    activate_se(model, images)
 
 
 def reference_output(model: nn.Module, images: np.ndarray) -> np.ndarray:
-    """Eval-mode logits, computed in float64 on the float32 weights, returned as float32."""
+    """Eval-mode logits, computed in float64 on the float32 weights (float64 returned)."""
     exact = copy.deepcopy(model).double().eval()
     with torch.no_grad():
-        return exact(torch.from_numpy(images).double()).float().numpy()
+        return exact(torch.from_numpy(images).double()).numpy()
+
+
+def sensitivity(model: nn.Module, images: np.ndarray, logits: np.ndarray, specs: list) -> dict:
+    """max |change of the logits| when one entry changes, per spec: ``KEY`` negates the first element of that
+    state_dict tensor (a zero becomes 1), ``KEY=VALUE`` sets it to VALUE (keys without ``module.``)."""
+    result = {}
+    for spec in specs:
+        key, _, value = spec.partition("=")
+        changed = copy.deepcopy(model)
+        tensor = changed.state_dict()[key].view(-1)  # shares storage with the parameter or buffer
+        old = float(tensor[0])
+        tensor[0] = float(value) if value else (-old if old != 0 else 1.0)
+        result[spec] = float(np.abs(reference_output(changed, images) - logits).max())
+    return result
 
 
 def info_record(a, model: nn.Module, wrapped: nn.DataParallel, ckpt: dict) -> dict:
@@ -320,15 +366,19 @@ def main(argv=None) -> int:
     wrapped = nn.DataParallel(model)  # on a machine without GPUs it only wraps: keys gain "module."
     save = LAYOUTS[a.name].save
     optimizer = _optimizer(model, save) if save != CIFAR_SAVE else None  # steps once, before the randomisation
-    randomise_all(model, a)
     images = torch.randn((a.batch, 3, a.input_size, a.input_size),
-                         generator=torch.Generator().manual_seed(a.seed + 1)).numpy()
+                         generator=torch.Generator().manual_seed(a.seed + 1))
+    randomise_all(model, a, images)
+    images = images.numpy()
     logits = reference_output(model, images)
     a.out.mkdir(parents=True, exist_ok=True)
     ckpt = checkpoint_dict(wrapped, LAYOUTS[a.name].save, optimizer)
     save_checkpoint(ckpt, a.out / "checkpoint.pth.tar", a.container)
     np.save(a.out / "input.npy", images.astype(np.float32))
     np.save(a.out / "output.npy", logits.astype(np.float32))
+    if a.sensitivity:
+        changes = sensitivity(model, images, logits, a.sensitivity)
+        (a.out / "sensitivity.json").write_text(json.dumps(changes, indent=1) + "\n")
     info = info_record(a, model, wrapped, ckpt)
     (a.out / "info.json").write_text(info_json(info))
     print(f"{a.name}: {len(info['state_dict'])} keys, logits {logits.shape}, |logits| max {abs(logits).max():.4g}")

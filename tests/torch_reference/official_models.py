@@ -253,7 +253,7 @@ class BiRealNet(nn.Module):
         self.conv1 = nn.Conv2d(3, self.inplanes, 7, 2, 3, bias=False)
         self.bn1 = nn.BatchNorm2d(self.inplanes)
         self.maxpool = nn.MaxPool2d(3, 2, 1)
-        for i, (n, planes) in enumerate(zip(BIREAL_DEPTHS[depth], self.channels), start=1):
+        for i, (n, planes) in enumerate(zip(BIREAL_DEPTHS[depth], self.channels, strict=True), start=1):
             setattr(self, f"layer{i}", self._make_layer(block, planes, n, 1 if i == 1 else 2, block_kwargs))
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(self.channels[-1], num_classes)
@@ -343,7 +343,7 @@ class CifarResNet(nn.Module):
         self.in_planes = self.channels[0]
         self.conv1 = nn.Conv2d(3, self.in_planes, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(self.in_planes)
-        for i, (n, planes) in enumerate(zip(depths, self.channels), start=1):
+        for i, (n, planes) in enumerate(zip(depths, self.channels, strict=True), start=1):
             layers = []
             for s in [1 if i == 1 else 2] + [1] * (n - 1):
                 layers.append(block(self.in_planes, planes, s))
@@ -444,7 +444,7 @@ class BnnResNet(nn.Module):
         self.bn1 = nn.BatchNorm2d(self.inplanes)
         self.relu = nn.ReLU()
         self.maxpool = nn.MaxPool2d(3, 2, 1)
-        for i, (n, planes) in enumerate(zip(RESNET_DEPTHS[depth], self.channels), start=1):
+        for i, (n, planes) in enumerate(zip(RESNET_DEPTHS[depth], self.channels, strict=True), start=1):
             stride = 1 if i == 1 else 2
             downsample = None
             if stride != 1 or self.inplanes != planes:
