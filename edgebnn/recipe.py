@@ -11,7 +11,8 @@ A recipe names a registered architecture and says how the paper trains it::
     sync_batchnorm = false           # synchronised BatchNorm across replicas (--strategy)
     ours = ""                        # non-empty: a recipe of our own, not the paper's (says why)
     ede_t_min = 1e-3                 # SD-BNN CIFAR: EDE's start temperature, annealed to 10 (VGG-Small: 0.1)
-    [arch]                           # extra arguments of edgebnn.archs.build (width, input_shape, ...)
+    [arch]                           # extra arguments of edgebnn.archs.build (width, input_shape, padding, ...)
+                                     # padding: "lce" (default, ours) | "official" (the papers' code's)
     [paper]                          # reported figures: top1, top5, dataset, source, note
     [[steps]]                        # one or more training steps, run in order
     name = "step1"
@@ -100,7 +101,9 @@ ARCH_KEYS = {  # build() arguments; other keys are passed on as **kw and checked
     "width": ((float, int), None),
     "input_shape": (list, None),
     "num_classes": (int, None),
+    "padding": (str, None),
 }
+PADDINGS = ("lce", "official")  # archs.PADDINGS: "lce" (ours, the default) or the papers' code's
 CHOICES = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "loss": LOSSES, "weight_decay_on": DECAY_ON,
            "augment": AUGMENTS}
 
@@ -212,6 +215,9 @@ def _check_arch(arch: dict, where: str) -> None:
                            f"got {shape}")
     if classes is not None and classes < 2:
         raise EdgebnnError(f"{where}: arch.num_classes must be 2 or more, got {classes}")
+    padding = arch.get("padding")
+    if padding is not None and padding not in PADDINGS:
+        raise EdgebnnError(f"{where}: arch.padding must be one of {', '.join(PADDINGS)}, got {padding!r}")
 
 
 def _check_milestones(step: dict, where: str) -> None:

@@ -35,8 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgebnn import finetune, runs
 from edgebnn import recipe as recipes
-from edgebnn import runs
 from edgebnn.errors import EdgebnnError
 
 METRIC_FIELDS = ("epoch", "step", "loss", "top1", "top5", "val_loss", "val_top1", "val_top5", "lr", "seconds")
@@ -289,9 +289,10 @@ def train(name_or_path: str | None = None, *, dataset: str | None = None, epochs
           batch_size: int | None = None, out: str | os.PathLike | None = None, seed: int = 0,
           sets=(), resume: str | os.PathLike | None = None, strategy: str | None = None,
           real: bool | None = None, progress: bool = True, verbose: bool = True, summary: bool = True,
-          runs_root="runs") -> Path:
+          runs_root="runs", weights: str | os.PathLike | None = None) -> Path:
     """Train a recipe (registry name or ``.toml`` path) or resume the run folder ``resume``; returns the run
-    folder. See the module docstring for what it writes."""
+    folder. ``weights``: fine-tune from a run folder or saved model instead (:mod:`edgebnn.finetune`). See the
+    module docstring for what it writes."""
     import edgebnn  # noqa: F401  (Keras 2 before TensorFlow)
     from edgebnn.runlock import RunLock
 
@@ -299,7 +300,7 @@ def train(name_or_path: str | None = None, *, dataset: str | None = None, epochs
     if resume is not None:
         changes = [flag for flag, value in (("NAME", name_or_path), ("--dataset", dataset), ("--epochs", epochs),
                                             ("--batch-size", batch_size), ("--set", sets), ("--twin", real),
-                                            ("--out", out)) if value]
+                                            ("--out", out), ("--weights", weights)) if value]
         if changes:
             raise EdgebnnError(f"--resume continues a run with its own recipe; drop {', '.join(changes)} "
                                f"(or start a new run)")
@@ -346,10 +347,14 @@ def train(name_or_path: str | None = None, *, dataset: str | None = None, epochs
         recipe = recipes.load(name_or_path, dataset=dataset, sets=list(sets), epochs=epochs,
                               batch_size=batch_size, real=real)
         run_dir = None
+        if weights is not None:
+            pretrained = finetune.load_pretrained(weights)
+            recipe = finetune.finetune_recipe(recipe, pretrained)
     check_model_name(recipe["model"])
     trainer = _Trainer(recipe, run_dir=run_dir, out=out, seed=seed, strategy_name=strategy, progress=progress,
                        verbose=verbose, runs_root=runs_root, resuming=resume is not None)
     trainer.summary, trainer.lock = summary, lock
+    trainer.pretrained = pretrained if resume is None and weights is not None else None
     try:
         return trainer.run()
     finally:
@@ -376,6 +381,8 @@ class _Step:
 
 
 class _Trainer:
+    pretrained = None  # finetune.Pretrained: the weights the first step starts from
+
     def __init__(self, recipe, *, run_dir, out, seed, strategy_name, progress, verbose, runs_root, resuming):
         self.recipe, self.seed, self.progress, self.verbose = recipe, seed, progress, verbose
         self.strategy_name = strategy_name or "default"
@@ -436,7 +443,8 @@ class _Trainer:
                 "epochs_done": 0, "total_epochs": recipes.total_epochs(recipe), "best_val_top1": None,
                 "final_val_top1": None, "paper": recipe["paper"], "ours": recipe["ours"],
                 "edgebnn_version": __import__("edgebnn").__version__, "machine": host_label(),
-                "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                "started": time.strftime("%Y-%m-%d %H:%M:%S"), "padding": recipe["arch"].get("padding") or "lce",
+                **({"weights": finetune.provenance(self.pretrained)} if self.pretrained is not None else {}),
             })
         try:
             self._train_steps()
@@ -540,6 +548,10 @@ class _Trainer:
         best = tf.train.CheckpointManager(checkpoint, str(self.write_dir / runs.CHECKPOINTS / "best"), 1)
         if ckpt_path:
             checkpoint.restore(ckpt_path).assert_existing_objects_matched()
+        elif index == 0 and self.pretrained is not None:
+            copied, new_head = finetune.load_weights_into(model, self.pretrained)
+            self.log(f"{step['name']}: {len(copied)} weights from {self.pretrained.path}"
+                     + (f"; a new classifier {new_head} for {self.num_classes} classes" if new_head else ""))
         elif previous is not None and step["init_from_previous"]:
             copied = archs.carry_over_weights(previous, model)
             self.log(f"{step['name']}: {len(copied)} weights initialised from "

@@ -260,15 +260,18 @@ def _weights_by_key(layer) -> dict:
     return out
 
 
-def carry_over_weights(source, target) -> list[str]:
+def carry_over_weights(source, target, *, skip=()) -> list[str]:
     """Copy every weight of ``source`` into the same-named layer and weight of ``target``; return the names
-    copied. Used for the two-step handover: step 2 starts from step 1's kernels, BN and the rest. Weights are
-    matched by their name within the layer (unique, checked); a same-named weight of another shape is an
-    :class:`EdgebnnError` (the two models are not the same architecture), never skipped."""
+    copied. Used for the two-step handover (step 2 starts from step 1's kernels, BN and the rest) and for
+    fine-tuning (``skip``: layers left as they are, a new classifier). Weights are matched by their name within
+    the layer (unique, checked); a same-named weight of another shape is an :class:`EdgebnnError` (the two models
+    are not the same architecture), never skipped."""
     from edgebnn.archs import stats
 
     copied = []
     for layer in stats.iter_layers(target):
+        if layer.name in skip:
+            continue
         try:
             src = source.get_layer(layer.name)
         except ValueError:

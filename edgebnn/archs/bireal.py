@@ -26,7 +26,7 @@ def bireal_block(mode: Binarization):
 
 
 def bireal(input_shape=(224, 224, 3), num_classes: int = 1000, *, depth: int = 18, width: float = 1.0,
-           mode: Binarization = BINARY):
-    """Bi-Real-``depth`` (18 or 34)."""
+           mode: Binarization = BINARY, small: bool | None = None):
+    """Bi-Real-``depth`` (18 or 34); ``small``: the CIFAR stem (default: for inputs of 64 px or less)."""
     return bireal_layout(input_shape, num_classes, depth=depth, width=width, block=bireal_block(mode),
-                         name=f"bireal-{depth}")
+                         name=f"bireal-{depth}", small=small)

@@ -91,10 +91,11 @@ def reactnet_a_block(x, out_channels: int, strides: int, *, name: str, mode: Bin
 
 
 def reactnet_a(input_shape=(224, 224, 3), num_classes: int = 1000, *, width: float = 1.0,
-               mode: Binarization = BINARY):
-    """ReActNet-A."""
+               mode: Binarization = BINARY, small: bool | None = None):
+    """ReActNet-A; ``small``: stem stride 1 (default: for inputs of 64 px or less)."""
+    small = is_small_image(input_shape) if small is None else small
     inputs = tf.keras.Input(shape=input_shape, name="image")
-    x = real_conv(channels(32, width), 3, strides=1 if is_small_image(input_shape) else 2, name="stem_conv")(inputs)
+    x = real_conv(channels(32, width), 3, strides=1 if small else 2, name="stem_conv")(inputs)
     x = batch_norm("stem_bn")(x)
     for i, out in enumerate(REACTNET_A_CHANNELS, start=1):
         out = channels(out, width)
@@ -116,7 +117,7 @@ def reactnet_resnet_block(mode: Binarization):
 
 
 def reactnet_resnet(input_shape=(224, 224, 3), num_classes: int = 1000, *, depth: int = 18, width: float = 1.0,
-                    mode: Binarization = BINARY):
+                    mode: Binarization = BINARY, small: bool | None = None):
     """ReActNet on the Bi-Real-``depth`` layout."""
     return bireal_layout(input_shape, num_classes, depth=depth, width=width, block=reactnet_resnet_block(mode),
-                         name=f"reactnet-{depth}")
+                         name=f"reactnet-{depth}", small=small)

@@ -302,7 +302,7 @@ def sdbnn_bireal_block(mode: Binarization, ratio: int):
 
 
 def sdbnn_bireal(input_shape=(224, 224, 3), num_classes: int = 1000, *, depth: int = 18, width: float = 1.0,
-                 mode: Binarization = BINARY, ratio: int = 8):
+                 mode: Binarization = BINARY, ratio: int = 8, small: bool | None = None):
     """SD-BNN on the Bi-Real-``depth`` layout (ImageNet)."""
     return bireal_layout(input_shape, num_classes, depth=depth, width=width, block=sdbnn_bireal_block(mode, ratio),
-                         name=f"sdbnn-{depth}")
+                         name=f"sdbnn-{depth}", small=small)

@@ -129,18 +129,18 @@ def bnn_block(x, filters: int, strides: int, *, name: str, mode: Binarization, c
 
 
 def xnorpp(input_shape=(224, 224, 3), num_classes: int = 1000, *, depth: int = 18, case: int = 4,
-           width: float = 1.0, mode: Binarization = BINARY):
+           width: float = 1.0, mode: Binarization = BINARY, small: bool | None = None):
     """XNOR-Net++ ResNet-``depth`` with Gamma ``case`` (1-4)."""
     return bireal_layout(input_shape, num_classes, depth=depth, width=width, block=xnorpp_block(mode, case),
-                         name=f"xnorpp-{depth}-case{case}")
+                         name=f"xnorpp-{depth}-case{case}", small=small)
 
 
 def xnorpp_bnn(input_shape=(224, 224, 3), num_classes: int = 1000, *, depth: int = 18, case: int = 1,
-               width: float = 1.0, mode: Binarization = BINARY):
+               width: float = 1.0, mode: Binarization = BINARY, small: bool | None = None):
     """XNOR-Net++ ResNet-``depth`` with the ``bnn`` library's block and stem (ReLU after the stem's BN; applied
     after its max-pool here, the same function since ReLU is monotone), Gamma ``case`` (library default 1)."""
     inputs = tf.keras.Input(shape=input_shape, name="image")
-    x = stem(inputs, channels(64, width), small=is_small_image(input_shape))
+    x = stem(inputs, channels(64, width), small=is_small_image(input_shape) if small is None else small)
     x = tf.keras.layers.ReLU(name="stem_relu")(x)
     for stage, (n, filters) in enumerate(zip(RESNET_BLOCKS[depth], BIREAL_FILTERS, strict=True), start=1):
         for i in range(n):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import edgebnn
 from edgebnn.convert.baselines import CALIBRATION_SAMPLES, baseline, parse_baselines, real_twin
-from edgebnn.convert.conversion import float_flatbuffer, lce_flatbuffer, log
+from edgebnn.convert.conversion import float_flatbuffer, lce_flatbuffer, log, zero_padding_too_small
 from edgebnn.convert.flatbuffer import (
     embed_metadata,
     flatbuffer_problems,
@@ -80,7 +80,10 @@ def sha256(data: bytes) -> str:
 
 
 def _deployment(model, info: dict, path: Path, profile, dataset: str, need_data: bool) -> dict:
-    """The facts embedded in the flatbuffer: target, source, input shape, classes, normalisation."""
+    """The facts embedded in the flatbuffer: target, source, input shape, classes, normalisation, the padding
+    convention the model's layers follow (read from the layers themselves)."""
+    from edgebnn.archs.common import padding_of
+
     input_shape = [int(d) if d else None for d in model.input_shape[1:]]
     num_classes = int(model.output_shape[-1])
     class_names, mean, std, notes = info.get("class_names"), info.get("mean"), info.get("std"), []
@@ -99,7 +102,7 @@ def _deployment(model, info: dict, path: Path, profile, dataset: str, need_data:
         "model": info.get("model"), "name": info.get("name") or path.stem,
         "source": str(path), "run_dir": info.get("run_dir"), "checkpoint": info.get("checkpoint"),
         "recipe": _recipe_ref(info),
-        "dataset": dataset, "input_shape": input_shape, "num_classes": num_classes,
+        "dataset": dataset, "input_shape": input_shape, "num_classes": num_classes, "padding": padding_of(model),
         "class_names": class_names, "mean": mean, "std": std, "notes": notes,
     }
 
@@ -140,8 +143,8 @@ def _report(fb: bytes, float_fb: bytes, float_seconds: float, meta: dict, conver
         "target": {"name": profile.name, "lce_target": profile.lce_target, "runner": profile.runner,
                    "profile": profile.path},
         "output": str(out), "bytes": len(fb), "sha256": sha256(fb),
-        "deployment": {k: meta[k] for k in ("input_shape", "num_classes", "class_names", "mean", "std", "dataset",
-                                            "notes")},
+        "deployment": {k: meta[k] for k in ("input_shape", "num_classes", "padding", "class_names", "mean", "std",
+                                            "dataset", "notes")},
         "conversion": conversion,
         "size": {
             "keras": stats.model_stats(model),
@@ -204,6 +207,11 @@ def convert(source, target: str = "arm64", output=None, check_samples: int = 100
     dataset = dataset or info.get("dataset") or DEFAULT_DATASET
 
     layers = stats.binary_conv_layers(model)
+    small = zero_padding_too_small(layers)
+    if small:
+        raise EdgebnnError(f"{path}: {len(small)} zero-padded binary convs see a feature map smaller than their "
+                           f"kernel ({small[0]}), which LCE 0.16 computes wrong; use a larger input size (the official "
+                           f"padding convention at 72 px or more for the ImageNet layouts)")
     deploy, folds = deployment_model(model) if fold else (model, {})
     log(progress, f"converting with LCE (target {profile.lce_target!r}; most of the time is the SavedModel export)")
     fb, seconds = lce_flatbuffer(deploy, profile.lce_target)
