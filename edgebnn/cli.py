@@ -73,6 +73,7 @@ def main(verbose):
       edgebnn models [NAME]                  the architectures (--counts: counted), NAME layer by layer
       edgebnn recipe [NAME]                  the shipped recipes; NAME's TOML to copy and edit
       edgebnn train NAME [--dataset digits]  train with the paper's recipe (or a recipe file)
+      edgebnn import FILE                    a paper's published checkpoint as a run folder
       edgebnn eval RUN                       top-1 / top-5 of a run or model
       edgebnn convert RUN --target arm64     bitpacked flatbuffer, with proof
       edgebnn profile FILE --device local    latency on the host or a board (ssh://user@host)
@@ -202,10 +203,14 @@ def recipe_command(name):
 @click.option("--resume", default=None, metavar="DIR", help="Continue the interrupted run in DIR.")
 @click.option("--strategy", type=click.Choice(["default", "mirrored", "multiworker"]), default=None,
               help="mirrored: all local GPUs (or CPUs); multiworker: MultiWorkerMirroredStrategy from TF_CONFIG.")
+@click.option("--weights", default=None, metavar="RUN|MODEL",
+              help="Fine-tune from pretrained weights (a run folder, e.g. from edgebnn import, or a saved model): "
+              "one fine-tuning step of ours, a new classifier when the class count differs, the weights' padding.")
 @click.option("--summary", is_flag=True, help="Print Larq's layer table of the model before training.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @verbose_option
-def train_command(name, dataset, epochs, batch_size, out, seed, sets, twin, resume, strategy, summary, quiet):
+def train_command(name, dataset, epochs, batch_size, out, seed, sets, twin, resume, strategy, weights, summary,
+                  quiet):
     """Train NAME (a registered recipe, see edgebnn recipe) or a recipe file; or --resume DIR.
 
     The run folder's model.keras is the best epoch by validation top-1, model-last.keras the last.
@@ -216,7 +221,33 @@ def train_command(name, dataset, epochs, batch_size, out, seed, sets, twin, resu
         raise EdgebnnError("give either NAME|RECIPE.toml or --resume DIR, not both")
     run_dir = train.train(name, dataset=dataset, epochs=epochs, batch_size=batch_size, out=out, seed=seed,
                           sets=sets, resume=resume, strategy=strategy, real=True if twin else None,
-                          progress=not quiet, summary=summary)
+                          progress=not quiet, summary=summary, weights=weights)
+    click.echo(f"next: edgebnn convert {_quote(run_dir)} --target arm64")
+
+
+# --------------------------------------------------------------------------------------------- import
+@main.command("import")
+@click.argument("file", metavar="FILE")
+@click.option("--model", default=None, help="The edgebnn model to import into (default: from the checkpoint's keys).")
+@click.option("--width", type=float, default=None, help="Width multiplier (default: from the checkpoint's shapes).")
+@click.option("--num-classes", type=int, default=None, help="Classes (default: from the classifier's shape).")
+@click.option("--input-size", type=int, default=None, help="Square input size (default: the paper's, 224 or 32).")
+@click.option("--step", type=click.IntRange(1, 2), default=None,
+              help="1: real weights (ReActNet's, the bnn library's first step); 2: binary (default: from the layout).")
+@click.option("--out", default=None, help="Run folder to write (default: runs/NAME-TIMESTAMP).")
+@verbose_option
+def import_command(file, model, width, num_classes, input_size, step, out):
+    """Import a published checkpoint (the official PyTorch .pth.tar, or Larq Zoo's BiRealNet .h5) as a run folder.
+
+    The model follows the official code's convention (zero-padded binary convs, PyTorch's stride-2 placement), so
+    it computes the checkpoint's own function; the accuracy printed is the checkpoint's own, not measured here.
+    """
+    from edgebnn.importing import import_checkpoint
+
+    _at_least(num_classes=(num_classes, 1), input_size=(input_size, 1))
+    run_dir = import_checkpoint(file, model=model, out=out, width=width, num_classes=num_classes,
+                                input_size=input_size, step=step, log=click.echo)
+    click.echo(f"run folder: {run_dir}")
     click.echo(f"next: edgebnn convert {_quote(run_dir)} --target arm64")
 
 
@@ -414,6 +445,61 @@ def calibrate_command(runner, out, models_dir, models, as_json):
         return
     click.echo(calibration.format_loo(cal))
     click.echo(f"calibration written to {path}")
+
+
+@main.command("estimate")
+@click.argument("models", nargs=-1, required=True, metavar="FILE.tflite...")
+@click.option("--fast", is_flag=True, help="Predict the instructions from the op shapes (under a second) instead "
+              "of counting them under QEMU (exact, ~40 s for a 224x224 model).")
+@click.option("--runner", default=None, help="aarch64 lce_benchmark_model for the exact path (default: "
+              "$LCE_RUNNER_AARCH64; without one, or without qemu-aarch64, the fast path is taken).")
+@click.option("--threads", default=None, help="Only these calibrated thread counts, e.g. 1 (default: all).")
+@click.option("--calibration", default=None, help="A calibration file (default: the runner's, else the shipped one).")
+@click.option("--db", default="results.db", show_default=True, help="SQLite results database.")
+@click.option("--force", is_flag=True, help="Estimate again what the database already holds.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+def estimate_command(models, fast, runner, threads, calibration, db, force, as_json):
+    """Estimate ARM latency on every calibrated board, with its likely range and the path it came from."""
+    from edgebnn.estimate.emulated import estimate_files
+    from edgebnn.estimate.estimate import format_rows
+
+    results = estimate_files(list(models), runner=runner, fast=fast, threads=_thread_counts(threads),
+                             calibration=calibration, db=db, force=force,
+                             warn=lambda w: click.echo(f"warning: {w}", err=True))
+    click.echo(json.dumps(results, indent=1, default=str) if as_json else format_rows(results) + f"\nresults in {db}")
+
+
+@main.command("budget")
+@click.argument("family")
+@click.option("--board", required=True, help="A calibrated board: pi4b, pixel1.")
+@click.option("--ms", "budget", required=True, type=float, help="The latency budget in ms.")
+@click.option("--threads", type=int, default=1, show_default=True)
+@click.option("--widths", default=None, help="Width multipliers to try (default: 0.5,0.75,1).")
+@click.option("--sizes", default=None, help="Input sizes to try, e.g. 160,224 (default: the family's own).")
+@click.option("--classes", "num_classes", type=int, default=None, help="Classes (default: the family's).")
+@click.option("--exact", is_flag=True, help="Count each candidate under QEMU (~40 s at 224x224) instead of the "
+              "fast path.")
+@click.option("--runner", default=None, help="aarch64 lce_benchmark_model for --exact (default: $LCE_RUNNER_AARCH64).")
+@click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
+def budget_command(family, board, budget, threads, widths, sizes, num_classes, exact, runner, as_json):
+    """Which widths and input sizes of FAMILY fit BOARD within --ms: each candidate built, converted and
+    estimated (fast path by default: ~5-30 s per candidate, nearly all of it building and converting).
+    Exit 1 when none fits."""
+    from edgebnn.estimate import budget as budget_mod
+
+    def numbers(text, kind):
+        try:
+            return [kind(v) for v in text.split(",") if v.strip()] if text else None
+        except ValueError:
+            raise EdgebnnError(f"{text!r} is not a comma-separated list of numbers like 0.5,1") from None
+
+    result = budget_mod.answer(family, board, budget, threads, numbers(widths, float) or budget_mod.DEFAULT_WIDTHS,
+                               numbers(sizes, int), num_classes, exact=exact, runner=runner)
+    for w in result["warnings"]:
+        click.echo(f"warning: {w}", err=True)
+    click.echo(json.dumps(result, indent=1) if as_json else budget_mod.format_answer(result))
+    if not any(r["verdict"] == "fits" for r in result["rows"]):
+        sys.exit(1)
 
 
 @main.group("devices")

@@ -89,8 +89,11 @@ def plan(source: sources.Source, name: str, *, width=None, num_classes=None, inp
         raise EdgebnnError(f"{name} has no step-1 import (its published checkpoints have binary weights)")
     else:
         step, why = 2, "binary weights"
-    return Plan(name, float(width or facts.get("width") or 1.0), int(num_classes or facts.get("num_classes")
-                or variant.num_classes), size, step, why, ZOO_PADDING if source.is_zoo else "official")
+    width = float(width if width is not None else facts.get("width") or 1.0)
+    if width <= 0:
+        raise EdgebnnError(f"--width must be positive, not {width:g}")
+    classes = int(num_classes or facts.get("num_classes") or variant.num_classes)
+    return Plan(name, width, classes, size, step, why, ZOO_PADDING if source.is_zoo else "official")
 
 
 def build_and_fill(source: sources.Source, p: Plan):
