@@ -1,0 +1,274 @@
+"""The fast path: a model's aarch64 instructions predicted from its flatbuffer's op shapes, in well under a second.
+
+Each op belongs to a kernel class (``kernel_of``: LCE's binary conv and quantize, XNNPACK's IGEMM and GEMM
+convolutions, depthwise conv, fully connected, elementwise, PReLU, pooling, mean, concatenation, ...) and costs
+
+    I_op = sum_f c_{k,f} * x_f(op),    c >= 0
+
+with features x_f of its shapes (``features``): output pixels P, channels, kernel size, bitpacked depth in 32-bit
+words (LCE's filters hold 32 input channels per word), elements in and out, and 1 (the per-op overhead). The
+coefficients c_k are fitted per class by non-negative least squares to per-op counts made under QEMU by the exact
+path (``counting.count_model``), each op weighted by 1 / sqrt(I_op) (``fit_cost_model``); the model's instructions
+are the ops' sum plus a fitted constant (the interpreter's own work per inference). The instructions per kernel
+class of ``counting.CLASSES``, which the board model needs, are each op's prediction split by its class's mean
+split (``class_shares``), fitted by non-negative least squares to the counted models' class totals.
+
+The fitted coefficients ship as ``fast_model.json`` beside ``calibration.json`` (``bench/fast_estimate.py --fit``
+writes it, with the models it was fitted on and its error on models outside the fit).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from importlib import resources
+
+import numpy as np
+
+from edgebnn.errors import EdgebnnError
+
+ELEMENTWISE = {"ADD", "SUB", "MUL", "DIV", "MAXIMUM", "MINIMUM", "SQUARED_DIFFERENCE"}
+UNARY = {"LOGISTIC", "TANH", "RELU", "RELU6", "RELU_N1_TO_1", "HARD_SWISH", "ABS", "NEG", "ELU", "LEAKY_RELU"}
+SHAPE_ONLY = {"RESHAPE", "SQUEEZE", "EXPAND_DIMS"}
+# Ops XNNPACK's delegate leaves to TFLite's own kernels (besides LCE's custom ops).
+UNDELEGATED = {"STRIDED_SLICE", "SPLIT", "SPLIT_V", "GATHER", "CAST", "SHAPE", "PACK", "UNPACK", "TILE", "ARG_MAX"}
+# An XNNPACK operator that starts a delegate partition carries the partition's overhead; the last op of the graph
+# carries the runner's own work between two inferences.
+_XNN = ("partition_start", "last_op")
+FEATURES = {
+    "LceBconv2d": ("binary_macs", "im2col_words", "outputs", "pixels", "one", "last_op"),
+    "LceQuantize": ("aligned_elems", "unaligned_words", "unaligned_pixels", "pixels", "one", "last_op"),
+    "CONV_2D igemm": ("macs", "tiles", "out_elems", "taps", "one") + _XNN,
+    "CONV_2D gemm": ("macs", "tiles", "out_elems", "one") + _XNN,
+    "DEPTHWISE_CONV_2D": ("macs", "out_elems", "one") + _XNN,
+    "FULLY_CONNECTED": ("macs", "out_elems", "one") + _XNN,
+    "elementwise": ("same_elems", "broadcast_elems", "broadcast_pixels", "one") + _XNN,
+    "PRELU": ("out_elems", "pixels", "one") + _XNN,
+    "MAX_POOL_2D": ("in_elems", "out_elems", "pixels", "one") + _XNN,
+    "AVERAGE_POOL_2D": ("in_elems", "out_elems", "pixels", "one") + _XNN,
+    "MEAN": ("in_elems", "out_elems", "in_pixels", "one") + _XNN,
+    "CONCATENATION": ("out_elems", "inputs", "one") + _XNN,
+    "unary": ("out_elems", "one") + _XNN,
+    "shape": ("one",) + _XNN,
+    "other": ("in_elems", "out_elems", "one") + _XNN,
+}
+
+
+def _n(shape) -> int:
+    return math.prod(int(d) for d in shape) if shape else 1
+
+
+def _pixels(shape) -> int:
+    return _n(shape[1:-1]) if len(shape) >= 3 else 1
+
+
+def kernel_of(op: dict) -> str:
+    """The kernel class of a flatbuffer op (see ``FEATURES``)."""
+    t = op["type"]
+    if t == "CONV_2D":
+        k = op["inputs"][1][1]  # a 1x1 conv costs as a GEMM on its output pixels, strided (IGEMM) or not
+        return "CONV_2D gemm" if len(k) == 4 and k[1] == k[2] == 1 else "CONV_2D igemm"
+    if t in ("LceBconv2d", "LceQuantize", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "PRELU", "MEAN", "CONCATENATION",
+             "MAX_POOL_2D", "AVERAGE_POOL_2D"):
+        return t
+    if t in ELEMENTWISE:
+        return "elementwise"
+    if t in UNARY or t == "SOFTMAX":
+        return "unary"
+    if t in SHAPE_ONLY:
+        return "shape"
+    return "other"
+
+
+def delegated(op: dict) -> bool:
+    """Whether XNNPACK's delegate runs the op (a builtin it takes), rather than TFLite or LCE."""
+    return op["type"].isupper() and op["type"] not in UNDELEGATED
+
+
+def all_features(flat_ops: list[dict]) -> list[dict[str, float]]:
+    """``features`` of every op, an XNNPACK op that follows one the delegate does not run marked as starting a
+    partition."""
+    out, before = [], False
+    for op in flat_ops:
+        x = features(op)
+        if "partition_start" in x:
+            x["partition_start"] = 1.0 if delegated(op) and not before else 0.0
+        before = delegated(op)
+        out.append(x)
+    if out:
+        out[-1]["last_op"] = 1.0
+    return out
+
+
+def features(op: dict) -> dict[str, float]:
+    """The op's features (every name its kernel class uses, see ``FEATURES``); ``partition_start`` is set by
+    ``all_features``, which sees the ops before it."""
+    ins = [s for _, s in op["inputs"] if s is not None]
+    out = op["outputs"][0][1] if op["outputs"] else []
+    first = ins[0] if ins else []
+    x = {"one": 1.0, "in_elems": float(_n(first)), "out_elems": float(_n(out)), "pixels": float(_pixels(out)),
+         "inputs": float(len(ins)), "partition_start": 0.0, "in_pixels": float(_pixels(first)), "last_op": 0.0}
+    kind = kernel_of(op)
+    if kind == "LceBconv2d":
+        co, kh, kw, words = (list(ins[1]) + [1, 1, 1, 1])[:4]
+        x.update(binary_macs=x["pixels"] * co * kh * kw * words, im2col_words=x["pixels"] * kh * kw * words
+                 if kh * kw > 1 else 0.0, outputs=x["pixels"] * co)  # float, or bitpacked for the next bconv
+    elif kind == "LceQuantize":
+        c = first[-1] if first else 1
+        x.update(pixels=float(_pixels(first)), aligned_elems=x["in_elems"] if c % 32 == 0 else 0.0)
+        x["unaligned_words"] = 0.0 if c % 32 == 0 else x["pixels"] * math.ceil(c / 32)  # a slower path per word
+        x["unaligned_pixels"] = 0.0 if c % 32 == 0 else x["pixels"]
+    elif kind in ("CONV_2D igemm", "CONV_2D gemm", "DEPTHWISE_CONV_2D"):
+        k = list(ins[1]) if len(ins) > 1 else [1, 1, 1, 1]
+        co = out[-1] if out else 1
+        taps = k[1] * k[2]
+        depth = 1 if kind == "DEPTHWISE_CONV_2D" else k[3]
+        x.update(macs=x["pixels"] * math.ceil(co / 8) * 8 * taps * depth, taps=x["pixels"] * taps,
+                 tiles=math.ceil(x["pixels"] / 4) * math.ceil(co / 8))  # micro-kernel calls: 4 pixels x 8 channels
+    elif kind == "FULLY_CONNECTED":
+        w = list(ins[1]) if len(ins) > 1 else [1, 1]
+        x.update(macs=float(math.ceil(w[0] / 8) * 8 * _n(w[1:])))
+    elif kind == "elementwise":
+        same = len(ins) >= 2 and _n(ins[0]) == _n(ins[1]) == _n(out)  # [1, H, W, C] by [H, W, C] is no broadcast
+        x.update(same_elems=x["out_elems"] if same else 0.0, broadcast_elems=0.0 if same else x["out_elems"],
+                 broadcast_pixels=0.0 if same else x["pixels"])
+    return {f: x.get(f, 0.0) for f in FEATURES[kind]}
+
+
+def predict_op(x: dict[str, float], kind: str, model: dict) -> float:
+    """One op's instructions from its features ``x`` (of kernel class ``kind``; a class the model was not
+    fitted on is costed as ``other``, by its elements in and out)."""
+    coef = model["kernels"].get(kind) or model["kernels"]["other"]
+    return float(sum(c * x.get(f, 0.0) for f, c in coef.items()))
+
+
+def shipped_model() -> dict:
+    """The shipped cost model (``fast_model.json``)."""
+    try:
+        return json.loads(resources.files("edgebnn.estimate").joinpath("fast_model.json").read_text())
+    except FileNotFoundError:
+        raise EdgebnnError("the fast path's cost model fast_model.json is missing from the package: reinstall "
+                           "edgebnn or run `python bench/fast_estimate.py --fit`") from None
+
+
+def node_type(op: dict, model: dict) -> str:
+    """The name the exact path gives this op's row (an XNNPACK operator's kernel, or the op type)."""
+    kind = kernel_of(op)
+    return model["node_types"].get(f"{op['type']}|{kind}", op["type"])
+
+
+def predict(flat_ops: list[dict], model: dict | None = None) -> dict:
+    """Counts like ``counting.count_model``'s, predicted from the flatbuffer's ops (``read_ops``): instructions,
+    classes, per-op rows (node_type, index, name, instructions, kernel), dense_macs, and ``path`` = ``fast``."""
+    from edgebnn.estimate.counting import CLASS_NAMES, dense_macs
+
+    model = model or shipped_model()
+    ops, classes = [], dict.fromkeys(CLASS_NAMES, 0.0)
+    for i, (op, x) in enumerate(zip(flat_ops, all_features(flat_ops), strict=True)):
+        kind = kernel_of(op) if kernel_of(op) in model["kernels"] else "other"
+        n = max(predict_op(x, kind, model), 0.0)
+        for c, share in model["class_shares"].get(kind, {"other": 1.0}).items():
+            classes[c] += n * share
+        ops.append({"node_type": node_type(op, model), "index": i, "times_called": 1, "kernel": kind,
+                    "name": op["outputs"][0][0] if op["outputs"] else f"op {i}", "op": op["type"], "op_index": i,
+                    "instructions": n})
+    rest = model["per_inference"]
+    classes["other"] += rest
+    total = sum(o["instructions"] for o in ops) + rest
+    return {"instructions": total, "per_vcpu": {0: total}, "classes": classes, "ops": ops, "warnings": [],
+            "dense_macs": dense_macs(flat_ops), "threads": 1, "runs": (0, 0), "qemu": None, "path": "fast",
+            "fast_error_max_pct": (model.get("holdout") or {}).get("whole_model_max_pct", 0.0),
+            "fast_model": {"fitted_on": len(model["fitted_on"]), "made": model.get("made")}}
+
+
+def predict_file(path) -> dict:
+    """``predict`` for a .tflite file."""
+    from pathlib import Path
+
+    from edgebnn.convert.flatbuffer import read_ops
+
+    return predict(read_ops(Path(path).read_bytes()))
+
+
+# ------------------------------------------------------------------------------------------- fitting
+def measured_ops(counts: dict) -> dict[int, float] | None:
+    """Counted instructions per flatbuffer op index (a concatenation's copies summed), or None when some row is
+    not named by its flatbuffer op (the exact path could not tell which op an XNNPACK operator ran)."""
+    out: dict[int, float] = {}
+    for row in counts["ops"]:
+        i = row.get("op_index") if "delegate" in row else row.get("index")
+        if i is None:
+            return None
+        out[i] = out.get(i, 0.0) + row["instructions"]
+    return out
+
+
+def _nnls_weighted(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    from scipy.optimize import nnls
+
+    w = 1.0 / np.sqrt(np.maximum(y, 1.0))
+    scale = np.maximum(np.abs(x).max(axis=0), 1e-12)
+    k, _ = nnls(x / scale * w[:, None], y * w)
+    return k / scale
+
+
+def fit_cost_model(samples: dict[str, dict]) -> dict:
+    """Coefficients per kernel class from counted models (name -> ``count_model`` result with ``flat_ops``).
+    Returns {kernels: {class: {feature: c}}, per_inference, class_shares, node_types, fitted_on}."""
+    rows: dict[str, list] = {}
+    names: dict[str, dict] = {}
+    for counts in samples.values():
+        measured = measured_ops(counts)
+        if measured is None:
+            continue
+        for i, (op, x) in enumerate(zip(counts["flat_ops"], all_features(counts["flat_ops"]), strict=True)):
+            if i in measured:
+                rows.setdefault(kernel_of(op), []).append((x, measured[i]))
+        for row in counts["ops"]:
+            i = row.get("op_index") if "delegate" in row else row.get("index")
+            op = counts["flat_ops"][i]
+            names.setdefault(f"{op['type']}|{kernel_of(op)}", {}).setdefault(row["node_type"], 0)
+            names[f"{op['type']}|{kernel_of(op)}"][row["node_type"]] += 1
+    kernels = {}
+    for kind, data in rows.items():
+        feats = FEATURES[kind]
+        x = np.array([[f[n] for n in feats] for f, _ in data])
+        y = np.array([v for _, v in data])
+        kernels[kind] = dict(zip(feats, _nnls_weighted(x, y).tolist(), strict=True))
+    kernels.setdefault("other", {"in_elems": 1.0, "out_elems": 1.0, "one": 1000.0})
+    model = {"kernels": kernels, "per_inference": 0.0, "class_shares": {},
+             "node_types": {k: max(v, key=v.get) for k, v in names.items()}, "fitted_on": sorted(samples)}
+    gaps = [c["instructions"] - predict(c["flat_ops"], {**model, "class_shares": {}})["instructions"]
+            for c in samples.values()]
+    model["per_inference"] = max(float(np.median(gaps)), 0.0)
+    model["class_shares"] = class_shares(samples, model)
+    return model
+
+
+def class_shares(samples: dict[str, dict], model: dict) -> dict[str, dict[str, float]]:
+    """Each kernel class's split of its instructions over ``counting.CLASSES``: per counted class c, the model
+    totals I_c ~ sum_k s_kc * I_k (I_k the counted instructions of kernel class k), s >= 0 by NNLS, each k's
+    shares then normalised to sum to 1."""
+    from scipy.optimize import nnls
+
+    from edgebnn.estimate.counting import CLASS_NAMES
+
+    kinds = sorted(model["kernels"])
+    a, targets = [], {c: [] for c in CLASS_NAMES}
+    for counts in samples.values():
+        measured = measured_ops(counts) or {}
+        per_kind = dict.fromkeys(kinds, 0.0)
+        predicted = predict(counts["flat_ops"], {**model, "class_shares": {}})["ops"]
+        for i, row in enumerate(predicted):
+            per_kind[row["kernel"]] += measured.get(i, row["instructions"])
+        a.append([per_kind[k] for k in kinds])
+        for c in CLASS_NAMES:
+            targets[c].append(counts["classes"][c] - (model["per_inference"] if c == "other" else 0.0))
+    a = np.array(a)
+    w = 1.0 / np.maximum(a.sum(axis=1), 1.0)
+    raw = {c: nnls(a * w[:, None], np.array(targets[c]) * w)[0] for c in CLASS_NAMES}
+    out = {}
+    for j, kind in enumerate(kinds):
+        total = sum(raw[c][j] for c in CLASS_NAMES)
+        out[kind] = {c: float(raw[c][j] / total) for c in CLASS_NAMES} if total > 0 else {"other": 1.0}
+    return out
