@@ -434,7 +434,8 @@ def _print_profile(results: list[dict], db: str, as_json: bool) -> None:
 def calibrate_command(runner, out, models_dir, models, as_json):
     """Calibrate the board estimates for RUNNER: build the Larq Zoo architectures (weights=None, nothing
     downloaded; needs the zoo extra), convert them with LCE, count their instructions under QEMU, fit each
-    board's published latencies and print every model's leave-one-out error."""
+    board's published latencies and print each model's error when held out before the board model is chosen
+    (nested leave-one-out: the error every estimate states, with the range it implies)."""
     from edgebnn.estimate import calibration
 
     cal, path = calibration.calibrate(runner, out=out, models_dir=models_dir,
