@@ -259,10 +259,13 @@ def _optimizer(model: nn.Module, save: str) -> torch.optim.Optimizer:
     return opt
 
 
-def checkpoint_dict(wrapped: nn.DataParallel, save: str, optimizer) -> dict:
-    """The dict each official trainer passes to torch.save."""
+def checkpoint_dict(wrapped: nn.DataParallel, save: str, optimizer, final: bool = False) -> dict:
+    """The dict each official trainer passes to torch.save (``final``: SD-BNN CIFAR's model.th, written after the
+    last epoch without one)."""
     state = wrapped.state_dict()
-    if save == CIFAR_SAVE:  # cifar10/*/trainer.py, VGG-Small/main.py (checkpoint.th; model.th has no epoch)
+    if save == CIFAR_SAVE:  # cifar10/*/trainer.py, VGG-Small/main.py: best_prec1 is a 0-d tensor there too
+        if final:
+            return {"state_dict": state, "best_prec1": torch.tensor(90.8)}
         return {"epoch": 400, "state_dict": state, "best_prec1": torch.tensor(90.8)}
     if save == BNN_SAVE:  # examples/imagenet.py
         return {"epoch": 40, "arch": "resnet18", "state_dict": state, "best_acc1": torch.tensor(57.1),
@@ -290,6 +293,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--binary-layout", choices=("flat", "4d"))
     p.add_argument("--step", type=int, choices=(1, 2))
     p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--final", action="store_true",
+                   help="SD-BNN CIFAR: the trainers' final model.th form, {state_dict, best_prec1} (no epoch)")
     p.add_argument("--sensitivity", nargs="*", default=[], metavar="KEY[=VALUE]",
                    help="write DIR/sensitivity.json: the logits' max change when that entry changes")
     a = p.parse_args(argv)
@@ -302,6 +307,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     if a.step and a.step not in layout.steps:
         p.error(f"{a.name} is trained in one step: --step {a.step} does not apply")
     a.step = a.step or layout.steps[-1]
+    if a.final and layout.save != CIFAR_SAVE:
+        p.error(f"--final does not apply to {a.name} (only the SD-BNN CIFAR trainers write a final model.th)")
     return a
 
 
@@ -372,7 +379,7 @@ def main(argv=None) -> int:
     images = images.numpy()
     logits = reference_output(model, images)
     a.out.mkdir(parents=True, exist_ok=True)
-    ckpt = checkpoint_dict(wrapped, LAYOUTS[a.name].save, optimizer)
+    ckpt = checkpoint_dict(wrapped, save, optimizer, a.final)
     save_checkpoint(ckpt, a.out / "checkpoint.pth.tar", a.container)
     np.save(a.out / "input.npy", images.astype(np.float32))
     np.save(a.out / "output.npy", logits.astype(np.float32))
