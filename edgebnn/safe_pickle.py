@@ -26,8 +26,11 @@ malformed stream. Both are :class:`~edgebnn.errors.EdgebnnError`.
 from __future__ import annotations
 
 import collections
+import contextlib
 import io
 import pickle
+import pickletools
+import sys
 from collections.abc import Callable, Mapping
 from typing import BinaryIO
 
@@ -130,6 +133,29 @@ class _RestrictedUnpickler(pickle.Unpickler):
         return self._persistent(pid)
 
 
+# CPython 3.11's C unpickler, given a BYTEARRAY8 longer than memory allows, raises MemoryError and also prints
+# "SystemError: deallocated bytearray object has exported buffers" through sys.stderr: a second line that a
+# one-line error must not carry. What a failed load prints is dropped; a load that succeeds passes it on.
+_CPYTHON_STRAY_LINE = "deallocated bytearray object has exported buffers"
+
+
+def _check_memo(file: BinaryIO, source: str) -> None:
+    """Refuses a memo index past its own position in the stream before the C unpickler sees it: PUT and
+    LONG_BINPUT grow the memo to the index they name (LONG_BINPUT 10**9 asks for gigabytes, filled at once),
+    while a pickler numbers its memo from 0, one entry per opcode at most. Malformed streams are left to the
+    unpickler, which reports them; the file is put back where it was."""
+    start = file.tell()
+    try:
+        for opcode, arg, pos in pickletools.genops(file):
+            if opcode.name in ("PUT", "LONG_BINPUT") and arg > pos:
+                raise PickleCorrupt(f"{source}: cannot read the pickle (memo index {arg} at byte {pos}); it looks "
+                                    "truncated or corrupt", f"memo index {arg} at byte {pos}")
+    except (ValueError, TypeError, EOFError, OverflowError, MemoryError, UnicodeDecodeError):
+        pass
+    finally:
+        file.seek(start)
+
+
 def _allowed(extra: Mapping[str, object] | None) -> dict[tuple[str, str], object]:
     table = dict(BASE_GLOBALS)
     table.update(extra or {})
@@ -138,16 +164,19 @@ def _allowed(extra: Mapping[str, object] | None) -> dict[tuple[str, str], object
 
 def load(file: BinaryIO, *, source: str, encoding: str = "bytes", extra: Mapping[str, object] | None = None,
          persistent_load: Callable[[object], object] | None = None) -> object:
-    """One pickle from ``file`` (which is left just past its STOP opcode), through the allow-list.
+    """One pickle from ``file`` (seekable; left just past its STOP opcode), through the allow-list.
 
     ``source`` starts every error message (for example ``"cifar10: data/data_batch_1"``). ``encoding`` decodes
     Python 2 ``str``: ``"bytes"`` keeps them bytes (CIFAR-10's batches), ``"latin1"`` makes them text (legacy
     PyTorch). ``extra`` adds ``"module.name" -> object`` entries; ``persistent_load(pid)`` resolves persistent ids.
     """
+    _check_memo(file, source)
     unpickler = _RestrictedUnpickler(file, source=source, allowed=_allowed(extra),
                                      persistent_load=persistent_load, encoding=encoding)
+    stray = io.StringIO()
     try:
-        return unpickler.load()
+        with contextlib.redirect_stderr(stray):  # see _CPYTHON_STRAY_LINE
+            value = unpickler.load()
     except EdgebnnError:
         raise
     except Exception as err:  # EOFError, UnpicklingError, and what a malformed stream makes the allowed calls raise
@@ -157,6 +186,8 @@ def load(file: BinaryIO, *, source: str, encoding: str = "bytes", extra: Mapping
             reason = f"{reason}: {detail}"
         raise PickleCorrupt(f"{source}: cannot read the pickle ({reason}); it looks truncated or corrupt",
                             reason) from None
+    sys.stderr.write(stray.getvalue())
+    return value
 
 
 def loads(data: bytes, **kwargs) -> object:

@@ -34,7 +34,9 @@ from edgebnn.errors import EdgebnnError
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL = 1001
-MAX_ELEMENTS = 2**31  # per tensor (8 GiB of float32)
+# The arrays read may take this many times the file's bytes (at least 256 MiB): a zero stride repeats a stored
+# element without bound, so a small file could otherwise ask for any amount of memory.
+MEMORY_PER_FILE_BYTE = 4
 NOT_A_CHECKPOINT = "not a PyTorch checkpoint (neither a zip archive with data.pkl nor the legacy format)"
 
 
@@ -238,11 +240,11 @@ def _cut(ref: _TensorRef, raw: memoryview | bytes, byteorder: str, source: str, 
                            f"(tensor {safe_pickle.printable(name)}); the file is truncated or corrupt")
     if any(n < 0 for n in ref.size) or any(s < 0 for s in ref.stride) or ref.offset < 0:
         raise EdgebnnError(f"{source}: tensor {safe_pickle.printable(name)} has a negative size, stride or offset")
+    if len(ref.size) > 32:
+        raise EdgebnnError(f"{source}: tensor {safe_pickle.printable(name)} has {len(ref.size)} dimensions, more "
+                           "than the 32 numpy holds; the file is corrupt")
     if 0 in ref.size:
         return element.convert(np.zeros(ref.size, stored))
-    if math.prod(ref.size) > MAX_ELEMENTS:  # a zero stride repeats elements without bound
-        raise EdgebnnError(f"{source}: tensor {safe_pickle.printable(name)} has {math.prod(ref.size)} "
-                           f"elements, more than the {MAX_ELEMENTS} edgebnn holds; the file is corrupt")
     last = ref.offset + sum((n - 1) * s for n, s in zip(ref.size, ref.stride, strict=True))
     if last >= storage.numel:
         raise EdgebnnError(f"{source}: tensor {safe_pickle.printable(name)} (size {list(ref.size)}, stride "
@@ -293,6 +295,17 @@ def _meta(top: dict) -> dict:
     return meta
 
 
+def _check_memory(state: dict, file_size: int, source: str) -> None:
+    """Refuses a state dict whose arrays would take more than MEMORY_PER_FILE_BYTE x the file (an empty tensor
+    counts its non-zero sides, which numpy too must be able to multiply)."""
+    need = sum(math.prod(max(n, 1) for n in ref.size) * np.dtype(ref.storage.element.result).itemsize
+               for ref in state.values())
+    allowed = max(MEMORY_PER_FILE_BYTE * file_size, 1 << 28)
+    if need > allowed:
+        raise EdgebnnError(f"{source}: the state dict's tensors would take up to {need} bytes, more than {allowed} "
+                           f"({MEMORY_PER_FILE_BYTE}x the file); the file is corrupt")
+
+
 def _resolve(state: dict, meta: dict, raw_of, byteorder: str, source: str) -> tuple[dict, dict]:
     """Arrays for the state dict and numbers for 0-d tensors in meta; ``raw_of(key)`` gives a storage's bytes."""
     arrays = {name: _cut(ref, raw_of(ref.storage.key), byteorder, source, name) for name, ref in state.items()}
@@ -325,6 +338,7 @@ def _read_zip(data: bytes, source: str) -> tuple[dict, dict]:
     top = safe_pickle.loads(bytes(_member(archive, pickles[0], source, data)), source=source, encoding="utf-8",
                             extra=TORCH_GLOBALS, persistent_load=storages)
     state, meta = _split(top, source)
+    _check_memory(state, len(data), source)
     cache: dict[str, bytes | memoryview] = {}
 
     def raw_of(key: str) -> bytes | memoryview:
@@ -397,6 +411,7 @@ def _read_legacy(data: bytes, source: str) -> tuple[dict, dict]:
         raise EdgebnnError(f"{source}: the legacy storage key list does not match the storages the tensors use; "
                            "the file is corrupt")
     state, meta = _split(top, source)
+    _check_memory(state, len(data), source)
     raws = _legacy_storages(data, stream.tell(), keys, storages.first_element, _needed_keys(state, meta), source)
 
     def raw_of(key: str) -> memoryview:

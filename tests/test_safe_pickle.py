@@ -220,6 +220,14 @@ def test_every_truncation_is_one_line():
         assert message.endswith("it looks truncated or corrupt"), (cut, message)
 
 
+def test_a_memo_index_that_would_take_gigabytes_is_refused_before_loading():
+    """LONG_BINPUT and PUT grow CPython's memo to the index they name: 2**31 - 1 would be 16 GiB, filled at once."""
+    for blob in (b"\x80\x02K\x01r\xff\xff\xff\x7f.", b"I1\np99999999999\n."):
+        with pytest.raises(safe_pickle.PickleCorrupt, match=r"memo index \d+ at byte \d+"):
+            safe_pickle.loads(blob, source="m")
+    assert safe_pickle.loads(b"\x80\x02K\x01r\x02\x00\x00\x00h\x02\x86.", source="m") == (1, 1)
+
+
 def test_garbage_is_one_line():
     rng, errors = np.random.RandomState(7), 0
     for i in range(300):

@@ -247,7 +247,11 @@ def test_a_big_endian_archive_is_swapped(tmp_path):
     (_tensor(_storage("torch.FloatStorage", "0", 12), 0, [2, 2], [-1, 1]), {"0": F32.tobytes()},
      "negative size, stride or offset"),
     (_tensor(_storage("torch.FloatStorage", "0", 12), 0, [2**20, 2**20], [0, 0]), {"0": F32.tobytes()},
-     "more than the 2147483648 edgebnn holds"),
+     "the state dict's tensors would take up to 4398046511104 bytes, more than 268435456 (4x the file)"),
+    (_tensor(_storage("torch.FloatStorage", "0", 12), 0, [0, 2**62], [1, 1]), {"0": F32.tobytes()},
+     "would take up to 18446744073709551616 bytes"),
+    (_tensor(_storage("torch.FloatStorage", "0", 12), 0, [1] * 33, [1] * 33), {"0": F32.tobytes()},
+     "has 33 dimensions, more than the 32 numpy holds"),
     (_tensor(_storage("torch.FloatStorage", "0", 12), 0, [12], [1]), {}, "storage record archive/data/0 is missing"),
     (_tensor(_storage("torch.FloatStorage", "0", 12), 0, [12], [1, 1]), {"0": F32.tobytes()},
      "a tensor has 1 sizes but 2 strides"),
@@ -261,6 +265,16 @@ def test_a_big_endian_archive_is_swapped(tmp_path):
 def test_an_archive_that_lies_is_one_line(tmp_path, tensor, records, match):
     path = _archive(tmp_path / "bad.pth", {"w": tensor}, records)
     _one_line_error(path, match)
+
+
+def test_empty_and_expanded_tensors_within_the_memory_bound_are_read(tmp_path):
+    path = _archive(tmp_path / "ok.pth", {
+        "empty": _tensor(_storage("torch.FloatStorage", "0", 0), 0, [0, 3], [3, 1]),
+        "wide": _tensor(_storage("torch.FloatStorage", "1", 12), 5, [1000, 2], [0, 1]),
+    }, {"0": b"", "1": F32.tobytes()})
+    state = torch_checkpoint.read(path).state
+    assert state["empty"].shape == (0, 3) and state["empty"].dtype == np.float32
+    assert state["wide"].shape == (1000, 2) and (state["wide"] == F32[5:7]).all()
 
 
 def test_a_file_without_a_state_dict_is_one_line(tmp_path):
@@ -293,3 +307,31 @@ def test_a_flipped_byte_in_a_stored_record_fails_its_crc(written, tmp_path):
     path = tmp_path / "flipped.pth"
     path.write_bytes(bytes(blob))
     _one_line_error(path, "fails its CRC-32 check")
+
+
+def test_mutated_files_are_read_or_refused_in_one_line(written, tmp_path, capfd):
+    """Random byte changes in data.pkl (the zip rewritten, so its CRCs hold) and in a legacy file's pickles: each
+    file is read or refused with one EdgebnnError line, with nothing else escaping or printed."""
+    rng = np.random.RandomState(11)
+    with zipfile.ZipFile(written / "mixed.zip.pth.tar") as real:
+        records = {n: real.read(n) for n in real.namelist()}
+    pkl = next(n for n in records if n.endswith("/data.pkl"))
+    legacy = (written / "mixed.legacy.pth.tar").read_bytes()
+    path, refused = tmp_path / "mutant.pth", 0
+    for i in range(300):
+        blob = bytearray(records[pkl] if i % 2 else legacy)
+        for _ in range(rng.randint(1, 4)):
+            blob[rng.randint(min(len(blob), 3000))] = rng.randint(256)
+        if i % 2:
+            with zipfile.ZipFile(path, "w") as archive:
+                for name, body in records.items():
+                    archive.writestr(name, bytes(blob) if name == pkl else body)
+        else:
+            path.write_bytes(bytes(blob))
+        try:
+            torch_checkpoint.read(path)
+        except EdgebnnError as err:
+            refused += 1
+            assert "\n" not in str(err), str(err)
+    assert refused > 150
+    assert capfd.readouterr() == ("", "")
