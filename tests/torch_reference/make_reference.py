@@ -2,6 +2,7 @@
 
     /usr/bin/python3 tests/torch_reference/make_reference.py NAME --out DIR [--input-size S] [--num-classes N]
         [--width W] [--seed K] [--container zip|legacy] [--binary-layout flat|4d] [--step 1|2] [--batch B]
+        [--final] [--sensitivity KEY[=VALUE] ...]
 
 Writes DIR/checkpoint.pth.tar (the dict the official trainer saves, from an ``nn.DataParallel`` model: keys start
 ``module.``), DIR/input.npy (N, 3, S, S) float32 as fed to torch, DIR/output.npy (the logits, float32) and
@@ -183,11 +184,15 @@ def _randomise_module(g, m: nn.Module) -> list:
 
 
 def randomise(model: nn.Module, g: torch.Generator) -> None:
-    """Random values for every parameter; raises if one is left at its initial value."""
+    """Random values for every parameter; raises if a parameter is left at its initial value or a buffer is not
+    BatchNorm's (which ``calibrate_batch_norm`` sets)."""
     done = set()
     for m in model.modules():
         done.update(id(p) for p in _randomise_module(g, m))
     missed = [n for n, p in model.named_parameters() if id(p) not in done]
+    bns = [m for m in model.modules() if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d))]
+    bn_buffers = {id(b) for m in bns for b in m.buffers()}
+    missed += [n for n, b in model.named_buffers() if id(b) not in bn_buffers]  # BN's are set by the calibration
     if missed:
         raise RuntimeError(f"parameters left unrandomised: {missed}")
 
