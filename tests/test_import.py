@@ -242,3 +242,15 @@ def test_cli_bad_input_is_one_line(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: ")
     assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def test_out_through_a_symlink_or_onto_files_is_refused(references, tmp_path):
+    ckpt = references["bireal-18"] / "checkpoint.pth.tar"
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "elsewhere")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "notes.txt").write_text("mine")
+    for out, why in (("link", "is a symlink"), ("full", "already holds files")):
+        result = CliRunner().invoke(main, ["import", str(ckpt), "--input-size", "96", "--out", str(tmp_path / out)])
+        assert result.exit_code == 2 and why in result.output and result.output.count("\n") == 1
+    assert not any((tmp_path / "elsewhere").iterdir()) and (tmp_path / "full" / "notes.txt").read_text() == "mine"
