@@ -8,11 +8,12 @@ up, before it can be called. What is allowed only builds data:
 - ``collections.OrderedDict`` (PyTorch's state dicts), ``set``/``frozenset``/``bytearray``/``complex`` (how
   protocol 2 spells them), ``_codecs.encode`` and ``bytes`` (how Python 3 writes ``bytes`` at protocol 2), mapped
   to functions that only turn latin-1 text, or bytes, into bytes;
-- numpy's own array and scalar reconstruction: ``numpy.core.multiarray._reconstruct`` (``numpy._core`` in numpy 2),
-  ``numpy.ndarray``, ``numpy.dtype``, ``numpy.core.multiarray.scalar``, and protocol 5's
-  ``numpy.core.numeric._frombuffer`` (mapped to a function that refuses object dtypes). numpy checks a ``BUILD``
-  state's bytes against the shape and dtype, and an object array's state must be a list of objects this
-  unpickler built.
+- numpy's array and scalar reconstruction: ``numpy.core.multiarray._reconstruct`` (``numpy._core`` in numpy 2)
+  with ``numpy.ndarray``, ``numpy.dtype``, ``numpy.core.multiarray.scalar`` and protocol 5's
+  ``numpy.core.numeric._frombuffer``, each mapped to a placeholder that records its arguments and ``BUILD``
+  state. numpy's own ``__setstate__`` trusts that state (an object array with a short list crashes numpy 1.26),
+  so after the load the placeholders become arrays built here from a checked dtype (numbers, bools, strings,
+  structured and sub-array types; no objects, no datetimes) and bytes that exactly fill the shape.
 
 ``BUILD`` without ``__setstate__`` writes into an instance's ``__dict__`` (PyTorch's ``OrderedDict._metadata``);
 even a ``__setstate__`` planted there can only call what the allow-list already allows. A format adds its own
@@ -28,8 +29,10 @@ from __future__ import annotations
 import collections
 import contextlib
 import io
+import math
 import pickle
 import pickletools
+import re
 import sys
 from collections.abc import Callable, Mapping
 from typing import BinaryIO
@@ -38,9 +41,6 @@ import numpy as np
 
 from edgebnn.errors import EdgebnnError
 
-# numpy's reconstruction functions, taken from what numpy itself pickles, so the names of numpy 1 and 2 both work.
-_NP_RECONSTRUCT = np.zeros(0).__reduce__()[0]
-_NP_SCALAR = np.float64(0).__reduce__()[0]
 _PY2_MODULES = {"__builtin__": "builtins"}
 _NAME_LIMIT = 120
 
@@ -64,15 +64,6 @@ def _latin1_bytes(text, encoding="latin1", errors="strict"):
     return text.encode("latin1")
 
 
-def _array_from_buffer(buffer, dtype, shape, order):
-    """numpy's protocol-5 form, ``numpy.core.numeric._frombuffer``: the buffer's bytes as an array of that dtype
-    and shape (numpy checks the sizes; an object dtype, whose elements would be pointers, is refused)."""
-    dtype = np.dtype(dtype)
-    if dtype.hasobject or not isinstance(buffer, (bytes, bytearray)) or order not in ("C", "F"):
-        raise pickle.UnpicklingError("numpy's _frombuffer is only read for plain-data dtypes over bytes")
-    return np.frombuffer(buffer, dtype=dtype).reshape(shape, order=order)
-
-
 def _bytes(*args):
     """``bytes`` as Python 3 pickles an empty ``bytes`` at protocol 2: ``bytes()``; nothing that converts or
     allocates from a number or a codec name."""
@@ -83,6 +74,166 @@ def _bytes(*args):
     raise pickle.UnpicklingError("builtins.bytes is only read as bytes() or bytes(b'...')")
 
 
+# ------------------------------------------------------------------------------------------------- numpy
+# numpy's own __setstate__ trusts its state: an object array whose list is shorter than its shape reads past the
+# list (a segfault in numpy 1.26), and a dtype's state may set any flags. So numpy never sees a state from a file:
+# the pickle builds the placeholders below, and _build_numpy turns them into arrays from checked dtypes and bytes.
+_DTYPE_CODE = re.compile(r"[biufcSUV][0-9]{1,9}")
+
+
+class _Unreadable(ValueError):
+    """A numpy object this reader does not build (object arrays, datetimes): refused, not corrupt."""
+
+
+class _NdarrayName:
+    """``numpy.ndarray`` as ``_reconstruct``'s first argument; not callable, so no REDUCE or NEWOBJ builds one."""
+
+
+_NDARRAY = _NdarrayName()
+
+
+class _DtypeSpec:
+    """``numpy.dtype(code, align, copy)`` and its ``BUILD`` state, kept as data until checked."""
+
+    def __init__(self, code, align=False, copy=True):
+        self.code, self.state = code, None
+
+    def __setstate__(self, state):
+        self.state = state
+
+
+class _ArraySpec:
+    """``_reconstruct(ndarray, (0,), b'b')`` followed by ``BUILD (version, shape, dtype, fortran, rawdata)``."""
+
+    state = None
+
+    def __setstate__(self, state):
+        self.state = state
+
+
+def _reconstruct(cls, shape, dtype):
+    if cls is not _NDARRAY:
+        raise pickle.UnpicklingError("numpy's _reconstruct is only read for numpy.ndarray")
+    return _ArraySpec()
+
+
+class _ScalarSpec:
+    """``numpy.core.multiarray.scalar(dtype, bytes)``."""
+
+    def __init__(self, dtype, data=None):
+        self.dtype, self.data = dtype, data
+
+
+class _BufferSpec:
+    """Protocol 5's ``numpy.core.numeric._frombuffer(buffer, dtype, shape, order)``."""
+
+    def __init__(self, buffer, dtype, shape, order):
+        self.buffer, self.dtype, self.shape, self.order = buffer, dtype, shape, order
+
+
+def _raw(data) -> bytes:
+    if isinstance(data, str):  # Python 2's str under encoding="latin1"
+        return data.encode("latin1")
+    if not isinstance(data, (bytes, bytearray)):
+        raise _Unreadable(f"a numpy array's data is a {type(data).__name__}, not bytes (an object array?)")
+    return bytes(data)
+
+
+def _dtype(spec) -> np.dtype:
+    """A numpy dtype from a checked code and state: numbers, bools, strings, structured and sub-array types."""
+    if not isinstance(spec, _DtypeSpec):
+        raise pickle.UnpicklingError("a numpy dtype is not numpy.dtype(...)")
+    code = spec.code.decode("latin1") if isinstance(spec.code, bytes) else spec.code
+    if not isinstance(code, str) or not _DTYPE_CODE.fullmatch(code):
+        raise _Unreadable(f"numpy dtype {printable(code)!r} (objects, datetimes and the like are not read)")
+    state = spec.state
+    if state is None:
+        return np.dtype(code)
+    if not isinstance(state, tuple) or len(state) < 6:
+        raise pickle.UnpicklingError("a numpy dtype's state is malformed")
+    byteorder, subarray, names, fields, itemsize = state[1:6]
+    if subarray is not None:
+        base, shape = subarray
+        return np.dtype((_dtype(base), _shape(shape)))
+    if names is not None:
+        columns = [(fields[n][0], fields[n][1]) for n in names]
+        return np.dtype({"names": list(names), "formats": [_dtype(f) for f, _ in columns],
+                         "offsets": [int(o) for _, o in columns], "itemsize": int(itemsize)})
+    plain = np.dtype(code)
+    return plain.newbyteorder(byteorder) if byteorder in ("<", ">") else plain
+
+
+def _shape(shape) -> tuple[int, ...]:
+    if isinstance(shape, int):
+        shape = (shape,)
+    if not isinstance(shape, tuple) or len(shape) > 32 or not all(type(n) is int and n >= 0 for n in shape):
+        raise pickle.UnpicklingError("a numpy shape is not a tuple of up to 32 sizes")
+    return shape
+
+
+def _native(array: np.ndarray) -> np.ndarray:
+    """As numpy's ``__setstate__`` gives it: a simple dtype in the machine's byte order (protocol 5's
+    ``_frombuffer`` keeps the saved order), writeable."""
+    if array.dtype.names is None and array.dtype.subdtype is None and not array.dtype.isnative:
+        return array.astype(array.dtype.newbyteorder("="))
+    return array.copy()
+
+
+def _array(dtype: np.dtype, data, shape, fortran: bool, native: bool = True) -> np.ndarray:
+    raw, shape = _raw(data), _shape(shape)
+    if dtype.hasobject:
+        raise _Unreadable("numpy arrays of Python objects")
+    if len(raw) != dtype.itemsize * math.prod(shape):
+        raise pickle.UnpicklingError(f"a numpy array's {len(raw)} bytes do not fill shape {shape} of {dtype}")
+    array = np.frombuffer(raw, dtype).reshape(shape, order="F" if fortran else "C")
+    return _native(array) if native else array.copy()
+
+
+def _build_numpy(spec) -> object:
+    """The numpy object a placeholder stands for."""
+    if isinstance(spec, _DtypeSpec):
+        return _dtype(spec)
+    if isinstance(spec, _ScalarSpec):
+        return _array(_dtype(spec.dtype), spec.data, (), False)[()]
+    if isinstance(spec, _BufferSpec):
+        if spec.order not in ("C", "F"):
+            raise pickle.UnpicklingError("numpy's _frombuffer order is not C or F")
+        return _array(_dtype(spec.dtype), spec.buffer, _shape(spec.shape), spec.order == "F", native=False)
+    state = spec.state
+    if not isinstance(state, tuple) or len(state) not in (4, 5):
+        raise pickle.UnpicklingError("a numpy array has no (shape, dtype, fortran, data) state")
+    shape, dtype, fortran, data = state[-4:]
+    return _array(_dtype(dtype), data, shape, bool(fortran))
+
+
+_NUMPY_SPECS = (_DtypeSpec, _ArraySpec, _ScalarSpec, _BufferSpec)
+
+
+def _materialise(obj, memo: dict[int, tuple[object, object]]) -> object:
+    """``obj`` with every numpy placeholder built, in place in dicts and lists (whose identity the pickle may
+    share), rebuilt in tuples and sets. ``memo`` maps id -> (original, result), keeping originals alive."""
+    if id(obj) in memo:
+        return memo[id(obj)][1]
+    if isinstance(obj, _NUMPY_SPECS):
+        value = _build_numpy(obj)
+    elif isinstance(obj, (dict, list)):
+        memo[id(obj)] = (obj, obj)
+        items = obj.items() if isinstance(obj, dict) else enumerate(obj)
+        for key, item in list(items):
+            if (new := _materialise(item, memo)) is not item:
+                obj[key] = new
+        for key, item in list(getattr(obj, "__dict__", {}).items()):  # OrderedDict._metadata
+            obj.__dict__[key] = _materialise(item, memo)
+        value = obj
+    elif isinstance(obj, (tuple, set, frozenset)):
+        items = [_materialise(item, memo) for item in obj]
+        value = obj if all(a is b for a, b in zip(items, obj, strict=True)) else type(obj)(items)
+    else:
+        return obj
+    memo[id(obj)] = (obj, value)
+    return value
+
+
 BASE_GLOBALS: dict[str, object] = {
     "collections.OrderedDict": collections.OrderedDict,
     "builtins.set": set,
@@ -91,14 +242,14 @@ BASE_GLOBALS: dict[str, object] = {
     "builtins.complex": complex,
     "builtins.bytes": _bytes,
     "_codecs.encode": _latin1_bytes,
-    "numpy.ndarray": np.ndarray,
-    "numpy.dtype": np.dtype,
-    "numpy.core.multiarray._reconstruct": _NP_RECONSTRUCT,
-    "numpy._core.multiarray._reconstruct": _NP_RECONSTRUCT,
-    "numpy.core.multiarray.scalar": _NP_SCALAR,
-    "numpy._core.multiarray.scalar": _NP_SCALAR,
-    "numpy.core.numeric._frombuffer": _array_from_buffer,
-    "numpy._core.numeric._frombuffer": _array_from_buffer,
+    "numpy.ndarray": _NDARRAY,
+    "numpy.dtype": _DtypeSpec,
+    "numpy.core.multiarray._reconstruct": _reconstruct,
+    "numpy._core.multiarray._reconstruct": _reconstruct,
+    "numpy.core.multiarray.scalar": _ScalarSpec,
+    "numpy._core.multiarray.scalar": _ScalarSpec,
+    "numpy.core.numeric._frombuffer": _BufferSpec,
+    "numpy._core.numeric._frombuffer": _BufferSpec,
 }
 
 
@@ -117,10 +268,12 @@ class _RestrictedUnpickler(pickle.Unpickler):
         self._source = source
         self._allowed = allowed
         self._persistent = persistent_load
+        self.builds_numpy = False  # whether a numpy name was looked up: placeholders to build after the load
 
     def find_class(self, module: str, name: str):
         key = (_PY2_MODULES.get(module, module), name)
         if key in self._allowed:
+            self.builds_numpy = self.builds_numpy or key[0].startswith("numpy")
             return self._allowed[key]
         raise PickleRefused(f"{self._source}: refused to load: the pickle names {printable(key[0])}."
                             f"{printable(name)}, which would run code; edgebnn only reads data")
@@ -177,8 +330,13 @@ def load(file: BinaryIO, *, source: str, encoding: str = "bytes", extra: Mapping
     try:
         with contextlib.redirect_stderr(stray):  # see _CPYTHON_STRAY_LINE
             value = unpickler.load()
+            if unpickler.builds_numpy:
+                value = _materialise(value, {})
     except EdgebnnError:
         raise
+    except _Unreadable as err:
+        raise PickleRefused(f"{source}: refused to load: the pickle holds {err}; edgebnn only reads plain numeric "
+                            "arrays") from None
     except Exception as err:  # EOFError, UnpicklingError, and what a malformed stream makes the allowed calls raise
         reason = type(err).__name__
         detail = printable(str(err).splitlines()[0]) if str(err) else ""

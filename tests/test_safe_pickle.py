@@ -146,7 +146,8 @@ def test_numpy_arrays_and_scalars_round_trip(protocol):
     blob = pickle.dumps([values, scalars], protocol=protocol)
     loaded, reference = safe_pickle.loads(blob, source="x"), pickle.loads(blob)
     for got, want, plain in zip(loaded[0], values, reference[0], strict=True):
-        assert got.dtype == plain.dtype and got.shape == want.shape  # numpy itself loads >i4 as native int32
+        assert got.dtype == plain.dtype and got.shape == want.shape  # numpy loads >i4 as int32 (but not at 5)
+        assert got.flags.writeable and got.flags.owndata
         np.testing.assert_array_equal(got, want)
     assert [(type(s), s) for s in loaded[1]] == [(type(s), s) for s in scalars]
 
@@ -162,12 +163,56 @@ def test_plain_data_round_trips(protocol):
     assert loaded["od"]._metadata == {"": {"version": 1}}
 
 
-def test_an_object_array_from_raw_bytes_is_refused():
-    dtype_o = b"cnumpy\ndtype\n(X\x02\x00\x00\x00O8\x89\x88tR"
-    blob = (b"\x80\x02cnumpy.core.numeric\n_frombuffer\n(C\x08AAAAAAAA" + dtype_o + b"K\x01\x85X\x01\x00\x00\x00Ct"
-            b"R.")
-    with pytest.raises(safe_pickle.PickleCorrupt, match="plain-data dtypes"):
-        safe_pickle.loads(blob, source="x")
+class _Red:
+    """Pickles as ``func(*args)`` followed, when ``state`` is given, by ``BUILD state``."""
+
+    def __init__(self, func, args, state=None):
+        self.func, self.args, self.state = func, args, state
+
+    def __reduce__(self):
+        return (self.func, self.args) if self.state is None else (self.func, self.args, self.state)
+
+
+_RECONSTRUCT = np.zeros(0).__reduce__()[0]
+_EMPTY = (np.ndarray, (0,), b"b")
+
+
+@pytest.mark.parametrize("what, obj, match", [
+    ("an object array whose list is shorter than its shape (segfaults numpy 1.26's own __setstate__)",
+     _Red(_RECONSTRUCT, _EMPTY, (1, (10**6,), np.dtype("O"), False, [1, 2])), "numpy dtype 'O8'"),
+    ("a numpy object array as numpy pickles it", np.array([1, "a", None], dtype=object), "numpy dtype 'O8'"),
+    ("a one-element object array", np.array([{}], dtype=object), "numpy dtype 'O8'"),
+    ("a datetime array", np.array(["2020-01-01"], dtype="M8[s]"), "numpy dtype 'M8'"),
+    ("a structured dtype with an object field", np.zeros(2, dtype=[("a", "i4"), ("b", "O")]), "numpy dtype 'O8'"),
+])
+def test_numpy_objects_are_refused_before_numpy_sees_their_state(what, obj, match):
+    for protocol in (2, 5):
+        with pytest.raises(safe_pickle.PickleRefused) as info:
+            safe_pickle.loads(pickle.dumps(obj, protocol=protocol), source="n")
+        assert match in str(info.value) and "edgebnn only reads plain numeric arrays" in str(info.value), what
+
+
+@pytest.mark.parametrize("obj", [
+    _Red(np.ndarray, ((10**9,), "O")),  # a REDUCE on numpy.ndarray: 8 GB of None pointers if it ran
+    _Red(_RECONSTRUCT, (np.ndarray, (10**9,), "f8")),  # accepted, but only the BUILD state makes the array
+    _Red(_RECONSTRUCT, _EMPTY, (1, (10,), np.dtype("f8"), False, b"abc")),
+    _Red(_RECONSTRUCT, _EMPTY, (1, (0, 2**62), np.dtype("f8"), False, b"")),
+    _Red(_RECONSTRUCT, _EMPTY),
+])
+def test_malformed_numpy_reconstructions_are_one_line(obj):
+    with pytest.raises(EdgebnnError) as info:
+        safe_pickle.loads(pickle.dumps(obj, protocol=2), source="n")
+    assert "\n" not in str(info.value)
+
+
+def test_a_dtype_state_cannot_set_numpy_flags():
+    """numpy's own dtype __setstate__ takes any flags (this one would claim the dtype holds objects); here the
+    dtype is rebuilt from its code, byte order and fields alone."""
+    blob = pickle.dumps(_Red(_RECONSTRUCT, _EMPTY, (1, (1,), _Red(np.dtype, ("V8", False, True),
+                                                                     (3, "|", None, None, None, 8, 1, 63)),
+                                                    False, b"AAAAAAAA")), protocol=2)
+    array = safe_pickle.loads(blob, source="n")
+    assert array.dtype == np.dtype("V8") and not array.dtype.hasobject and array.tobytes() == b"AAAAAAAA"
 
 
 class _Py2Pickler(pickle._Pickler):
