@@ -5,9 +5,9 @@ A pickle is a small program: ``GLOBAL``/``STACK_GLOBAL``/``INST`` look a callabl
 ``Unpickler.find_class``, so an allow-list there closes every path: a name not on it is refused when it is looked
 up, before it can be called. What is allowed only builds data:
 
-- ``collections.OrderedDict`` (PyTorch's state dicts), ``set``/``frozenset``/``bytearray``/``complex`` (how
-  protocol 2 spells them), ``_codecs.encode`` and ``bytes`` (how Python 3 writes ``bytes`` at protocol 2), mapped
-  to functions that only turn latin-1 text, or bytes, into bytes;
+- ``collections.OrderedDict`` (PyTorch's state dicts), ``set``/``frozenset``/``complex`` (how protocol 2 spells
+  them), ``_codecs.encode``, ``bytes`` and ``bytearray`` (how Python 3 writes them at protocol 2), the last three
+  mapped to functions that only turn latin-1 text or bytes into bytes (``bytearray(10**10)`` would fill 10 GB);
 - numpy's array and scalar reconstruction: ``numpy.core.multiarray._reconstruct`` (``numpy._core`` in numpy 2)
   with ``numpy.ndarray``, ``numpy.dtype``, ``numpy.core.multiarray.scalar`` and protocol 5's
   ``numpy.core.numeric._frombuffer``, each mapped to a placeholder that records its arguments and ``BUILD``
@@ -72,6 +72,18 @@ def _bytes(*args):
     if len(args) == 1 and isinstance(args[0], (bytes, bytearray)):
         return bytes(args[0])
     raise pickle.UnpicklingError("builtins.bytes is only read as bytes() or bytes(b'...')")
+
+
+def _bytearray(*args):
+    """``bytearray`` as pickles spell it: ``bytearray()``, ``bytearray(b'...')``, protocol 2's
+    ``bytearray('latin-1 text', 'latin-1')``; never ``bytearray(n)``, which fills n zero bytes at once."""
+    if not args:
+        return bytearray()
+    if len(args) == 1 and isinstance(args[0], (bytes, bytearray)):
+        return bytearray(args[0])
+    if len(args) == 2 and isinstance(args[0], str) and args[1] in ("latin-1", "latin1"):
+        return bytearray(args[0].encode("latin1"))
+    raise pickle.UnpicklingError("builtins.bytearray is only read from bytes or latin-1 text")
 
 
 # ------------------------------------------------------------------------------------------------- numpy
@@ -238,7 +250,7 @@ BASE_GLOBALS: dict[str, object] = {
     "collections.OrderedDict": collections.OrderedDict,
     "builtins.set": set,
     "builtins.frozenset": frozenset,
-    "builtins.bytearray": bytearray,
+    "builtins.bytearray": _bytearray,
     "builtins.complex": complex,
     "builtins.bytes": _bytes,
     "_codecs.encode": _latin1_bytes,

@@ -198,6 +198,8 @@ def test_numpy_objects_are_refused_before_numpy_sees_their_state(what, obj, matc
     _Red(_RECONSTRUCT, _EMPTY, (1, (10,), np.dtype("f8"), False, b"abc")),
     _Red(_RECONSTRUCT, _EMPTY, (1, (0, 2**62), np.dtype("f8"), False, b"")),
     _Red(_RECONSTRUCT, _EMPTY),
+    _Red(bytearray, (10**10,)),  # 10 GB of zeros, written at once
+    _Red(bytes, (10**10,)),
 ])
 def test_malformed_numpy_reconstructions_are_one_line(obj):
     with pytest.raises(EdgebnnError) as info:
