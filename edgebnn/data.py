@@ -173,8 +173,11 @@ def _cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if not isinstance(batch, dict):
         raise EdgebnnError(f"cifar10: {path} does not hold 3x32x32 images with labels (it holds a "
                            f"{type(batch).__name__}, not a dict)")
+    data = batch.get(b"data")
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8:  # a nested list could ask numpy for any memory
+        raise EdgebnnError(f"cifar10: {path} does not hold 3x32x32 images with labels (its data is not a uint8 "
+                           "array)")
     try:
-        data = np.asarray(batch[b"data"], dtype=np.uint8)
         labels = _cifar_labels(batch[b"labels"], path)
         images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
     except (KeyError, ValueError, TypeError):
@@ -186,13 +189,22 @@ def _cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def _cifar_labels(raw, path: Path) -> np.ndarray:
     """The batch's labels as int32, each an integer class 0..9 (a float or an out-of-range integer is refused,
-    never cast: 0.5 would become class 0, and so would 2**32 in int32)."""
-    labels = np.asarray(raw)
-    if labels.ndim != 1 or (labels.size and labels.dtype.kind not in "iu"):
-        kind = "numbers" if labels.dtype.kind in "fcb" else "values"
-        raise EdgebnnError(f"cifar10: {path} has labels that are not integer class numbers ({labels.dtype} "
-                           f"{kind}, shape {labels.shape}); the file is corrupt or not CIFAR-10: download the python "
-                           "batches again")
+    never cast: 0.5 would become class 0, and so would 2**32 in int32). A list must hold plain ints: numpy is
+    never asked to convert nested lists, which a pickle can make share one list a million times."""
+    if isinstance(raw, list):
+        odd = next((x for x in raw if type(x) is not int), None)
+        if odd is not None:
+            shown = f": {safe_pickle.printable(odd)}" if isinstance(odd, (bool, float, complex)) else ""
+            raise EdgebnnError(f"cifar10: {path} has labels that are not integer class numbers (a "
+                               f"{type(odd).__name__}{shown}); the file is corrupt or not CIFAR-10: download the "
+                               "python batches again")
+        raw = np.asarray(raw) if raw else np.zeros(0, np.int64)
+    labels = raw
+    if not isinstance(labels, np.ndarray) or labels.ndim != 1 or labels.dtype.kind not in "iu":
+        what = f"{labels.dtype} array of shape {labels.shape}" if isinstance(labels, np.ndarray) else \
+            type(labels).__name__
+        raise EdgebnnError(f"cifar10: {path} has labels that are not integer class numbers ({what}); the file is "
+                           "corrupt or not CIFAR-10: download the python batches again")
     bad = labels[(labels < 0) | (labels >= 10)]
     if bad.size:
         raise EdgebnnError(f"cifar10: {path} has label {int(bad[0])}, outside the 10 classes 0..9; the file is corrupt "

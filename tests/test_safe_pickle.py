@@ -319,18 +319,35 @@ def test_cifar10_refuses_a_planted_batch_and_says_why(tmp_path):
 
 
 @pytest.mark.parametrize("labels, needle", [
-    ([0, 1, 0.5, 2], "labels that are not integer class numbers (float64 numbers"),
+    ([0, 1, 0.5, 2], "labels that are not integer class numbers (a float: 0.5)"),
     ([0, 1, 2**40, 2], "has label 1099511627776, outside the 10 classes 0..9"),
-    ([0, 1, 2**70, 2], "labels that are not integer class numbers (object values"),
-    (np.array([0.0, 1.0, 2.0, 3.0]), "labels that are not integer class numbers (float64 numbers"),
+    ([0, 1, 2**70, 2], "labels that are not integer class numbers (object array of shape (4,))"),
+    (np.array([0.0, 1.0, 2.0, 3.0]), "labels that are not integer class numbers (float64 array of shape (4,))"),
     ([0, -1, 2, 3], "has label -1, outside"),
-    ([[0, 1], [2, 3]], "labels that are not integer class numbers (int64 values, shape (2, 2))"),
+    ([0, 1, True, 3], "labels that are not integer class numbers (a bool: True)"),
+    ([[0, 1], [2, 3]], "labels that are not integer class numbers (a list)"),
+    (np.array([[0, 1], [2, 3]]), "labels that are not integer class numbers (int64 array of shape (2, 2))"),
+    ({0: 1}, "labels that are not integer class numbers (dict)"),
 ])
 def test_cifar10_labels_must_be_integer_classes(tmp_path, labels, needle):
     root = _cifar_folder(tmp_path / "c", labels=labels)
     with pytest.raises(EdgebnnError) as info:
         data.find_source(f"cifar10:{root}")
     assert needle in str(info.value) and "test_batch" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_cifar10_never_hands_numpy_a_list_that_shares_itself(tmp_path):
+    """A pickle can make one list of a million labels appear a million times (a few bytes each): numpy would
+    build a 10**12-element array from it. The labels and the data are refused by type first."""
+    row = list(range(10)) * 100_000
+    root = _cifar_folder(tmp_path / "c", labels=[row] * 4)
+    with pytest.raises(EdgebnnError, match="labels that are not integer class numbers \\(a list\\)"):
+        data.find_source(f"cifar10:{root}")
+    batch = _cifar_batch()
+    batch[b"data"] = [row] * 4
+    (root / "test_batch").write_bytes(pickle.dumps(batch))
+    with pytest.raises(EdgebnnError, match="does not hold 3x32x32 images with labels \\(its data is not a uint8"):
+        data._cifar_batch(root / "test_batch")
 
 
 def test_cifar10_numpy_integer_labels_are_read(tmp_path):
