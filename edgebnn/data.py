@@ -220,10 +220,10 @@ def _cifar10_source(path: str | None) -> Source:
     if (root / "batches.meta").is_file():
         meta = _read_cifar_pickle(root / "batches.meta")
         names = meta.get(b"label_names") if isinstance(meta, dict) else None
-        if not isinstance(names, list) or len(names) != 10:
+        if not isinstance(names, list) or len(names) != 10 or not all(isinstance(n, (bytes, str)) for n in names):
             raise EdgebnnError(f"cifar10: {root / 'batches.meta'} does not hold the 10 label_names of CIFAR-10; "
                                "download the python batches again or remove the file")
-        class_names = [n.decode(errors="replace") if isinstance(n, bytes) else str(n) for n in names]
+        class_names = [n.decode(errors="replace") if isinstance(n, bytes) else n for n in names]
     return Source(
         name="cifar10",
         class_names=class_names,

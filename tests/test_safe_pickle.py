@@ -350,6 +350,14 @@ def test_cifar10_never_hands_numpy_a_list_that_shares_itself(tmp_path):
         data._cifar_batch(root / "test_batch")
 
 
+def test_cifar10_label_names_must_be_text(tmp_path):
+    root = _cifar_folder(tmp_path / "c")
+    shared = [b"x" * 1000] * 1000
+    (root / "batches.meta").write_bytes(pickle.dumps({b"label_names": [shared] * 10}))  # str() would be huge
+    with pytest.raises(EdgebnnError, match="does not hold the 10 label_names of CIFAR-10"):
+        data.find_source(f"cifar10:{root}")
+
+
 def test_cifar10_numpy_integer_labels_are_read(tmp_path):
     root = _cifar_folder(tmp_path / "c", labels=np.array([9, 0, 5, 5], dtype=np.uint8))
     assert data.find_source(f"cifar10:{root}").val.labels.tolist() == [9, 0, 5, 5]
