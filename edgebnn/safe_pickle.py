@@ -265,9 +265,17 @@ BASE_GLOBALS: dict[str, object] = {
 }
 
 
-def printable(text: object) -> str:
-    """A name from a file as one short printable line (a hostile name may hold newlines or run on)."""
-    text = str(text)
+def printable(value: object) -> str:
+    """A value from a file as one short printable line: a hostile name may hold newlines or run on, and str() of
+    a container the pickle made share itself may be enormous, so containers show as their type alone."""
+    if isinstance(value, bytes):
+        text = repr(value[:_NAME_LIMIT + 1])
+    elif isinstance(value, int) and value.bit_length() > 256:
+        text = f"<{value.bit_length()}-bit int>"
+    elif value is None or isinstance(value, (str, int, float, complex)):
+        text = str(value)
+    else:
+        text = f"<{type(value).__name__}>"
     if not text.isprintable():
         text = ascii(text)[1:-1]
     return text if len(text) <= _NAME_LIMIT else text[:_NAME_LIMIT] + "..."
