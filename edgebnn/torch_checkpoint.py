@@ -14,7 +14,10 @@ A tensor is ``torch._utils._rebuild_tensor_v2(storage, storage_offset, size, str
 backward_hooks[, metadata])``: element ``(i0, i1, ...)`` is ``storage[storage_offset + sum(i_k * stride_k)]``. The
 pickle goes through :mod:`edgebnn.safe_pickle` with PyTorch's rebuild functions mapped to this module's own, which
 only record the storage, offset, size and stride (:class:`_TensorRef`); the arrays of the state dict are then cut
-from the storages with bounds-checked strides and copied. Nothing here imports torch.
+from the storages with bounds-checked strides and copied. Only the storages the state dict and the top-level 0-d
+tensors use are read (an optimizer's are skipped, in the legacy stream by their counts, each checked against the
+file's size); a zip record is CRC-32 checked; the arrays may take at most 4x the file's bytes (stride 0 repeats
+an element without bound). Every failure is one line. Nothing here imports torch.
 """
 
 from __future__ import annotations

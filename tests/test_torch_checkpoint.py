@@ -335,3 +335,52 @@ def test_mutated_files_are_read_or_refused_in_one_line(written, tmp_path, capfd)
             assert "\n" not in str(err), str(err)
     assert refused > 150
     assert capfd.readouterr() == ("", "")
+
+
+def _legacy(path: Path, state: dict[str, bytes], storages: list[tuple[str, int, bytes]], version: int = 1001,
+            keys: list[str] | None = None) -> Path:
+    """A legacy stream as torch.save(..., _use_new_zipfile_serialization=False) lays it out: magic, protocol
+    version, sys_info, the object (``{"state_dict": state}``), the key list, then per storage an 8-byte
+    little-endian element count and its bytes."""
+    head = b"".join(pickle.dumps(x, protocol=2) for x in (torch_checkpoint.LEGACY_MAGIC, version,
+                                                          {"protocol_version": 1001, "little_endian": True}))
+    body = b"\x80\x02" + _dict({"state_dict": _dict(state), "epoch": b"K\x03"}) + b"."
+    tail = pickle.dumps(keys if keys is not None else [k for k, _, _ in storages], protocol=2)
+    blobs = b"".join(count.to_bytes(8, "little") + raw for _, count, raw in storages)
+    path.write_bytes(head + body + tail + blobs)
+    return path
+
+
+def _legacy_storage(key: str, numel: int, view=None) -> bytes:
+    view_bytes = b"N" if view is None else _t(_s(view[0]), _i(view[1]), _i(view[2]))
+    return _t(_s("storage"), _g("torch.FloatStorage"), _s(key), _s("cpu"), _i(numel), view_bytes) + b"Q"
+
+
+def test_old_legacy_storage_views_are_read(tmp_path):
+    """PyTorch < 1.0 could pickle a view of a storage: (view_key, offset, size) beside the root key."""
+    path = _legacy(tmp_path / "views.pth", {
+        "whole": _tensor(_legacy_storage("root", 12), 0, [12], [1]),
+        "view": _tensor(_legacy_storage("root", 12, ("v", 4, 6)), 1, [2, 2], [3, 1]),
+    }, [("root", 12, F32.tobytes())])
+    checkpoint = torch_checkpoint.read(path)
+    assert checkpoint.container == "legacy" and checkpoint.meta == {"epoch": 3}
+    np.testing.assert_array_equal(checkpoint.state["whole"], F32)
+    np.testing.assert_array_equal(checkpoint.state["view"], [[F32[5], F32[6]], [F32[8], F32[9]]])
+
+
+@pytest.mark.parametrize("state, storages, kwargs, match", [
+    ({"w": _tensor(_legacy_storage("root", 12, ("v", 8, 6)), 0, [6], [1])}, [("root", 12, F32.tobytes())], {},
+     "storage root holds 12 float32 elements but the checkpoint says 14"),
+    ({"w": _tensor(_legacy_storage("root", 12), 0, [12], [1])}, [("root", 13, F32.tobytes())], {},
+     "storage root says 13 elements (52 bytes) but the file has 48 left"),
+    ({"w": _tensor(_legacy_storage("root", 12), 0, [12], [1])}, [("root", 12, F32.tobytes())], {"version": 1000},
+     "legacy PyTorch protocol version 1000, not 1001"),
+    ({"w": _tensor(_legacy_storage("root", 12), 0, [12], [1])}, [("root", 12, F32.tobytes())],
+     {"keys": ["root", "other"]}, "the legacy storage key list does not match the storages the tensors use"),
+    ({"w": _tensor(_legacy_storage("root", 12), 0, [12], [1])}, [], {"keys": []},
+     "storage root is used but not stored"),
+    ({"w": _tensor(_storage("torch.FloatStorage", "root", 12), 0, [12], [1])}, [("root", 12, F32.tobytes())], {},
+     "a persistent id is not a 6-field storage record"),
+])
+def test_a_legacy_file_that_lies_is_one_line(tmp_path, state, storages, kwargs, match):
+    _one_line_error(_legacy(tmp_path / "bad.pth", state, storages, **kwargs), match)
