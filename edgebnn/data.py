@@ -155,9 +155,8 @@ def _find_cifar10(path: str | None) -> Path:
 
 def _read_cifar_pickle(path: Path) -> dict:
     """A CIFAR-10 batch through the restricted unpickler: data only, a file that names code is refused."""
-    try:
-        with open(path, "rb") as f:
-            return safe_pickle.load(f, source=f"cifar10: {path}", encoding="bytes")
+    try:  # read whole (30 MB): a length field past the end then asks for no memory, only truncates
+        return safe_pickle.loads(path.read_bytes(), source=f"cifar10: {path}", encoding="bytes")
     except FileNotFoundError:
         raise EdgebnnError(f"cifar10: {path} is missing; the folder must hold data_batch_1..5 and test_batch") \
             from None
