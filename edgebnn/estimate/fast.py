@@ -10,8 +10,8 @@ words (LCE's filters hold 32 input channels per word), elements in and out, and 
 coefficients c_k are fitted per class by non-negative least squares to per-op counts made under QEMU by the exact
 path (``counting.count_model``), each op weighted by 1 / sqrt(I_op) (``fit_cost_model``); the model's instructions
 are the ops' sum plus a fitted constant (the interpreter's own work per inference). The instructions per kernel
-class of ``counting.CLASSES``, which the board model needs, are each op's prediction split by its class's mean
-split (``class_shares``), fitted by non-negative least squares to the counted models' class totals.
+class of ``counting.CLASSES``, which the board model needs, are each op's prediction, its GEMM work and the rest,
+split by shares fitted by non-negative least squares to the counted models' class totals (``class_shares``).
 
 The fitted coefficients ship as ``fast_model.json`` beside ``calibration.json`` (``bench/fast_estimate.py --fit``
 writes it, with the models it was fitted on and its error on models outside the fit).
@@ -36,9 +36,9 @@ UNDELEGATED = {"STRIDED_SLICE", "SPLIT", "SPLIT_V", "GATHER", "CAST", "SHAPE", "
 # carries the runner's own work between two inferences.
 _XNN = ("partition_start", "last_op")
 FEATURES = {
-    "LceBconv2d": ("binary_macs", "im2col_words", "outputs", "pixels", "one", "last_op"),
+    "LceBconv2d": ("binary_macs", "tiles", "im2col_words", "im2col_pixels", "outputs", "pixels", "one", "last_op"),
     "LceQuantize": ("aligned_elems", "unaligned_words", "unaligned_pixels", "pixels", "one", "last_op"),
-    "CONV_2D igemm": ("macs", "tiles", "out_elems", "taps", "one") + _XNN,
+    "CONV_2D igemm": ("macs", "tiles", "tile_taps", "out_elems", "taps", "one") + _XNN,
     "CONV_2D gemm": ("macs", "tiles", "out_elems", "one") + _XNN,
     "DEPTHWISE_CONV_2D": ("macs", "out_elems", "one") + _XNN,
     "FULLY_CONNECTED": ("macs", "out_elems", "one") + _XNN,
@@ -47,7 +47,7 @@ FEATURES = {
     "MAX_POOL_2D": ("in_elems", "out_elems", "pixels", "one") + _XNN,
     "AVERAGE_POOL_2D": ("in_elems", "out_elems", "pixels", "one") + _XNN,
     "MEAN": ("in_elems", "out_elems", "in_pixels", "one") + _XNN,
-    "CONCATENATION": ("out_elems", "inputs", "one") + _XNN,
+    "CONCATENATION": ("out_elems", "row_copies", "inputs", "one") + _XNN,
     "unary": ("out_elems", "one") + _XNN,
     "shape": ("one",) + _XNN,
     "other": ("in_elems", "out_elems", "one") + _XNN,
@@ -111,8 +111,10 @@ def features(op: dict) -> dict[str, float]:
     kind = kernel_of(op)
     if kind == "LceBconv2d":
         co, kh, kw, words = (list(ins[1]) + [1, 1, 1, 1])[:4]
-        x.update(binary_macs=x["pixels"] * co * kh * kw * words, im2col_words=x["pixels"] * kh * kw * words
-                 if kh * kw > 1 else 0.0, outputs=x["pixels"] * co)  # float, or bitpacked for the next bconv
+        tiles = math.ceil(x["pixels"] / 4) * math.ceil(co / 8)  # LCE's NEON kernel: 4 pixels x 8 channels a call
+        x.update(binary_macs=tiles * 32 * kh * kw * words, tiles=tiles, im2col_words=x["pixels"] * kh * kw * words
+                 if kh * kw > 1 else 0.0, outputs=x["pixels"] * co,  # float, or bitpacked for the next bconv
+                 im2col_pixels=x["pixels"] if kh * kw > 1 else 0.0)  # a 1x1 conv reads its input in place
     elif kind == "LceQuantize":
         c = first[-1] if first else 1
         x.update(pixels=float(_pixels(first)), aligned_elems=x["in_elems"] if c % 32 == 0 else 0.0)
@@ -125,9 +127,12 @@ def features(op: dict) -> dict[str, float]:
         depth = 1 if kind == "DEPTHWISE_CONV_2D" else k[3]
         x.update(macs=x["pixels"] * math.ceil(co / 8) * 8 * taps * depth, taps=x["pixels"] * taps,
                  tiles=math.ceil(x["pixels"] / 4) * math.ceil(co / 8))  # micro-kernel calls: 4 pixels x 8 channels
+        x["tile_taps"] = x["tiles"] * taps  # an IGEMM tile steps through the kernel's taps, Ci channels each
     elif kind == "FULLY_CONNECTED":
         w = list(ins[1]) if len(ins) > 1 else [1, 1]
         x.update(macs=float(math.ceil(w[0] / 8) * 8 * _n(w[1:])))
+    elif kind == "CONCATENATION":  # along channels: one copy per pixel and input
+        x["row_copies"] = x["pixels"] * x["inputs"]
     elif kind == "elementwise":
         same = len(ins) >= 2 and _n(ins[0]) == _n(ins[1]) == _n(out)  # [1, H, W, C] by [H, W, C] is no broadcast
         x.update(same_elems=x["out_elems"] if same else 0.0, broadcast_elems=0.0 if same else x["out_elems"],
@@ -167,18 +172,31 @@ def predict(flat_ops: list[dict], model: dict | None = None) -> dict:
     for i, (op, x) in enumerate(zip(flat_ops, all_features(flat_ops), strict=True)):
         kind = kernel_of(op) if kernel_of(op) in model["kernels"] else "other"
         n = max(predict_op(x, kind, model), 0.0)
-        for c, share in model["class_shares"].get(kind, {"other": 1.0}).items():
-            classes[c] += n * share
+        for part, amount in zip(("work", "rest"), split(x, kind, model), strict=True):
+            for c, share in model["class_shares"].get(f"{kind}|{part}", {"other": 1.0}).items():
+                classes[c] += max(amount, 0.0) * share
         ops.append({"node_type": node_type(op, model), "index": i, "times_called": 1, "kernel": kind,
                     "name": op["outputs"][0][0] if op["outputs"] else f"op {i}", "op": op["type"], "op_index": i,
                     "instructions": n})
     rest = model["per_inference"]
     classes["other"] += rest
     total = sum(o["instructions"] for o in ops) + rest
-    return {"instructions": total, "per_vcpu": {0: total}, "classes": classes, "ops": ops, "warnings": [],
+    unfitted = sorted({op["type"] for op in flat_ops if kernel_of(op) not in model["kernels"]
+                       or (kernel_of(op) == "other" and op["type"] not in model.get("other_types", ()))})
+    warnings = [f"the fast path's cost model was fitted on no {', '.join(unfitted)} op: costed by its elements in "
+                "and out; count under QEMU for the exact figure"] if unfitted else []
+    return {"instructions": total, "per_vcpu": {0: total}, "classes": classes, "ops": ops, "warnings": warnings,
             "dense_macs": dense_macs(flat_ops), "threads": 1, "runs": (0, 0), "qemu": None, "path": "fast",
-            "fast_error_max_pct": (model.get("holdout") or {}).get("whole_model_max_pct", 0.0),
+            "fast_error_max_pct": fast_error_pct(model),
             "fast_model": {"fitted_on": len(model["fitted_on"]), "made": model.get("made")}}
+
+
+def fast_error_pct(model: dict) -> float:
+    """The fast path's own error, in percent, that an estimate's range adds: the larger of its largest whole-model
+    instruction error and its largest board-estimate error (fast against exact, same calibration) on the models
+    outside its fit (``holdout``, measured by ``bench/fast_estimate.py --fit``)."""
+    hold = model.get("holdout") or {}
+    return max(hold.get("whole_model_max_pct", 0.0), hold.get("board_ms_max_pct", 0.0))
 
 
 def predict_file(path) -> dict:
@@ -236,7 +254,8 @@ def fit_cost_model(samples: dict[str, dict]) -> dict:
         y = np.array([v for _, v in data])
         kernels[kind] = dict(zip(feats, _nnls_weighted(x, y).tolist(), strict=True))
     kernels.setdefault("other", {"in_elems": 1.0, "out_elems": 1.0, "one": 1000.0})
-    model = {"kernels": kernels, "per_inference": 0.0, "class_shares": {},
+    other_types = sorted({op["type"] for c in samples.values() for op in c["flat_ops"] if kernel_of(op) == "other"})
+    model = {"kernels": kernels, "per_inference": 0.0, "class_shares": {}, "other_types": other_types,
              "node_types": {k: max(v, key=v.get) for k, v in names.items()}, "fitted_on": sorted(samples)}
     gaps = [c["instructions"] - predict(c["flat_ops"], {**model, "class_shares": {}})["instructions"]
             for c in samples.values()]
@@ -245,30 +264,61 @@ def fit_cost_model(samples: dict[str, dict]) -> dict:
     return model
 
 
+WORK = ("binary_macs", "tiles", "macs", "tile_taps")  # the features of a GEMM micro-kernel's own work
+_LCE = ("binary_gemm", "binary_other", "memory", "other")
+_GEMM = ("float_gemm", "float_other", "memory", "other")
+_FLOAT = ("float_other", "memory", "other")
+
+
+def allowed_classes(kind: str) -> tuple[str, ...]:
+    """The kernel classes an op of this kernel class can run: LCE's, XNNPACK's GEMMs', or other float kernels'."""
+    if kind.startswith("Lce"):
+        return _LCE
+    return _GEMM if kind in ("CONV_2D igemm", "CONV_2D gemm", "FULLY_CONNECTED") else _FLOAT
+
+
+def split(x: dict[str, float], kind: str, model: dict) -> tuple[float, float]:
+    """An op's predicted instructions as (its GEMM micro-kernel's work, the rest)."""
+    coef = model["kernels"].get(kind) or model["kernels"]["other"]
+    work = sum(c * x.get(f, 0.0) for f, c in coef.items() if f in WORK)
+    return work, predict_op(x, kind, model) - work
+
+
 def class_shares(samples: dict[str, dict], model: dict) -> dict[str, dict[str, float]]:
-    """Each kernel class's split of its instructions over ``counting.CLASSES``: per counted class c, the model
-    totals I_c ~ sum_k s_kc * I_k (I_k the counted instructions of kernel class k), s >= 0 by NNLS, each k's
-    shares then normalised to sum to 1."""
+    """How each kernel class's predicted work (``KIND|work``: the GEMM features) and the rest (``KIND|rest``) split
+    over ``counting.CLASSES``. Per counted class c, the models' totals I_c ~ sum_j s_jc * I_j over the parts j whose
+    kernel class can run c (``allowed_classes``), I_j the part's instructions (counted, split as predicted), s >= 0
+    by NNLS on the relative error; each part's shares then normalised to sum to 1."""
     from scipy.optimize import nnls
 
     from edgebnn.estimate.counting import CLASS_NAMES
 
-    kinds = sorted(model["kernels"])
+    parts = [f"{k}|{p}" for k in sorted(model["kernels"]) for p in ("work", "rest")]
     a, targets = [], {c: [] for c in CLASS_NAMES}
     for counts in samples.values():
         measured = measured_ops(counts) or {}
-        per_kind = dict.fromkeys(kinds, 0.0)
-        predicted = predict(counts["flat_ops"], {**model, "class_shares": {}})["ops"]
-        for i, row in enumerate(predicted):
-            per_kind[row["kernel"]] += measured.get(i, row["instructions"])
-        a.append([per_kind[k] for k in kinds])
+        per_part = dict.fromkeys(parts, 0.0)
+        for i, (op, x) in enumerate(zip(counts["flat_ops"], all_features(counts["flat_ops"]), strict=True)):
+            kind = kernel_of(op) if kernel_of(op) in model["kernels"] else "other"
+            work, rest = split(x, kind, model)
+            scale = measured[i] / (work + rest) if i in measured and work + rest > 0 else 1.0
+            per_part[f"{kind}|work"] += work * scale
+            per_part[f"{kind}|rest"] += rest * scale
+        a.append([per_part[j] for j in parts])
         for c in CLASS_NAMES:
             targets[c].append(counts["classes"][c] - (model["per_inference"] if c == "other" else 0.0))
     a = np.array(a)
     w = 1.0 / np.maximum(a.sum(axis=1), 1.0)
-    raw = {c: nnls(a * w[:, None], np.array(targets[c]) * w)[0] for c in CLASS_NAMES}
+    raw = {}
+    for c in CLASS_NAMES:
+        cols = [j for j, part in enumerate(parts) if c in allowed_classes(part.split("|")[0])]
+        k = nnls(a[:, cols] * w[:, None], np.array(targets[c]) * w)[0] if cols else []
+        raw[c] = dict(zip(cols, k, strict=True))
     out = {}
-    for j, kind in enumerate(kinds):
-        total = sum(raw[c][j] for c in CLASS_NAMES)
-        out[kind] = {c: float(raw[c][j] / total) for c in CLASS_NAMES} if total > 0 else {"other": 1.0}
+    for j, part in enumerate(parts):
+        total = sum(raw[c].get(j, 0.0) for c in CLASS_NAMES)
+        kind, which = part.split("|")
+        default = allowed_classes(kind)[0 if which == "work" else 1]
+        out[part] = ({c: float(raw[c].get(j, 0.0) / total) for c in CLASS_NAMES if raw[c].get(j, 0.0) > 0}
+                     if total > 0 else {default: 1.0})
     return out

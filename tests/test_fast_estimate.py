@@ -1,0 +1,182 @@
+"""The fast path (instructions predicted from op shapes) against the exact one (counted under QEMU), the path every
+estimate states in its stored row and in the report, and the budget command on a tiny family grid."""
+
+import json
+import math
+import os
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from profile_fixtures import tiny_tflite
+
+from edgebnn.cli import main
+from edgebnn.convert.flatbuffer import read_ops
+from edgebnn.estimate import budget, calibration, counting, emulated, estimate, fast
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNNER = Path(os.environ.get("LCE_RUNNER_AARCH64") or ROOT.parent / "shared" / "lce" / "lce_benchmark_model_aarch64")
+needs_runner = pytest.mark.skipif(not RUNNER.is_file() or not shutil.which("qemu-aarch64"),
+                                  reason="needs ../shared/lce/lce_benchmark_model_aarch64 and qemu-aarch64")
+
+
+def by_type(flat_ops, per_op):
+    out = {}
+    for op, n in zip(flat_ops, per_op, strict=True):
+        out[op["type"]] = out.get(op["type"], 0.0) + n
+    return out
+
+
+@needs_runner
+@pytest.mark.parametrize("size,width", [(32, 64), (24, 48)])
+def test_fast_path_matches_qemu_counts_on_models_outside_its_fit(size, width):
+    """The tiny net (float conv, two binary convs, mean, dense) is in no fit; at 24x24 its 48 channels take
+    LceQuantize's slower path for a partial 32-bit word. Counts are deterministic: this is no timing test."""
+    model = tiny_tflite(size, width)
+    flat = read_ops(model.read_bytes())
+    counted = counting.count_model(RUNNER, model)
+    shipped = fast.shipped_model()
+    assert not any("tiny" in name for name in shipped["fitted_on"])
+    predicted = fast.predict(flat, shipped)
+    assert abs(predicted["instructions"] / counted["instructions"] - 1) <= 0.06  # the issue's max whole-model error
+    measured = fast.measured_ops(counted)
+    want = by_type(flat, [measured.get(i, 0.0) for i in range(len(flat))])
+    got = by_type(flat, [o["instructions"] for o in predicted["ops"]])
+    for op_type, n in want.items():
+        if n > 0.01 * counted["instructions"]:  # op types carrying over 1% of the model
+            assert abs(got[op_type] / n - 1) <= 0.10, (op_type, got[op_type], n)
+    # the kernel classes the board model weighs add up to the whole, GEMM work in the GEMM classes
+    assert sum(predicted["classes"].values()) == pytest.approx(predicted["instructions"])
+    gemm = predicted["classes"]["binary_gemm"] + predicted["classes"]["float_gemm"]
+    assert abs(gemm / (counted["classes"]["binary_gemm"] + counted["classes"]["float_gemm"]) - 1) <= 0.10
+
+
+def _synthetic_samples():
+    """Two models of LCE and float ops whose per-op counts are exactly linear in the ops' features."""
+    truth = {"LceBconv2d": {"binary_macs": 0.75, "outputs": 6.0, "one": 3000.0},
+             "LceQuantize": {"aligned_elems": 0.4, "unaligned_words": 210.0, "one": 400.0},
+             "elementwise": {"same_elems": 1.9, "broadcast_elems": 1.9, "broadcast_pixels": 40.0, "one": 240.0}}
+
+    def op(kind, ins, out):
+        return {"type": kind, "inputs": [(f"i{j}", s) for j, s in enumerate(ins)], "outputs": [("o", out)]}
+
+    samples = {}
+    for n, (size, ch) in enumerate([(32, 16), (16, 64), (8, 128), (24, 48), (12, 96)]):
+        flat = [op("LceQuantize", [[1, size, size, ch]], [1, size, size, math.ceil(ch / 32)]),
+                op("LceBconv2d", [[1, size, size, math.ceil(ch / 32)], [ch, 3, 3, math.ceil(ch / 32)], [ch], [ch]],
+                   [1, size, size, ch]),
+                op("ADD", [[1, size, size, ch], [1, size, size, ch]], [1, size, size, ch]),
+                op("SUB", [[1, size, size, ch], [ch]], [1, size, size, ch])]
+        xs = fast.all_features(flat)
+        per_op = [sum(truth.get(fast.kernel_of(o), {}).get(f, 0.0) * v for f, v in x.items())
+                  for o, x in zip(flat, xs, strict=True)]
+        rows = [{"node_type": o["type"], "index": i, "instructions": v} for i, (o, v) in
+                enumerate(zip(flat, per_op, strict=True)) if o["type"].startswith("Lce")]
+        rows += [{"node_type": "Elementwise add/multiply (F32)", "delegate": 0, "op_index": i, "instructions": v}
+                 for i, (o, v) in enumerate(zip(flat, per_op, strict=True)) if not o["type"].startswith("Lce")]
+        classes = dict.fromkeys(counting.CLASS_NAMES, 0.0)
+        gemm = truth["LceBconv2d"]["binary_macs"] * xs[1]["binary_macs"]  # the bconv's GEMM work, the rest its own
+        classes["binary_gemm"], classes["binary_other"] = gemm, per_op[0] + per_op[1] - gemm
+        classes["float_other"] = per_op[2] + per_op[3]
+        samples[f"m{n}"] = {"flat_ops": flat, "ops": rows, "instructions": sum(per_op) + 5000.0,
+                            "classes": {**classes, "other": 5000.0}}
+    return samples
+
+
+def test_cost_model_fit_recovers_known_costs():
+    samples = _synthetic_samples()
+    model = fast.fit_cost_model(samples)
+    assert model["per_inference"] == pytest.approx(5000.0, rel=1e-3)
+    for name, c in samples.items():
+        p = fast.predict(c["flat_ops"], model)
+        assert p["instructions"] == pytest.approx(c["instructions"], rel=1e-3), name
+        assert p["classes"]["binary_gemm"] == pytest.approx(c["classes"]["binary_gemm"], rel=1e-2)
+    assert model["node_types"]["SUB|elementwise"] == "Elementwise add/multiply (F32)"
+    assert model["class_shares"]["LceBconv2d|work"]["binary_gemm"] == pytest.approx(1.0, abs=1e-3)
+    assert model["class_shares"]["LceBconv2d|rest"]["binary_other"] == pytest.approx(1.0, abs=1e-3)
+    assert set(model["class_shares"]["elementwise|rest"]) <= {"float_other", "memory", "other"}
+
+
+def test_shipped_cost_model_records_its_fit_and_holdout():
+    model = fast.shipped_model()
+    assert len(model["fitted_on"]) >= 20 and model["runner_sha256"] == calibration.shipped()["runner_sha256"]
+    hold = model["holdout"]
+    assert not set(hold["tested_on"]) & set(model["fitted_on"])
+    assert hold["models"] >= 10 and hold["whole_model_max_pct"] <= 6.0 and hold["whole_model_mean_pct"] <= 3.0
+    for kind, coef in model["kernels"].items():
+        assert all(v >= 0 for v in coef.values()), kind
+
+
+def test_without_a_runner_the_fast_path_is_taken_and_said(monkeypatch):
+    monkeypatch.delenv("LCE_RUNNER_AARCH64", raising=False)
+    job = emulated.plan(None, fallback=True)
+    assert job["path"] == "fast" and "fast path" in job["warnings"][0]
+    monkeypatch.setenv("EDGEBNN_QEMU", "/nonexistent/qemu-aarch64")
+    if RUNNER.is_file():
+        job = emulated.plan(RUNNER, fallback=True)
+        assert job["path"] == "fast" and "qemu-aarch64 not found" in job["warnings"][0]
+
+
+def test_fast_estimate_rows_say_their_path_in_the_database_and_the_report(tmp_path):
+    from edgebnn import report
+
+    db = tmp_path / "r.db"
+    res = CliRunner().invoke(main, ["estimate", str(tiny_tflite(32, 64)), "--fast", "--db", str(db)])
+    assert res.exit_code == 0, res.output
+    assert "ESTIMATED latency" in res.output and " fast " in res.output and "likely" in res.output
+    conn = sqlite3.connect(db)
+    conn.row_factory = sqlite3.Row
+    rows = [dict(r) for r in conn.execute("SELECT * FROM results ORDER BY device, threads")]
+    assert [(r["device"], r["threads"]) for r in rows] == [("pi4b", 1), ("pi4b", 4), ("pixel1", 1)]
+    for r in rows:
+        e = json.loads(r["estimate"])
+        assert e["path"] == "fast" and "predicted from the flatbuffer's op shapes" in e["source"]
+        assert r["kernels"] == estimate.KERNELS["fast"]
+        lo, hi = e["range_ms"]
+        m = e["range_error_pct"] / 100
+        assert m > e["error_max_pct"] / 100  # widened by the fast path's own error
+        assert (lo, hi) == pytest.approx((r["mean_ms"] / (1 + m), r["mean_ms"] / (1 - m)))
+    again = CliRunner().invoke(main, ["estimate", str(tiny_tflite(32, 64)), "--fast", "--db", str(db)])
+    assert again.exit_code == 0 and "(stored; --force to estimate again)" in again.output
+    got = [r for r in report.collect(db, run_roots=[]) if r["latency_kind"] == "estimate"]
+    assert len(got) == 3
+    for r in got:
+        assert "predicted from the flatbuffer's op shapes" in r["latency_from"]
+        assert report.table_cells(r)[3].endswith(", fast)") and "likely" in report.table_cells(r)[3]
+    assert any("pi4b [estimate]" in n and "predicted from the flatbuffer's op shapes" in n for n in report.notes(got))
+
+
+def test_budget_on_a_tiny_family_grid(monkeypatch):
+    """Two widths of sdbnn-resnet20 at 32x32: each built, converted and estimated on the fast path; the verdicts
+    follow the ranges; the command exits 1 when nothing fits."""
+    built = {}
+    real = budget.build_flatbuffer
+
+    def once(family, width, size, num_classes=None):
+        key = (family, width, size, num_classes)
+        if key not in built:
+            built[key] = real(family, width, size, num_classes)
+        return built[key]
+
+    monkeypatch.setattr(budget, "build_flatbuffer", once)
+    res = CliRunner().invoke(main, ["budget", "sdbnn-resnet20", "--board", "pi4b", "--ms", "1000", "--widths",
+                                    "0.25,0.5", "--sizes", "32", "--json"])
+    assert res.exit_code == 0, res.output
+    answer = json.loads(res.output[res.output.index("{"):])
+    rows = answer["rows"]
+    assert [(r["width"], r["size"], r["path"]) for r in rows] == [(0.25, 32, "fast"), (0.5, 32, "fast")]
+    assert rows[0]["ms"] < rows[1]["ms"] and all(r["verdict"] == "fits" for r in rows)
+    for r in rows:
+        lo, hi = r["range_ms"]
+        assert lo < r["ms"] < hi
+        assert budget.verdict(r["ms"], hi, r["ms"] * 0.99) == "too slow"
+        assert budget.verdict(r["ms"], hi, r["ms"]) == "may fit"
+        assert budget.verdict(r["ms"], hi, hi) == "fits"
+    text = budget.format_answer(answer)
+    assert "2 of 2 candidates fit; the widest: width 0.5" in text and "likely" in text
+    tight = CliRunner().invoke(main, ["budget", "sdbnn-resnet20", "--board", "pi4b", "--ms", "0.001", "--widths",
+                                      "0.25", "--sizes", "32"])
+    assert tight.exit_code == 1 and "0 of 1 candidates fit" in tight.output and "too slow" in tight.output
+    assert len(built) == 2  # each candidate built once
