@@ -166,6 +166,8 @@ def main() -> int:
         from edgebnn.estimate.calibration import sha256
 
         model = fast.fit_cost_model(fit_data)
+        model["fit_data"] = {k: {"instructions": c["instructions"], "ops": len(c["flat_ops"]),
+                                 "per_op_named": fast.measured_ops(c) is not None} for k, c in fit_data.items()}
         model["runner_sha256"] = sha256(args.runner) if Path(args.runner).is_file() else None
         model["made"] = time.strftime("%Y-%m-%d")
         model["holdout"] = {k: v for k, v in holdout(model, test).items() if k != "rows"}
