@@ -105,6 +105,16 @@ def time_one(model: Path, runner: str) -> None:
     for row, ops in rows:
         print(f"  {row['device']:<7} x{row['threads']}: {row['mean_ms']:8.2f} ms ESTIMATED ({len(ops)} ops)"
               + (f"  flagged: {row['flags'][0]}" if row["flags"] else ""))
+    fast_job = emulated.plan(runner, fast=True)
+    t0 = time.perf_counter()
+    fast_rows = emulated.estimate_model(info, fast_job)
+    seconds = time.perf_counter() - t0
+    print(f"the same model on the fast path (op shapes, no QEMU): {seconds:.2f} s; "
+          f"{fast_rows[0][0]['estimate']['instructions']:.4g} instructions predicted")
+    for (row, _), (fast_row, _) in zip(rows, fast_rows, strict=True):
+        lo, hi = fast_row["estimate"]["range_ms"]
+        print(f"  {row['device']:<7} x{row['threads']}: {fast_row['mean_ms']:8.2f} ms (likely {lo:.3g}-{hi:.3g}), "
+              f"{100 * (fast_row['mean_ms'] / row['mean_ms'] - 1):+.1f}% from the exact path")
 
 
 def main() -> int:
