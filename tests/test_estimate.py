@@ -342,7 +342,7 @@ def test_profile_on_qemu_stores_estimated_rows(tmp_path):
     pi1, pi4 = rows[0], rows[1]
     assert pi4["mean_ms"] < pi1["mean_ms"]  # four threads estimated faster
     again = subprocess.run(cmd, capture_output=True, text=True)
-    assert again.returncode == 0 and "(stored; --force to count again)" in again.stdout
+    assert again.returncode == 0 and "(stored; --force to estimate again)" in again.stdout
 
 
 @needs_runner
