@@ -259,12 +259,16 @@ def table_cells(row: dict) -> list[str]:
 def _latency_cell(row: dict) -> str:
     """The latency; an estimate's with its likely range and its path (``qemu``: counted, ``fast``: predicted from
     op shapes), e.g. ``79.00 (likely 70.7-89.5, qemu)``."""
+    return _num(row["median_ms"], ".2f") + _range_note(row)
+
+
+def _range_note(row: dict) -> str:
+    """`` (likely 70.7-89.5, qemu)`` for an estimate stored with its range, else nothing."""
     e = row.get("estimate") or {}
-    text = _num(row["median_ms"], ".2f")
-    if row["latency_kind"] == "estimate" and e.get("range_ms"):
-        lo, hi = e["range_ms"]
-        text += f" (likely {lo:.3g}-{hi:.3g}, {e.get('path', 'qemu')})"
-    return text
+    if row["latency_kind"] != "estimate" or not e.get("range_ms"):
+        return ""
+    lo, hi = e["range_ms"]
+    return f" (likely {lo:.3g}-{hi:.3g}, {e.get('path', 'qemu')})"
 
 
 def format_table(rows: list[dict]) -> str:
@@ -347,7 +351,8 @@ def format_budget(result: dict) -> str:
         tail = (f"; the fastest trained model there is {f['model']} at {f['median_ms']:.2f} ms with {f['threads']} "
                 f"thread(s), {f['latency_kind']}: {f['latency_from']}") if f else ""
         return f"no trained model meets {budget} on {b}{tail}"
-    return (f"{b}, budget {budget}: {r['model']} with {r['threads']} thread(s), {r['median_ms']:.2f} ms "
+    return (f"{b}, budget {budget}: {r['model']} with {r['threads']} thread(s), "
+            f"{r['median_ms']:.2f} ms{_range_note(r)} "
             f"({r['latency_kind']}: {KIND_LABELS[r['latency_kind']]}), top-1 {_pct(accuracy(r))} "
             f"(flatbuffer, {_check_data(r)}); {result['meeting']} of {result['ranked']} trained models meet it.\n"
             f"  latency from: {r['latency_from']}" + (f"\n  flags: {'; '.join(r['flags'])}" if r["flags"] else ""))
