@@ -175,7 +175,7 @@ def test_budget_on_a_tiny_family_grid(monkeypatch):
         assert budget.verdict(r["ms"], hi, r["ms"]) == "may fit"
         assert budget.verdict(r["ms"], hi, hi) == "fits"
     text = budget.format_answer(answer)
-    assert "2 of 2 candidates fit; the widest: width 0.5" in text and "likely" in text
+    assert "2 of 2 candidates fit; the largest: width 0.5 at 32x32" in text and "likely" in text
     tight = CliRunner().invoke(main, ["budget", "sdbnn-resnet20", "--board", "pi4b", "--ms", "0.001", "--widths",
                                       "0.25", "--sizes", "32"])
     assert tight.exit_code == 1 and "0 of 1 candidates fit" in tight.output and "too slow" in tight.output

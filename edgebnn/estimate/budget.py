@@ -98,8 +98,8 @@ def format_answer(result: dict) -> str:
         lines.append(f"{r['width']:>6g} {r['size']:>4}x{r['size']:<4} {format_ms(r['ms'], *r['range_ms']):<30} "
                      f"{r['verdict']:<9} {r['path']:<5} {r['instructions']:13.4g}{flag}")
     fitting = [r for r in result["rows"] if r["verdict"] == "fits"]
+    best = max(fitting, key=lambda r: r["instructions"], default=None)
     lines.append(f"{len(fitting)} of {len(result['rows'])} candidates fit"
-                 + (f"; the widest: width {max(fitting, key=lambda r: (r['width'], r['size']))['width']:g}"
-                    if fitting else "")
+                 + (f"; the largest: width {best['width']:g} at {best['size']}x{best['size']}" if best else "")
                  + f" ({result['seconds']:.0f} s: building and converting each candidate is most of it)")
     return "\n".join(lines)
