@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.edgebnn-installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint sshd chromium arm64-tools clean
+.PHONY: install demo test lint sshd chromium arm64-tools torch-reference clean
 
 install: $(STAMP)
 
@@ -78,7 +78,16 @@ chromium:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; \
 	fi
 
-test: $(STAMP) sshd arm64-tools chromium lint
+# The import tests write checkpoints in the papers' layouts and compute reference outputs with real PyTorch:
+# Debian's python3-torch, for the system Python only (edgebnn itself never imports torch).
+torch-reference:
+	@if ! /usr/bin/python3 -c "import torch" >/dev/null 2>&1; then \
+	  echo "installing Debian's python3-torch for the checkpoint import tests"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq python3-torch >/dev/null; \
+	fi
+
+test: $(STAMP) sshd arm64-tools chromium torch-reference lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)

@@ -72,7 +72,7 @@ def load_pretrained(weights: str | os.PathLike) -> Pretrained:
     return Pretrained(
         path=str(weights), model=model, model_name=info.get("model"),
         padding=info.get("padding") or padding_of(model),
-        width=recipe_arch.get("width"),
+        width=recipe_arch.get("width") or info.get("width"),  # an imported run records it in run.json
         binary_weights=any(getattr(c, "kernel_quantizer", None) is not None for c in convs),
         binary_activations=any(stats.signs_its_input(c) for c in convs),
         num_classes=int(model.output_shape[-1]),

@@ -12,7 +12,7 @@ A recipe names a registered architecture and says how the paper trains it::
     ours = ""                        # non-empty: a recipe of our own, not the paper's (says why)
     ede_t_min = 1e-3                 # SD-BNN CIFAR: EDE's start temperature, annealed to 10 (VGG-Small: 0.1)
     [arch]                           # extra arguments of edgebnn.archs.build (width, input_shape, padding, ...)
-                                     # padding: "lce" (default, ours) | "official" (the papers' code's)
+                                     # padding: "lce" (default, ours) | "official" (the papers' code's) | "zoo"
     [paper]                          # reported figures: top1, top5, dataset, source, note
     [[steps]]                        # one or more training steps, run in order
     name = "step1"
@@ -103,7 +103,7 @@ ARCH_KEYS = {  # build() arguments; other keys are passed on as **kw and checked
     "num_classes": (int, None),
     "padding": (str, None),
 }
-PADDINGS = ("lce", "official")  # archs.PADDINGS: "lce" (ours, the default) or the papers' code's
+PADDINGS = ("lce", "official", "zoo")  # archs.PADDINGS: "lce" (ours, the default) or the papers' code's
 CHOICES = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "loss": LOSSES, "weight_decay_on": DECAY_ON,
            "augment": AUGMENTS}
 

@@ -141,14 +141,15 @@ def get(name: str) -> Variant:
     raise EdgebnnError(f"unknown model {name!r}; known models: {', '.join(names())} (and NAME{TWIN_SUFFIX} twins)")
 
 
-PADDINGS = ("lce", "official")  # common.PADDINGS, here without importing TensorFlow (a test checks they agree)
+PADDINGS = ("lce", "official", "zoo")  # common.PADDINGS, here without importing TensorFlow (a test checks they agree)
 
 
 def build(name: str, input_shape=None, num_classes: int | None = None, width: float = 1.0, *,
           binary_weights: bool = True, binary_activations: bool = True, padding: str = "lce", **kwargs):
     """Build variant ``name`` (defaults: the paper's input shape and classes, width 1). ``padding``: "lce" (ours:
     binary convs one-padded, TensorFlow's placement) or "official" (the papers' code: zero padding, PyTorch's
-    symmetric stride-2 placement), see :mod:`edgebnn.archs.common`."""
+    symmetric stride-2 placement) or "zoo" (Larq Zoo's: zero padding, TensorFlow's placement), see
+    :mod:`edgebnn.archs.common`."""
     v = get(name)
     input_shape = tuple(input_shape or v.input_shape)
     num_classes = int(num_classes or v.num_classes)

@@ -23,6 +23,8 @@ its layers, its run folder and its flatbuffer:
   along those axes with its kernel flipped, and flips its output back (``PyTorchPlacement``): flipping moves
   TensorFlow's end-padding to the start, so LCE still sees one ``LceBconv2d`` (zero-padded) between two
   ``REVERSE_V2`` ops. Where the two placements already agree (stride 1, odd sizes) nothing is flipped.
+- ``"zoo"`` (Larq Zoo's BiRealNet, whose published weights need it): binary convs pad with 0 (Larq's default
+  ``pad_values=0``) with TensorFlow's placement.
 - Either way sign(0) = +1 here (Larq); ``torch.sign(0)`` is 0. Only exact zeros differ (padding is 0 in both).
 
 Not the papers' (say so wherever it matters):
@@ -66,7 +68,7 @@ def channels(c: int, width: float) -> int:
 
 
 # ------------------------------------------------------------------------------- padding conventions
-PADDINGS = ("lce", "official")
+PADDINGS = ("lce", "official", "zoo")
 DEFAULT_PADDING = "lce"
 _padding: contextvars.ContextVar[str] = contextvars.ContextVar("edgebnn_padding", default=DEFAULT_PADDING)
 
@@ -169,16 +171,17 @@ LOWEST_FLOAT32 = float(np.finfo(np.float32).min)
 
 
 def padding_of(model) -> str:
-    """The convention a built model follows, read from its binary convs' padding (1: "lce", 0: "official") and
-    its layers' placement; "lce" for a model without binary convs and TensorFlow placement."""
+    """The convention a built model follows, read from its layers: PyTorch's placement anywhere, "official"; else
+    binary convs padded with 0, "zoo"; else "lce". Where no layer needs placing (no stride-2 layer on an even map)
+    "official" and "zoo" compute the same function and this says "zoo": a run folder records which was meant."""
     from edgebnn.archs import stats
 
     placed = any(isinstance(layer, PyTorchPlacement | ConstantPadding2D | tf.keras.layers.ZeroPadding2D)
                  for layer in stats.iter_layers(model))
     pads = {float(layer.pad_values) for layer in stats.binary_conv_layers(model)}
-    if placed or pads == {0.0}:
+    if placed:
         return "official"
-    return "lce"
+    return "zoo" if pads == {0.0} else "lce"
 
 
 # --------------------------------------------------------------------------------------- quantizers
@@ -249,7 +252,7 @@ def binary_conv(
         kernel_size,
         strides=strides,
         padding="same",
-        pad_values=1.0 if mode.activations and not official() else 0.0,
+        pad_values=1.0 if mode.activations and _padding.get() == "lce" else 0.0,
         input_quantizer=input_quantizer if mode.activations else HardTanh(),
         kernel_quantizer=kernel_quantizer if mode.weights else None,
         kernel_constraint="weight_clip" if mode.weights else None,

@@ -102,7 +102,8 @@ def _deployment(model, info: dict, path: Path, profile, dataset: str, need_data:
         "model": info.get("model"), "name": info.get("name") or path.stem,
         "source": str(path), "run_dir": info.get("run_dir"), "checkpoint": info.get("checkpoint"),
         "recipe": _recipe_ref(info),
-        "dataset": dataset, "input_shape": input_shape, "num_classes": num_classes, "padding": padding_of(model),
+        "dataset": dataset, "input_shape": input_shape, "num_classes": num_classes,
+        "padding": info.get("padding") or padding_of(model),
         "class_names": class_names, "mean": mean, "std": std, "notes": notes,
     }
 

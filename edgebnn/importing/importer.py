@@ -102,12 +102,10 @@ def build_and_fill(source: sources.Source, p: Plan):
 
     try:
         model = archs.build(p.name, (p.input_size, p.input_size, 3), p.num_classes, p.width,
-                            binary_weights=p.step == 2, padding="lce" if p.padding == ZOO_PADDING else p.padding)
+                            binary_weights=p.step == 2, padding=p.padding)
     except (ValueError, TypeError) as err:  # a width or size the builder cannot take
         raise EdgebnnError(f"cannot build {p.name} at width {p.width:g}, input {p.input_size}: "
                            f"{str(err).splitlines()[0][:160]}") from None
-    if p.padding == ZOO_PADDING:
-        model = zoo.zero_padded(model)
     m = Mapper(source.state, model)
     (zoo if source.is_zoo else KEY_MAPS[p.name]).fill(m, p.name, model)
     used = m.apply(f"{source.path.name} does not fit {p.name} (width {p.width:g}, {p.num_classes} classes, "

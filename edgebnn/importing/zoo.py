@@ -92,19 +92,6 @@ def edgebnn_order(stages=(4, 4, 4, 4)) -> dict[str, list[str]]:
     return {"conv2d": convs, "quant_conv2d": binary, "batch_normalization": bns, "dense": ["head_fc"]}
 
 
-def zero_padded(model):
-    """``model`` rebuilt with its binary convs padded with 0 (Zoo's), layer names and placement unchanged."""
-    import tensorflow as tf
-
-    from edgebnn import archs
-
-    config = model.get_config()
-    for layer in config["layers"]:
-        if "pad_values" in layer["config"]:
-            layer["config"]["pad_values"] = 0.0
-    return tf.keras.Model.from_config(config, custom_objects=archs.custom_objects())
-
-
 def detect(state) -> str | None:
     kinds = layers_by_kind(state)
     return "bireal-18" if kinds["quant_conv2d"] and kinds["dense"] else None
