@@ -29,17 +29,17 @@ ZOO = ("BiRealNet", "QuickNet")
 SMALL = ("sdbnn-resnet20", "sdbnn-resnet18", "sdbnn-vgg-small")
 
 
-def convert_family(name: str, out_dir: Path, fold: bool) -> tuple[Path, dict]:
+def convert_family(name: str, out_dir: Path, fold: bool, padding: str = "lce") -> tuple[Path, dict]:
     from edgebnn import archs
     from edgebnn.archs.randomise import randomise_parameters
     from edgebnn.convert.conversion import lce_flatbuffer
     from edgebnn.convert.fold import deployment_model
 
     size = 32 if name in SMALL else 224
-    model = randomise_parameters(archs.build(name, input_shape=(size, size, 3)), seed=0)
+    model = randomise_parameters(archs.build(name, input_shape=(size, size, 3), padding=padding), seed=0)
     deploy, folds = deployment_model(model) if fold else (model, {})
     fb, _ = lce_flatbuffer(deploy, "arm")
-    path = out_dir / f"{name}.tflite"
+    path = out_dir / f"{name}{'' if padding == 'lce' else '-' + padding}.tflite"
     path.write_bytes(fb)
     return path, {"size": size, "folds": {k: len(v) for k, v in folds.items()}}
 

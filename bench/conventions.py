@@ -1,0 +1,70 @@
+"""What the official padding convention costs on ARM: each family at 224x224 (SD-BNN's CIFAR variants at 32x32),
+width 1, parameters randomised, converted as `edgebnn convert` does (deployment folds on) under both conventions:
+"lce" (ours: one-padded binary convs, TensorFlow's placement) and "official" (the papers' code: zero padding,
+PyTorch's stride-2 placement, which imported checkpoints need). Per model and convention: aarch64 instructions per
+inference counted under QEMU with LCE's real aarch64 runner (1 thread, exact and repeatable), the estimated
+Raspberry Pi 4B latency from the shipped calibration (an estimate, with its likely range), the ops the official
+convention adds (REVERSE_V2 around each flipped stride-2 binary conv, PAD/PADV2 in the stem), and the M
+instructions of the op types that differ.
+
+    .venv/bin/python bench/conventions.py [--runner PATH] [--models bireal-18,reactnet-a]
+"""
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from graphs import FAMILIES, RUNNER, convert_family, measure
+
+import edgebnn  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+
+CONVENTIONS = ("lce", "official")
+ADDED = ("REVERSE_V2", "PAD", "PADV2")
+
+
+def main() -> int:
+    from edgebnn.estimate import calibration
+    from edgebnn.machine import host_label
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--runner", default=RUNNER)
+    p.add_argument("--models", default=",".join(m for m in FAMILIES if m not in ("xnorpp-18-case2",
+                                                                                     "xnorpp-18-case3")))
+    args = p.parse_args()
+    if not Path(args.runner).is_file():
+        print(f"error: no aarch64 runner at {args.runner}: pass --runner or set LCE_RUNNER_AARCH64", file=sys.stderr)
+        return 2
+    sha = calibration.sha256(args.runner)
+    cal, _ = calibration.for_runner(sha)
+    out_dir = Path(tempfile.mkdtemp(prefix="edgebnn-conventions-"))
+    rows = {}
+    for name in [m for m in args.models.split(",") if m]:
+        for padding in CONVENTIONS:
+            start = time.perf_counter()
+            path, facts = convert_family(name, out_dir, fold=True, padding=padding)
+            rows[name, padding] = {**facts, **measure(path, args.runner, cal, sha)}
+            print(f"  {name} [{padding}]: {rows[name, padding]['instructions'] / 1e6:.1f} M instructions "
+                  f"({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
+    print(f"\naarch64 instructions per inference (1 thread, counted under QEMU with LCE v0.16.0's runner, exact) and "
+          f"estimated Raspberry Pi 4B ms (shipped calibration; estimates, not measurements); counted on "
+          f"{host_label()}")
+    head = (f"{'model':<17}{'input':>6}{'M instr lce':>13}{'M instr official':>18}{'change':>8}"
+            f"{'Pi4B ms lce':>13}{'Pi4B ms official':>18}  official adds")
+    print(head + "\n" + "-" * len(head))
+    for name in dict.fromkeys(n for n, _ in rows):
+        a, b = rows[name, "lce"], rows[name, "official"]
+        added = ", ".join(f"{op} {b['hist'][op]}" for op in ADDED if b["hist"].get(op)) or "-"
+        differ = {t: b["by_type"].get(t, 0) - a["by_type"].get(t, 0) for t in set(a["by_type"]) | set(b["by_type"])}
+        big = ", ".join(f"{t} {d / 1e6:+.2f}" for t, d in sorted(differ.items(), key=lambda kv: -abs(kv[1]))
+                        if abs(d) >= 0.05e6)
+        ms = [f"{r['pi4b_ms']:.1f}" if r["pi4b_ms"] else "-" for r in (a, b)]
+        print(f"{name:<17}{a['size']:>6}{a['instructions'] / 1e6:13.1f}{b['instructions'] / 1e6:18.1f}"
+              f"{100 * (b['instructions'] / a['instructions'] - 1):+7.1f}%{ms[0]:>13}{ms[1]:>18}  {added}"
+              + (f"  (M instr by op: {big})" if big else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
