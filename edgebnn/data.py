@@ -476,12 +476,15 @@ def load(
     manual_dir: str | None = None,
     drop_remainder: bool = False,
     progress: bool = False,
+    normalisation: tuple | None = None,
 ) -> Dataset:
     """Train and validation pipelines of data set ``name`` (see the module docstring for names).
 
     Images come out as float32 ``(batch, input_size, input_size, 3)``, normalised per channel; labels as
     int32 class indices. ``augment`` is ``"none"``, ``"cifar"`` or ``"imagenet"`` and applies to training
     only; ``flip=False`` turns off the horizontal flip (for digits and text, where mirror images differ).
+    ``normalisation``: ``(mean, std)`` in place of the data set's own (a model trained elsewhere, imported, expects
+    its own trainer's).
     """
     if augment not in AUGMENTATIONS:
         raise EdgebnnError(f"unknown augmentation {augment!r}; use one of: {', '.join(AUGMENTATIONS)}")
@@ -494,7 +497,7 @@ def load(
     if kind == "tfds":
         builder, train, val, class_names, n_train, n_val = _load_tfds(arg, data_dir, manual_dir)
         size = input_size or 224
-        mean, std = IMAGENET_MEAN, IMAGENET_STD
+        mean, std = normalisation or (IMAGENET_MEAN, IMAGENET_STD)
         train_ds = _pipeline(train, n=n_train, training=True, size=size, mean=mean, std=std,
                              from_files=False, **common)
         val_ds = _pipeline(val, n=n_val, training=False, size=size, mean=mean, std=std,
@@ -502,7 +505,8 @@ def load(
     else:
         source = find_source(name, seed=seed, val_fraction=val_fraction, progress=progress)
         size = input_size or source.default_size
-        mean, std, class_names = source.mean, source.std, source.class_names
+        mean, std = normalisation or (source.mean, source.std)
+        class_names = source.class_names
         n_train, n_val = len(source.train), len(source.val)
         train, train_files = _split_dataset(source.train)
         val, val_files = _split_dataset(source.val)

@@ -23,7 +23,9 @@ def evaluate(run_or_model: str | os.PathLike, dataset: str | None = None, *, bat
     if not name:
         raise EdgebnnError(f"{run_or_model} is a bare model: say which data set to evaluate on with --dataset")
     size = int(model.input_shape[1])
-    ds = data.load(name, input_size=size, batch_size=batch_size, seed=int(info.get("seed") or 0))
+    imported = info.get("status") == "imported" and info.get("mean") and info.get("std")
+    ds = data.load(name, input_size=size, batch_size=batch_size, seed=int(info.get("seed") or 0),
+                   normalisation=(info["mean"], info["std"]) if imported else None)
     classes = int(model.output_shape[-1])
     if ds.num_classes != classes:
         raise EdgebnnError(f"{run_or_model} gives {classes} classes but {name} has {ds.num_classes}")

@@ -252,3 +252,17 @@ def test_describe_counts(tmp_path):
     assert summary["image_size"] == 8 and summary["input_size"] == 32
     text = data.format_summary(summary)
     assert "1,438 images" in text and "8x8" in text
+
+
+def test_normalisation_override_replaces_the_data_sets_own():
+    """An imported model expects its own trainer's normalisation (``data.load(normalisation=...)``, which eval uses
+    for an imported run): the same pixels, normalised with the given mean and std."""
+    from edgebnn import data
+
+    own = data.load("digits", input_size=8, batch_size=16)
+    other = data.load("digits", input_size=8, batch_size=16, normalisation=((0.5, 0.4, 0.3), (0.25, 0.5, 1.0)))
+    assert other.mean == (0.5, 0.4, 0.3) and other.std == (0.25, 0.5, 1.0)
+    x_own = next(iter(own.val))[0].numpy()
+    x_other = next(iter(other.val))[0].numpy()
+    pixels = x_own * np.asarray(own.std) + np.asarray(own.mean)
+    np.testing.assert_allclose(x_other, (pixels - np.asarray(other.mean)) / np.asarray(other.std), atol=1e-5)
