@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from graphs import FAMILIES, RUNNER, convert_family, measure
+from graphs import FAMILIES, RUNNER, convert_family, measure, runner_calibration
 
 import edgebnn  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 
@@ -25,7 +25,6 @@ ADDED = ("REVERSE_V2", "PAD", "PADV2")
 
 
 def main() -> int:
-    from edgebnn.estimate import calibration
     from edgebnn.machine import host_label
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -33,11 +32,10 @@ def main() -> int:
     p.add_argument("--models", default=",".join(m for m in FAMILIES if m not in ("xnorpp-18-case2",
                                                                                      "xnorpp-18-case3")))
     args = p.parse_args()
-    if not Path(args.runner).is_file():
-        print(f"error: no aarch64 runner at {args.runner}: pass --runner or set LCE_RUNNER_AARCH64", file=sys.stderr)
+    found = runner_calibration(args.runner)
+    if found is None:
         return 2
-    sha = calibration.sha256(args.runner)
-    cal, _ = calibration.for_runner(sha)
+    cal, sha = found
     out_dir = Path(tempfile.mkdtemp(prefix="edgebnn-conventions-"))
     rows = {}
     for name in [m for m in args.models.split(",") if m]:

@@ -83,9 +83,21 @@ def zoo_reference(name: str, out_dir: Path, runner: str, cal: dict, sha: str) ->
                 "by_type": {}, "flags": [], "size": 224, "folds": {}, "note": "count from the shipped calibration"}
 
 
-def main() -> int:
+def runner_calibration(runner: str) -> tuple[dict, str] | None:
+    """(the shipped calibration for ``runner``, its sha256), its warnings on stderr; None without a runner."""
     from edgebnn.estimate import calibration
 
+    if not Path(runner).is_file():
+        print(f"error: no aarch64 runner at {runner}: pass --runner or set LCE_RUNNER_AARCH64", file=sys.stderr)
+        return None
+    sha = calibration.sha256(runner)
+    cal, warnings = calibration.for_runner(sha)
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    return cal, sha
+
+
+def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runner", default=RUNNER)
     p.add_argument("--models", default=",".join(FAMILIES))
@@ -93,13 +105,10 @@ def main() -> int:
     p.add_argument("--no-zoo", action="store_true", help="leave out Larq Zoo's BiRealNet and QuickNet")
     p.add_argument("--keep", default=None, help="folder to keep the flatbuffers in")
     args = p.parse_args()
-    if not Path(args.runner).is_file():
-        print(f"error: no aarch64 runner at {args.runner}: pass --runner or set LCE_RUNNER_AARCH64", file=sys.stderr)
+    found = runner_calibration(args.runner)
+    if found is None:
         return 2
-    sha = calibration.sha256(args.runner)
-    cal, warnings = calibration.for_runner(sha)
-    for w in warnings:
-        print(f"warning: {w}", file=sys.stderr)
+    cal, sha = found
     out_dir = Path(args.keep or tempfile.mkdtemp(prefix="edgebnn-graphs-"))
     out_dir.mkdir(parents=True, exist_ok=True)
     results = {}

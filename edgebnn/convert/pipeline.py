@@ -172,6 +172,31 @@ def _host_proof(fb: bytes, model, layers, x, y, dataset: str, broken: str | None
             **compare(keras_out, lce_out, y, sign_margins(model, layers, x))}
 
 
+def _check_request(target: str, baselines, check_samples: int, verify_on, output, source):
+    """(target profile, baselines wanted), every argument checked before any slow work."""
+    from edgebnn import targets
+
+    profile = targets.load(target)
+    wanted = parse_baselines(baselines)
+    if check_samples < 0:
+        raise EdgebnnError(f"--check-samples must be 0 or more, not {check_samples}")
+    if verify_on and not check_samples:
+        raise EdgebnnError("--verify-on needs check samples: drop --check-samples 0")
+    if output is not None and not Path(output).is_dir() and not Path(output).parent.is_dir():
+        raise EdgebnnError(f"output folder {Path(output).parent} does not exist; create it or pass -o in an "
+                           f"existing folder")
+    _check_output(output, Path(source))
+    return profile, wanted
+
+
+def _refuse_what_lce_miscomputes(path: Path, layers) -> None:
+    small = zero_padding_too_small(layers)
+    if small:
+        raise EdgebnnError(f"{path}: {len(small)} zero-padded binary convs see a feature map smaller than their "
+                           f"kernel ({small[0]}), which LCE 0.16 computes wrong; use a larger input size (the official "
+                           f"padding convention at 72 px or more for the ImageNet layouts)")
+
+
 def convert(source, target: str = "arm64", output=None, check_samples: int = 100, baselines=(),
             dataset: str | None = None, progress: bool = False, checkpoint: str | None = None,
             fold: bool = True, verify_on: str | None = None, runner: str | None = None,
@@ -186,19 +211,10 @@ def convert(source, target: str = "arm64", output=None, check_samples: int = 100
     devices.toml name) repeats the proof on that device's ``lce_benchmark_model`` (``runner``; ``ssh_config`` an
     ``ssh -F`` file), see :mod:`edgebnn.convert.on_device`.
     """
-    from edgebnn import runs, targets
+    from edgebnn import runs
     from edgebnn.archs import stats
 
-    profile = targets.load(target)  # unknown target fails before any slow work
-    wanted = parse_baselines(baselines)
-    if check_samples < 0:
-        raise EdgebnnError(f"--check-samples must be 0 or more, not {check_samples}")
-    if verify_on and not check_samples:
-        raise EdgebnnError("--verify-on needs check samples: drop --check-samples 0")
-    if output is not None and not Path(output).is_dir() and not Path(output).parent.is_dir():
-        raise EdgebnnError(f"output folder {Path(output).parent} does not exist; create it or pass -o in an "
-                           f"existing folder")
-    _check_output(output, Path(source))
+    profile, wanted = _check_request(target, baselines, check_samples, verify_on, output, source)
     log(progress, f"loading {source}")
     path = Path(source)
     model, info = runs.load_model(path, checkpoint)
@@ -208,11 +224,7 @@ def convert(source, target: str = "arm64", output=None, check_samples: int = 100
     dataset = dataset or info.get("dataset") or DEFAULT_DATASET
 
     layers = stats.binary_conv_layers(model)
-    small = zero_padding_too_small(layers)
-    if small:
-        raise EdgebnnError(f"{path}: {len(small)} zero-padded binary convs see a feature map smaller than their "
-                           f"kernel ({small[0]}), which LCE 0.16 computes wrong; use a larger input size (the official "
-                           f"padding convention at 72 px or more for the ImageNet layouts)")
+    _refuse_what_lce_miscomputes(path, layers)
     deploy, folds = deployment_model(model) if fold else (model, {})
     log(progress, f"converting with LCE (target {profile.lce_target!r}; most of the time is the SavedModel export)")
     fb, seconds = lce_flatbuffer(deploy, profile.lce_target)
