@@ -31,6 +31,7 @@ from pathlib import Path
 
 from edgebnn import runs
 from edgebnn.errors import EdgebnnError
+from edgebnn.outputs import write_atomic
 
 
 # ------------------------------------------------------------------------------------------- sources
@@ -485,8 +486,17 @@ def plot_accuracy_latency(rows: list[dict], group: list[dict], path: Path) -> No
                             "(latency only)"))
     models = sorted({r["model"] for r in group})
     _legend(fig, colours, markers, models, sorted({r["threads"] for r in group}), extra)
-    fig.savefig(path, dpi=100)
+    _save_figure(fig, path)
     plt.close(fig)
+
+
+def _save_figure(fig, path: Path) -> None:
+    """Render to memory, then write whole into place (never through a link at ``path``)."""
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=100, format="png")
+    write_atomic(path, buffer.getvalue(), "report --out")
 
 
 def plot_threads(rows: list[dict], path: Path) -> None:
@@ -519,7 +529,7 @@ def plot_threads(rows: list[dict], path: Path) -> None:
     for ax in list(axes.flat)[len(panels):]:
         ax.set_axis_off()
     _legend(fig, colours, {}, sorted({r["model"] for r in rows}), [], [])
-    fig.savefig(path, dpi=100)
+    _save_figure(fig, path)
     plt.close(fig)
 
 
@@ -548,7 +558,7 @@ def plot_op_types(rows: list[dict], path: Path) -> None:
         ax.tick_params(axis="y", labelsize=8)
     ax.set_title("Per-op latency by op type")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _save_figure(fig, path)
     plt.close(fig)
 
 
@@ -615,6 +625,6 @@ def write(db: str | os.PathLike = "results.db", out: str | os.PathLike = "report
     plot_threads(rows, out / "threads.png")
     plot_op_types(rows, out / "op_types.png")
     plots += ["threads.png", "op_types.png"]
-    (out / "results.json").write_text(json.dumps(rows, indent=2, default=str) + "\n")
-    (out / "index.html").write_text(render_html(rows, plots, budget))
+    write_atomic(out / "results.json", json.dumps(rows, indent=2, default=str) + "\n", "report --out")
+    write_atomic(out / "index.html", render_html(rows, plots, budget), "report --out")
     return {"rows": rows, "index": str(out / "index.html"), "plots": [str(out / p) for p in plots]}

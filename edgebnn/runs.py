@@ -62,10 +62,9 @@ def new_run_dir(name: str, out: str | os.PathLike | None = None, root: str | os.
 
 def write_info(run_dir: str | os.PathLike, info: dict) -> None:
     """Write ``run.json`` atomically (a crash leaves the old file or the new one, never half of one)."""
-    path = Path(run_dir) / RUN_INFO
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(info, indent=2, default=_jsonable) + "\n")
-    os.replace(tmp, path)
+    from edgebnn.outputs import write_atomic
+
+    write_atomic(Path(run_dir) / RUN_INFO, json.dumps(info, indent=2, default=_jsonable) + "\n", "run.json")
 
 
 def update_info(run_dir: str | os.PathLike, **changes) -> dict:

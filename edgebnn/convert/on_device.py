@@ -22,6 +22,7 @@ from edgebnn.convert.conversion import log
 from edgebnn.convert.flatbuffer import io_tensors, read_metadata, sidecar_path
 from edgebnn.convert.proof import compare, keras_outputs, samples, sign_margins
 from edgebnn.errors import EdgebnnError
+from edgebnn.outputs import write_atomic
 
 
 def _flags(name: str, shape: list[int], x_file: str, y_file: str) -> list[str]:
@@ -139,6 +140,6 @@ def verify(tflite, device: str, runner: str | None = None, check_samples: int = 
     out = {"file": str(path), "sha256": sha256(data), "source": src, "check": check, "report_file": None}
     if report.get("sha256") == out["sha256"]:
         report.setdefault("device_checks", {})[device] = check
-        side.write_text(json.dumps(report, indent=2, default=str) + "\n")
+        write_atomic(side, json.dumps(report, indent=2, default=str) + "\n", "verify")
         out["report_file"] = str(side)
     return out

@@ -23,6 +23,7 @@ from edgebnn.convert.fold import deployment_model
 from edgebnn.convert.matching import match_binary_convs, other_binary_layers
 from edgebnn.convert.proof import compare, keras_outputs, proof_failure, run_tflite, samples, sign_margins
 from edgebnn.errors import EdgebnnError
+from edgebnn.outputs import write_atomic
 
 DEFAULT_DATASET = "digits"
 
@@ -46,12 +47,30 @@ def _output_path(output, path: Path, info: dict, target: str, checkpoint: str | 
     return out
 
 
+def _is_dir(output) -> bool:
+    try:
+        return Path(output).is_dir()
+    except OSError:  # a name too long for the file system, checked by _check_name_lengths
+        return False
+
+
+def _check_name_lengths(out: Path) -> None:
+    """The flatbuffer's name and the longest names written beside it (its report, its baselines) fit the file
+    system, checked in a moment rather than after the conversion."""
+    from edgebnn.outputs import check_name_length
+
+    for name in (out, sidecar_path(out), out.with_name(f"{out.stem}.float.tflite")):
+        check_name_length(name, "-o")
+
+
 def _check_output(output, source: Path) -> None:
     """Where the flatbuffer goes, checked before the model is even loaded (``edgebnn.outputs``): a file given with
     -o that exists is never overwritten (remove it or pick another name); the default output beside the model is
     edgebnn's own and is replaced; either way its folder must be writable."""
     from edgebnn.outputs import check_new_file, probe_folder
 
+    if output is not None and not _is_dir(output):
+        _check_name_lengths(Path(output))
     if output is None:
         probe_folder(source if source.is_dir() else source.parent, "convert")
     elif Path(output).is_dir():
@@ -71,7 +90,7 @@ def _recipe_ref(info: dict):
 
 def _write_sidecar(out: Path, report: dict) -> None:
     report["report_file"] = str(sidecar_path(out))
-    sidecar_path(out).write_text(json.dumps(report, indent=2, default=str) + "\n")
+    write_atomic(sidecar_path(out), json.dumps(report, indent=2, default=str) + "\n", "-o")
 
 
 def sha256(data: bytes) -> str:
@@ -182,7 +201,9 @@ def _check_request(target: str, baselines, check_samples: int, verify_on, output
         raise EdgebnnError(f"--check-samples must be 0 or more, not {check_samples}")
     if verify_on and not check_samples:
         raise EdgebnnError("--verify-on needs check samples: drop --check-samples 0")
-    if output is not None and not Path(output).is_dir() and not Path(output).parent.is_dir():
+    if output is not None and not _is_dir(output):
+        _check_name_lengths(Path(output))
+    if output is not None and not _is_dir(output) and not Path(output).parent.is_dir():
         raise EdgebnnError(f"output folder {Path(output).parent} does not exist; create it or pass -o in an "
                            f"existing folder")
     _check_output(output, Path(source))
@@ -248,7 +269,7 @@ def convert(source, target: str = "arm64", output=None, check_samples: int = 100
         report["check"] = _host_proof(fb, model, layers, None if x is None else x[:check_samples],
                                       None if y is None else y[:check_samples], dataset, broken, progress)
 
-    out.write_bytes(fb)
+    write_atomic(out, fb, "-o")
     if wanted:
         twin, how = real_twin(model, info)
         for name in wanted:

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 from edgebnn.errors import EdgebnnError
+from edgebnn.outputs import write_atomic
 
 SCHEMA_VERSION = 2
 KINDS = ("board", "host", "estimate")
@@ -205,9 +206,7 @@ def save_fallback(db: str | Path, result: dict, ops: list[dict] | None = None) -
     except (json.JSONDecodeError, UnicodeDecodeError, OSError):
         kept = []
     kept.append({"result": {k: v for k, v in result.items() if k != "path"}, "ops": ops or []})
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(kept, indent=1, default=str))
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(kept, indent=1, default=str), "--db fallback")
     return path
 
 

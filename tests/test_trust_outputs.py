@@ -1,0 +1,143 @@
+"""Outputs are whole or absent and never written through a link (issue 21): the shared writer
+(``edgebnn.outputs.write_atomic``) used by convert, report, run.json and the profile fallback; names over the file
+system's limit refused before any work; the run's state recorded as it really is."""
+
+import errno
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from edgebnn import outputs, runs
+from edgebnn.cli import main
+from edgebnn.errors import EdgebnnError
+
+
+def _one_error_line(result, *needles) -> str:
+    """Exit 2, one `error:` line and no traceback; returns the line."""
+    assert result.exit_code == 2, result.output
+    lines = [ln for ln in result.output.strip().splitlines() if ln.strip()]
+    assert lines[-1].startswith("error: ") and sum(ln.startswith("error:") for ln in lines) == 1, result.output
+    assert "Traceback" not in result.output
+    for needle in needles:
+        assert needle in lines[-1], lines[-1]
+    return lines[-1]
+
+
+def _full_disk(monkeypatch):
+    """Every write through the shared writer fails as on a full disk, after part of the data went out."""
+    def fsync(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(outputs.os, "fsync", fsync)
+
+
+@pytest.fixture(scope="module")
+def tiny_keras(tmp_path_factory):
+    import tensorflow as tf
+
+    tf.keras.utils.set_random_seed(1)
+    inp = tf.keras.Input((16, 16, 3))
+    x = tf.keras.layers.Conv2D(4, 3, padding="same", activation="relu")(inp)
+    x = tf.keras.layers.GlobalAveragePooling2D()(x)
+    path = tmp_path_factory.mktemp("model") / "tiny.keras"
+    tf.keras.Model(inp, tf.keras.layers.Dense(10)(x), name="tiny").save(path)
+    return path
+
+
+# ------------------------------------------------------------------------------------------ the shared writer
+def test_write_atomic_replaces_a_link_and_leaves_its_target_untouched(tmp_path):
+    outside = tmp_path / "outside.txt"
+    outside.write_text("precious")
+    place = tmp_path / "out"
+    place.mkdir()
+    (place / "a.json").symlink_to(outside)
+    (place / "b.json").symlink_to(tmp_path / "would-be-created.txt")  # dangling: the write must not create it
+    outputs.write_atomic(place / "a.json", "new")
+    outputs.write_atomic(place / "b.json", b"new")
+    assert outside.read_text() == "precious" and not (tmp_path / "would-be-created.txt").exists()
+    assert not (place / "a.json").is_symlink() and (place / "a.json").read_text() == "new"
+    assert (place / "b.json").read_bytes() == b"new" and sorted(p.name for p in place.iterdir()) == ["a.json",
+                                                                                                   "b.json"]
+
+
+def test_write_atomic_on_a_full_disk_keeps_the_old_file_and_no_temporary(tmp_path, monkeypatch):
+    (tmp_path / "r.json").write_text("old")
+    _full_disk(monkeypatch)
+    with pytest.raises(EdgebnnError, match="the disk is full") as err:
+        outputs.write_atomic(tmp_path / "r.json", "new" * 1000, "-o")
+    assert len(str(err.value).splitlines()) == 1
+    with pytest.raises(EdgebnnError, match="the disk is full"):
+        outputs.write_atomic(tmp_path / "absent.json", "new")
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"] and (tmp_path / "r.json").read_text() == "old"
+
+
+def test_run_json_on_a_full_disk_keeps_its_last_whole_state(tmp_path, monkeypatch):
+    runs.write_info(tmp_path, {"status": "running", "epochs_done": 3})
+    _full_disk(monkeypatch)
+    with pytest.raises(EdgebnnError, match="run.json: cannot write .* the disk is full"):
+        runs.update_info(tmp_path, epochs_done=4)
+    assert [p.name for p in tmp_path.iterdir()] == ["run.json"]
+    assert runs.read_info(tmp_path) == {"status": "running", "epochs_done": 3}
+
+
+def test_a_name_over_the_limit_is_one_line(tmp_path):
+    with pytest.raises(EdgebnnError, match="over the file system's limit of 255"):
+        outputs.check_name_length(tmp_path / ("a" * 300 + ".tflite"), "-o")
+    outputs.check_name_length(tmp_path / ("a" * 200 + ".tflite"), "-o")
+
+
+# ------------------------------------------------------------------------------------------ convert
+def test_convert_writes_around_links_and_refuses_a_long_name_at_once(tiny_keras, tmp_path):
+    outside = tmp_path / "outside.json"
+    outside.write_text("precious")
+    place = tmp_path / "place"
+    place.mkdir()
+    (place / "m.tflite").symlink_to(tmp_path / "created-outside.tflite")  # dangling link at the -o name
+    (place / "m.tflite.json").symlink_to(outside)  # a link at the sidecar's name
+    (place / "m.float.tflite").symlink_to(outside)  # ... and at a baseline's
+    result = CliRunner().invoke(main, ["convert", str(tiny_keras), "-o", str(place / "m.tflite"),
+                                       "--check-samples", "0", "--baselines", "float"])
+    assert result.exit_code == 0, result.output
+    assert outside.read_text() == "precious" and not (tmp_path / "created-outside.tflite").exists()
+    for name in ("m.tflite", "m.tflite.json", "m.float.tflite"):
+        assert not (place / name).is_symlink() and (place / name).stat().st_size > 100
+    assert json.loads((place / "m.tflite.json").read_text())["output"] == str(place / "m.tflite")
+
+    start = time.monotonic()
+    long = CliRunner().invoke(main, ["convert", str(tiny_keras), "-o", str(tmp_path / ("b" * 300 + ".tflite"))])
+    _one_error_line(long, "over the file system's limit")
+    assert time.monotonic() - start < 5
+
+
+def test_convert_on_a_full_disk_leaves_no_partial_flatbuffer(tiny_keras, tmp_path, monkeypatch):
+    _full_disk(monkeypatch)
+    result = CliRunner().invoke(main, ["convert", str(tiny_keras), "-o", str(tmp_path / "m.tflite"),
+                                       "--check-samples", "0"])
+    _one_error_line(result, "the disk is full")
+    assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------------------------------ report
+def test_report_writes_around_links_and_keeps_files_whole_on_a_full_disk(tmp_path, monkeypatch):
+    from test_report import make_results
+
+    db, root = make_results(tmp_path)
+    outside = tmp_path / "outside.html"
+    outside.write_text("precious")
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "index.html").symlink_to(outside)
+    (out / "results.json").symlink_to(outside)
+    ok = CliRunner().invoke(main, ["report", "--db", str(db), "--out", str(out), "--runs", str(root)])
+    assert ok.exit_code == 0, ok.output
+    assert outside.read_text() == "precious" and "<html" in (out / "index.html").read_text()
+    assert not (out / "results.json").is_symlink() and json.loads((out / "results.json").read_text())
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    _full_disk(monkeypatch)
+    full = CliRunner().invoke(main, ["report", "--db", str(db), "--out", str(out), "--runs", str(root)])
+    _one_error_line(full, "the disk is full")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
