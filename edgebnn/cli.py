@@ -622,7 +622,10 @@ def report_command(ctx, db, out, run_roots, budget, board, as_json):
     if bool(budget) != bool(board):
         raise EdgebnnError("--budget and --board go together: edgebnn report --budget 30ms --board pi4b")
     budget_ms = report.parse_budget(budget) if budget else None
-    rows = report.collect(db, run_roots)
+    problems: list[str] = []
+    rows = report.collect(db, run_roots, problems)
+    for problem in problems:
+        click.echo(f"warning: {problem}", err=True)
     answer = report.best_under_budget(rows, budget_ms, board) if budget else None
     written = report.write(db, out, run_roots, budget=report.format_budget(answer) if answer else None,
                            rows=rows)

@@ -35,9 +35,11 @@ from edgebnn.outputs import write_atomic
 
 
 # ------------------------------------------------------------------------------------------- sources
-def _index_runs(roots) -> dict[str, dict]:
-    """Every run folder under ``roots`` by its resolved path."""
+def _index_runs(roots, problems: list[str] | None = None) -> dict[str, dict]:
+    """Every run folder under ``roots`` by its resolved path; a run.json that cannot be read, or that is not a JSON
+    object, is left out and named in ``problems``."""
     found = {}
+    problems = [] if problems is None else problems
     for root in roots:
         root = Path(root)
         if not root.is_dir():
@@ -45,8 +47,13 @@ def _index_runs(roots) -> dict[str, dict]:
         for info_file in root.rglob(runs.RUN_INFO):
             try:
                 info = json.loads(info_file.read_text())
-            except (OSError, json.JSONDecodeError):
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+                problems.append(f"{info_file} is unreadable ({err.__class__.__name__}): its run is left out")
                 continue
+            if not isinstance(info, dict):
+                problems.append(f"{info_file} is not a JSON object: its run is left out")
+                continue
+            info.setdefault("width", _run_width(info, info_file.parent))
             found[str(info_file.parent.resolve())] = info
     return found
 
@@ -84,11 +91,44 @@ def _top1(info: dict | None) -> float | None:
     return float(value) if value is not None else None
 
 
-def _twin_top1(run_index: dict[str, dict], model: str | None, dataset: str | None) -> float | None:
-    """Top-1 (best checkpoint) of the latest finished real-valued run of ``model`` on ``dataset``."""
+def _run_width(info: dict, run_dir: Path) -> float:
+    """A run's width: run.json's (an imported run's), else its recipe's ``arch.width``, else the default, 1."""
+    if info.get("width") is not None:
+        return float(info["width"])
+    import tomllib
+
+    try:
+        arch = tomllib.loads((run_dir / runs.RECIPE).read_text(encoding="utf-8")).get("arch", {})
+        return float(arch.get("width") or 1.0)
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, TypeError, ValueError, AttributeError):
+        return 1.0
+
+
+LIKE_KEYS = ("width", "input_shape", "num_classes", "padding")  # besides model and data set; epochs are not
+# compared: a twin's recipe is by design one step where its binary run has two (recipe.real_twin)
+
+
+def _like(info: dict | None) -> dict:
+    """The facts a real-valued twin must share with a binary run to be its twin (a key a run does not record is
+    not compared; a missing padding is edgebnn's default, lce)."""
+    info = info or {}
+    shape = info.get("input_shape")
+    return {"width": float(info.get("width") or 1.0),
+            "input_shape": [int(d) for d in shape] if isinstance(shape, list) else None,
+            "num_classes": info.get("num_classes"), "padding": info.get("padding") or "lce"}
+
+
+def _twin_top1(run_index: dict[str, dict], model: str | None, dataset: str | None,
+               like: dict | None = None) -> float | None:
+    """Top-1 (best checkpoint) of the latest finished real-valued run of ``model`` on ``dataset`` that is like the
+    binary run (``like``: its width, input shape, class count and padding convention, see ``_like``); None when
+    there is no such twin."""
+    want = _like(like) if like is not None else None
     twins = [info for info in run_index.values()
              if info.get("model") == model and info.get("real") and info.get("status") == "done"
-             and (dataset is None or info.get("dataset") == dataset)]
+             and (dataset is None or info.get("dataset") == dataset)
+             and (want is None or all(v is None or want[k] is None or v == want[k]
+                                      for k, v in _like(info).items()))]
     twins.sort(key=lambda info: info.get("finished") or "")
     return _top1(twins[-1]) if twins else None
 
@@ -137,7 +177,10 @@ def _source(r: dict, conversions: dict, run_index: dict) -> dict:
     run_dir = (report.get("source") or {}).get("run_dir")
     info = run_index.get(str(Path(run_dir).resolve())) if run_dir else None
     if info is None and run_dir and runs.is_run_dir(run_dir):
-        info = runs.read_info(run_dir)
+        try:
+            info = runs.read_info(run_dir)
+        except EdgebnnError:  # named once by collect's problems when under --runs; the row keeps its latency
+            info = None
     return {"report": report, "kind": conv.get("kind", "binary"), "baseline": conv.get("baseline"),
             "run_dir": run_dir, "info": info}
 
@@ -160,7 +203,8 @@ def _row(r: dict, src: dict, run_index: dict, totals: list[dict]) -> dict:
     check = check or {}
     dataset = info.get("dataset") or (report.get("deployment") or {}).get("dataset")
     val_top1, checkpoint = _converted_top1(src)
-    twin_top1 = _twin_top1(run_index, model, dataset)
+    twin_top1 = _twin_top1(run_index, model, dataset, {**info, "width": info.get("width") or _run_width(
+        info, Path(src["run_dir"] or "."))} if src["run_dir"] else None)
     real = kind != "binary" or bool(info.get("real"))
     name = (f"{model}-real {kind} baseline" if kind != "binary" else f"{model}-real" if real else model) \
         if model else r["model_name"]
@@ -201,8 +245,9 @@ def _tell_runs_apart(rows: list[dict]) -> None:
             r["model"] = f"{r['model']} [{Path(r['run']).name}]"
 
 
-def collect(db: str | os.PathLike = "results.db", run_roots=("runs",)) -> list[dict]:
-    """One row per stored latency result, joined with its conversion report, run and twin."""
+def collect(db: str | os.PathLike = "results.db", run_roots=("runs",), problems: list[str] | None = None) -> list[dict]:
+    """One row per stored latency result, joined with its conversion report, run and twin. A damaged result row
+    or run is left out and named, one line each, in ``problems``."""
     from edgebnn.profile import store
 
     if not Path(db).is_file():
@@ -213,7 +258,12 @@ def collect(db: str | os.PathLike = "results.db", run_roots=("runs",)) -> list[d
         op_totals = {r["id"]: store.op_totals(conn, r["id"]) for r in results}
     finally:
         conn.close()
-    run_index = _index_runs(run_roots)
+    problems = [] if problems is None else problems
+    for r in [r for r in results if r.get("corrupt")]:
+        problems.append(f"result {r['id']} ({r.get('model_name')} on {r.get('device')}) in {db} is damaged (column "
+                        f"{', '.join(r['corrupt'])} is not edgebnn's JSON): left out")
+    results = [r for r in results if not r.get("corrupt")]
+    run_index = _index_runs(run_roots, problems)
     conversions = _index_conversions(run_roots, results)
     rows = [_row(r, _source(r, conversions, run_index), run_index, op_totals[r["id"]]) for r in results]
     _tell_runs_apart(rows)
@@ -306,7 +356,9 @@ def notes(rows: list[dict]) -> list[str]:
                    "latency only: they have no trained accuracy and stay off the accuracy axis.")
     out.append("top-1 Keras and top-1 flatbuffer: the same check samples, through Keras and LCE's interpreter "
                "(edgebnn convert's proof). val top-1: the run's whole validation split, the converted checkpoint. "
-               "gap to float: the real-valued twin run's val top-1 minus the binary run's.")
+               "gap to float: the real-valued twin run's val top-1 minus the binary run's, the twin being a finished "
+               "real-valued run of the same model, width, input size, class count, data set and padding convention "
+               "(- when there is none).")
     return out
 
 

@@ -454,6 +454,7 @@ class _Trainer:
                 "final_val_top1": None, "paper": recipe["paper"], "ours": recipe["ours"],
                 "edgebnn_version": __import__("edgebnn").__version__, "machine": host_label(),
                 "started": time.strftime("%Y-%m-%d %H:%M:%S"), "padding": recipe["arch"].get("padding") or "lce",
+                "width": float(recipe["arch"].get("width") or 1.0),
                 **({"weights": finetune.provenance(self.pretrained)} if self.pretrained is not None else {}),
             })
         try:

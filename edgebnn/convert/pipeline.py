@@ -237,8 +237,10 @@ def convert(source, target: str = "arm64", output=None, check_samples: int = 100
 
     profile, wanted = _check_request(target, baselines, check_samples, verify_on, output, source)
     log(progress, f"loading {source}")
-    path = Path(source)
+    path = Path(source).expanduser().resolve()  # recorded in the metadata: found from any working folder
     model, info = runs.load_model(path, checkpoint)
+    if runs.is_run_dir(path):
+        info["run_dir"] = str(path)
     out = _output_path(output, path, info, profile.name, checkpoint)
     if output is not None and Path(output).is_dir():
         _check_output(out, path)  # the file name inside the -o folder is known now, still before converting

@@ -103,7 +103,10 @@ def _schema_version(conn: sqlite3.Connection) -> int | None:
     if "key" in _table_columns(conn, "meta"):
         row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         if row is not None:
-            return int(row[0])
+            try:
+                return int(row[0])
+            except (TypeError, ValueError):
+                raise EdgebnnError(f"is damaged: its schema version is {str(row[0])[:40]!r}, not a number") from None
     if _table_columns(conn, "results"):
         raise EdgebnnError("holds a `results` table that edgebnn did not write")
     return None
@@ -268,10 +271,20 @@ def _insert(conn: sqlite3.Connection, row: dict, ops: list[dict] | None) -> int:
 
 
 def _decode(row: sqlite3.Row) -> dict:
+    """A row with its JSON columns decoded; a column that is not JSON (a damaged database) is left empty and named
+    in the row's ``corrupt`` (a list of column names), so a reader can skip or name the row instead of failing."""
     out = dict(row)
     for key in _JSON_COLUMNS:
         if key in out and isinstance(out[key], str):
-            out[key] = json.loads(out[key])
+            kind = list if key in _JSON_LISTS else dict
+            try:
+                value = json.loads(out[key])
+            except (json.JSONDecodeError, RecursionError):
+                value = None
+            if not isinstance(value, kind):
+                value = kind()
+                out.setdefault("corrupt", []).append(key)
+            out[key] = value
     return out
 
 
