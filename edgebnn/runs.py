@@ -79,9 +79,12 @@ def read_info(run_dir: str | os.PathLike) -> dict:
     if not path.is_file():
         raise EdgebnnError(f"{run_dir} is not a run folder (no {RUN_INFO}); give a folder that edgebnn train wrote")
     try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        info = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
         raise EdgebnnError(f"{path} is corrupt ({err.__class__.__name__}); the run cannot be read") from None
+    if not isinstance(info, dict):
+        raise EdgebnnError(f"{path} is corrupt (JSON, but not an object); the run cannot be read")
+    return info
 
 
 def _jsonable(value):

@@ -141,3 +141,92 @@ def test_report_writes_around_links_and_keeps_files_whole_on_a_full_disk(tmp_pat
     full = CliRunner().invoke(main, ["report", "--db", str(db), "--out", str(out), "--runs", str(root)])
     _one_error_line(full, "the disk is full")
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+# ------------------------------------------------------------------------------------------ silent wrong results
+def test_the_flatbuffer_names_its_run_by_absolute_path(tiny_keras, tmp_path, monkeypatch):
+    """Converted from a relative path, then read from another folder: the run is still found."""
+    from edgebnn.convert.flatbuffer import read_metadata
+
+    run = tmp_path / "work" / "runs" / "tiny-run"
+    run.mkdir(parents=True)
+    (run / runs.FINAL_MODEL).write_bytes(tiny_keras.read_bytes())
+    runs.write_info(run, {"name": "tiny-run", "model": None, "status": "done", "dataset": "digits",
+                          "input_shape": [16, 16, 3], "num_classes": 10})
+    monkeypatch.chdir(tmp_path / "work")
+    result = CliRunner().invoke(main, ["convert", "runs/tiny-run", "-o", "m.tflite", "--check-samples", "0"])
+    assert result.exit_code == 0, result.output
+    meta = read_metadata(tmp_path / "work" / "m.tflite")
+    assert meta["run_dir"] == str(run.resolve()) and Path(meta["source"]).is_absolute()
+    monkeypatch.chdir(tmp_path)
+    assert runs.is_run_dir(meta["run_dir"])
+
+
+def test_gap_to_float_pairs_only_a_twin_of_the_same_width(tmp_path):
+    from edgebnn import report
+
+    def run(name, real, width, top1, shape=(32, 32, 3)):
+        path = tmp_path / name
+        path.mkdir()
+        runs.write_info(path, {"name": name, "model": "bireal-18", "real": real, "dataset": "digits",
+                               "status": "done", "width": width, "input_shape": list(shape), "num_classes": 10,
+                               "best_val_top1": top1, "finished": name})
+        return path
+
+    binary = run("b", False, 0.5, 0.80)
+    run("t1", True, 0.25, 0.90)  # narrower twin, finished later: not this run's twin
+    run("t3", True, 0.5, 0.95, shape=(64, 64, 3))  # another input size
+    index = report._index_runs([tmp_path])
+    like = index[str(binary.resolve())]
+    assert report._twin_top1(index, "bireal-18", "digits", like) is None
+    run("t2", True, 0.5, 0.97)
+    index = report._index_runs([tmp_path])
+    assert report._twin_top1(index, "bireal-18", "digits", like) == 0.97
+
+
+def test_a_recipe_width_counts_when_run_json_has_none(tmp_path):
+    from edgebnn import report
+
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / runs.RECIPE).write_text('model = "bireal-18"\n[arch]\nwidth = 0.25\n')
+    assert report._run_width({}, tmp_path / "r") == 0.25 and report._run_width({}, tmp_path) == 1.0
+
+
+# ------------------------------------------------------------------------------------------ damaged inputs
+def test_report_names_a_damaged_row_and_run_and_reports_the_rest(tmp_path):
+    import sqlite3
+
+    from test_report import make_results
+
+    db, root = make_results(tmp_path)
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute("UPDATE results SET flags = '{not json' WHERE id = 1")
+    conn.close()
+    (root / "broken").mkdir()
+    (root / "broken" / "run.json").write_text("[1, 2]")
+    (root / "garbled").mkdir()
+    (root / "garbled" / "run.json").write_bytes(b"\xff\xfe{")
+    result = CliRunner().invoke(main, ["report", "--db", str(db), "--out", str(tmp_path / "r"), "--runs", str(root)])
+    assert result.exit_code == 0, result.output
+    warnings = [ln for ln in result.stderr.splitlines() if ln.startswith("warning: ")]
+    assert len(warnings) == 3 and "result 1 " in warnings[0] and "flags" in warnings[0]
+    assert any("broken/run.json is not a JSON object" in w for w in warnings)
+    assert len(json.loads((tmp_path / "r" / "results.json").read_text())) == 9  # of 10 stored
+    with pytest.raises(EdgebnnError, match="not an object"):
+        runs.read_info(root / "broken")
+
+
+def test_a_damaged_schema_version_is_one_line(tmp_path):
+    import sqlite3
+
+    from test_report import make_results
+
+    db, _ = make_results(tmp_path)
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute("UPDATE meta SET value = 'two' WHERE key = 'schema_version'")
+    conn.close()
+    result = CliRunner().invoke(main, ["report", "--db", str(db), "--out", str(tmp_path / "r")])
+    _one_error_line(result, "schema version is 'two'")
+    assert not (tmp_path / "r").exists()
