@@ -230,3 +230,22 @@ def test_a_damaged_schema_version_is_one_line(tmp_path):
     result = CliRunner().invoke(main, ["report", "--db", str(db), "--out", str(tmp_path / "r")])
     _one_error_line(result, "schema version is 'two'")
     assert not (tmp_path / "r").exists()
+
+
+def test_convert_on_a_data_set_of_another_class_count_stores_no_accuracy(tmp_path):
+    """A 20-class model proven on digits (10 classes): the flatbuffer is still proven against Keras on digits'
+    images, but digits' labels are not the model's, so no accuracy is stored (it used to say ~5-20%)."""
+    import tensorflow as tf
+
+    tf.keras.utils.set_random_seed(2)
+    inp = tf.keras.Input((16, 16, 3))
+    x = tf.keras.layers.GlobalAveragePooling2D()(tf.keras.layers.Conv2D(4, 3, padding="same")(inp))
+    tf.keras.Model(inp, tf.keras.layers.Dense(20)(x)).save(tmp_path / "twenty.keras")
+    result = CliRunner().invoke(main, ["convert", str(tmp_path / "twenty.keras"), "-o", str(tmp_path / "t.tflite"),
+                                       "--dataset", "digits", "--check-samples", "20"])
+    assert result.exit_code == 0, result.output
+    assert "data set digits has 10 classes, the model 20" in result.output
+    report = json.loads((tmp_path / "t.tflite.json").read_text())
+    check = report["check"]
+    assert check["samples"] == 20 and check.get("keras_top1") is None and check.get("tflite_top1") is None
+    assert "data set digits has 10 classes, the model 20" in report["deployment"]["notes"]

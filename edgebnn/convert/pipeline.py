@@ -127,6 +127,21 @@ def _deployment(model, info: dict, path: Path, profile, dataset: str, need_data:
     }
 
 
+def foreign_labels(meta: dict, dataset: str) -> str | None:
+    """Why ``dataset``'s labels are not the model's classes (another class count, or other class names than the
+    model records), else None. Images of the right shape still prove that the flatbuffer computes what Keras does;
+    only an accuracy needs the model's own labels, so a foreign data set is used without them."""
+    from edgebnn import data
+
+    summary = data.describe(dataset, input_size=meta["input_shape"][0])
+    if summary["num_classes"] != meta["num_classes"]:
+        return f"data set {dataset} has {summary['num_classes']} classes, the model {meta['num_classes']}"
+    names = meta["class_names"]
+    if names is not None and [str(n) for n in names] != [str(n) for n in summary["classes"]]:
+        return f"data set {dataset}'s classes are not the ones the model was trained on"
+    return None
+
+
 def _conversion_facts(layers, ops: list[dict], model, seconds: float) -> dict:
     """The ``conversion`` section: op histogram, which binary convs became ``LceBconv2d``, float ops left."""
     histogram = histogram_of(ops)
@@ -264,7 +279,12 @@ def convert(source, target: str = "arm64", output=None, check_samples: int = 100
     if check_samples or wanted:
         x, y = samples(dataset, max(check_samples, CALIBRATION_SAMPLES if "int8" in wanted else 0),
                        meta["input_shape"])
-        labels_ok = meta["class_names"] is None or len(meta["class_names"]) == meta["num_classes"]
+        foreign = foreign_labels(meta, dataset)
+        if foreign:
+            log(True, f"note: {foreign}: the proof compares Keras and the flatbuffer on its images without labels "
+                      "(no accuracy is stored)")
+            report["deployment"]["notes"].append(foreign)
+        labels_ok = not foreign and (meta["class_names"] is None or len(meta["class_names"]) == meta["num_classes"])
         y = y if labels_ok and int(y.max(initial=0)) < meta["num_classes"] else None
     broken = load_error(fb)
     if broken or check_samples:
