@@ -249,3 +249,54 @@ def test_convert_on_a_data_set_of_another_class_count_stores_no_accuracy(tmp_pat
     check = report["check"]
     assert check["samples"] == 20 and check.get("keras_top1") is None and check.get("tflite_top1") is None
     assert "data set digits has 10 classes, the model 20" in report["deployment"]["notes"]
+
+
+# ------------------------------------------------------------------------------------------ profile
+RUNNER_OUTPUT = """STARTING!
+Loaded model m.tflite
+The input model file size (MB): 0.0123
+Initialized session in 2.1ms.
+count=4 first=2100 curr=2000 min=1990 max=2100 avg=2030 std=40
+count=20 first=2000 curr=2000 min={min} max=2100 avg=2010 std=30
+Inference timings in us: Init: 2100, First inference: 2100, Warmup (avg): 2030, Inference (avg): 2010
+"""
+
+
+def test_negative_timings_are_never_stored(tmp_path):
+    from edgebnn.profile import parse, store
+
+    assert parse.parse(RUNNER_OUTPUT.format(min=1990))["runs"]["min_us"] == 1990
+    with pytest.raises(EdgebnnError, match="min_us=-5.0, not a time"):
+        parse.parse(RUNNER_OUTPUT.format(min=-5))
+    row = {"model_sha256": "a" * 64, "model_name": "m", "device": "pi4b", "threads": 1, "machine": "pi",
+           "kernels": "LCE optimized kernels (aarch64)", "runs": 20, "min_ms": -0.5, "mean_ms": 2.0}
+    conn = store.connect(tmp_path / "r.db")
+    with pytest.raises(store.InvalidResult, match="min_ms = -0.5"):
+        store.save(conn, row)
+    with pytest.raises(store.InvalidResult, match="mean_ms = nan"):
+        store.save(conn, {**row, "min_ms": 1.0, "mean_ms": float("nan")})
+    with pytest.raises(store.InvalidResult, match="op 0 avg_ms = -1"):
+        store.save(conn, {**row, "min_ms": 1.0}, [{"node_type": "CONV_2D", "avg_ms": -1}])
+    assert store.results(conn) == []
+    store.save(conn, {**row, "min_ms": 1.0})
+    assert len(store.results(conn)) == 1
+    conn.close()
+
+
+def test_a_sweep_measures_the_valid_models_and_names_the_invalid_one(tmp_path):
+    from profile_fixtures import tiny_tflite
+
+    from edgebnn.profile import store
+
+    good = tiny_tflite()
+    bad = tmp_path / "bad.tflite"
+    bad.write_bytes(b"not a flatbuffer at all" * 10)
+    db = tmp_path / "r.db"
+    result = CliRunner().invoke(main, ["profile", str(bad), str(good), "--db", str(db), "--runs", "2",
+                                       "--warmup", "0", "--op-profile"])
+    line = _one_error_line(result, "bad.tflite", "1 other result(s) measured and stored")
+    assert "tiny" not in line.split("bad.tflite")[0]
+    assert "warning: --op-profile: device local cannot profile per op" in result.stderr
+    conn = store.connect(db)
+    assert [r["model_name"] for r in store.results(conn)] == ["tiny"]
+    conn.close()

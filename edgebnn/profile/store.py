@@ -170,6 +170,36 @@ class WriteFailed(EdgebnnError):
     """The database refused a write (read-only file or folder, full disk, locked): the caller keeps the row."""
 
 
+class InvalidResult(EdgebnnError):
+    """A result whose timings are not times (negative, NaN or infinite): refused, never stored."""
+
+
+TIMING_COLUMNS = ("min_ms", "median_ms", "mean_ms", "p90_ms", "std_ms", "max_ms", "first_ms", "init_ms")
+OP_TIMINGS = ("first_ms", "avg_ms")
+
+
+def _not_a_time(value) -> bool:
+    import math
+
+    if value is None:
+        return False
+    try:
+        return not (math.isfinite(float(value)) and float(value) >= 0)
+    except (TypeError, ValueError):
+        return True
+
+
+def check_timings(result: dict, ops: list[dict] | None = None) -> None:
+    """Refuse a result (or one of its per-op rows) with a negative or non-finite time: a runner that prints one
+    is broken, and a stored figure would be believed."""
+    bad = [f"{k} = {result[k]}" for k in TIMING_COLUMNS if _not_a_time(result.get(k))]
+    bad += [f"op {i} {k} = {op[k]}" for i, op in enumerate(ops or []) for k in OP_TIMINGS if _not_a_time(op.get(k))]
+    if bad:
+        raise InvalidResult(f"{result.get('model_name')} on {result.get('device')} x{result.get('threads')}: the "
+                            f"runner reported {bad[0]}, not a time (negative or not finite); nothing stored: check "
+                            "the runner")
+
+
 def check_writable(path: str | Path = DEFAULT_DB) -> None:
     """Open ``path`` as :func:`connect` does and prove a write goes through, before anything is measured: a
     read-only file or folder is refused up front rather than after minutes of measuring."""
@@ -233,6 +263,7 @@ def exists(conn: sqlite3.Connection, model_sha256: str, device: str, threads: in
 def save(conn: sqlite3.Connection, result: dict, ops: list[dict] | None = None) -> int:
     """Store one result and its per-op rows in one transaction, replacing an older row with the same key; a write
     the database refuses raises :class:`WriteFailed` (the caller keeps the result, see :func:`save_fallback`)."""
+    check_timings(result, ops)
     row = {k: result.get(k) for k in _RESULT_COLUMNS}
     row["created_at"] = row["created_at"] or time.strftime("%Y-%m-%dT%H:%M:%S%z")
     row["kind"] = kind_of(result)
