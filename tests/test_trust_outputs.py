@@ -300,3 +300,37 @@ def test_a_sweep_measures_the_valid_models_and_names_the_invalid_one(tmp_path):
     conn = store.connect(db)
     assert [r["model_name"] for r in store.results(conn)] == ["tiny"]
     conn.close()
+
+
+# ------------------------------------------------------------------------------------------ a run's state
+@pytest.mark.slow
+def test_a_run_records_failed_interrupted_and_running_as_they_happen(tmp_path, monkeypatch):
+    from edgebnn import train as training
+
+    original = training._Trainer._end_epoch
+    seen = []
+
+    def crash_at_epoch_2(self, s, row):
+        if row["epoch"] == 2:
+            raise RuntimeError("boom\nsecond line")
+        original(self, s, row)
+
+    monkeypatch.setattr(training._Trainer, "_end_epoch", crash_at_epoch_2)
+    sets = ["arch.width=0.125", "input_size=16", "steps.schedule=constant"]
+    with pytest.raises(RuntimeError):
+        training.train("bireal-18", dataset="digits", epochs=3, sets=sets, out=tmp_path / "run", progress=False,
+                       verbose=False, summary=False)
+    info = runs.read_info(tmp_path / "run")
+    assert (info["status"], info["failure"], info["epochs_done"]) == ("failed", "RuntimeError: boom second line", 1)
+
+    def interrupt_after_looking(self, s, row):
+        seen.append(runs.read_info(self.run_dir))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training._Trainer, "_end_epoch", interrupt_after_looking)
+    with pytest.raises(KeyboardInterrupt):
+        training.train(resume=tmp_path / "run", progress=False, verbose=False, summary=False)
+    assert seen[0]["status"] == "running" and "failure" not in seen[0]  # while it trains again
+    info = runs.read_info(tmp_path / "run")
+    assert info["status"] == "interrupted" and "failure" not in info
+    assert sorted(p.name for p in (tmp_path / "run").iterdir() if p.name.endswith(".tmp")) == []
