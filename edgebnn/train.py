@@ -422,6 +422,10 @@ class _Trainer:
         self.drop_remainder = self.strategy_name != "default"
         probe = data.load(recipe["dataset"], batch_size=recipe["steps"][0]["batch_size"], **self.data_kw)
         self.input_shape, self.num_classes = probe.input_shape, probe.num_classes
+        from edgebnn import archs
+
+        archs.check_size(recipe["model"], self.input_shape, self.num_classes,  # before the run folder is made
+                         float(recipe["arch"].get("width") or 1.0))
 
         if self.run_dir is None:
             name = recipe["model"] + ("-real" if recipe["real"] else "")
