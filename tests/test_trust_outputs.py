@@ -334,3 +334,80 @@ def test_a_run_records_failed_interrupted_and_running_as_they_happen(tmp_path, m
     info = runs.read_info(tmp_path / "run")
     assert info["status"] == "interrupted" and "failure" not in info
     assert sorted(p.name for p in (tmp_path / "run").iterdir() if p.name.endswith(".tmp")) == []
+
+
+# ------------------------------------------------------------------------------------------ sizes and damaged data
+def test_a_huge_width_or_input_size_is_refused_before_allocating(tmp_path):
+    from edgebnn import archs
+
+    start = time.monotonic()
+    with pytest.raises(EdgebnnError, match="weights would take about 43,582,588,434 GiB, over edgebnn's limit of 2"):
+        archs.build("bireal-18", width=1e6)
+    with pytest.raises(EdgebnnError, match="first feature map would take about 4,880 GiB"):
+        archs.build("bireal-18", input_shape=(100000, 100000, 3))
+    assert time.monotonic() - start < 2
+    archs.check_size("bireal-18", (224, 224, 3), 1000, 4.0)  # about 0.7 GiB of weights: this fits
+    result = CliRunner().invoke(main, ["train", "bireal-18", "--dataset", "digits", "--epochs", "1", "--set",
+                                       "arch.width=1e6", "--out", str(tmp_path / "run"), "--quiet"])
+    _one_error_line(result, "over edgebnn's limit of 2 GiB")
+    result = CliRunner().invoke(main, ["train", "bireal-18", "--dataset", "digits", "--epochs", "1", "--set",
+                                       "input_size=100000", "--out", str(tmp_path / "run"), "--quiet"])
+    _one_error_line(result, "input size 100000 with batch size", "over edgebnn's limit of 2 GiB")
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_width_1_parameter_counts_are_the_models():
+    from edgebnn import archs
+
+    for name in ("sdbnn-resnet20", "sdbnn-vgg-small"):  # the two small ones; the table's others are 11-29 M
+        assert archs.build(name).count_params() == archs.PARAMS_AT_WIDTH_1[name]
+    assert set(archs.PARAMS_AT_WIDTH_1) == set(archs.names())
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width`` x ``height`` pixels (no image data: PIL reads only the header)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("side", [20_000, 100_000])  # over PIL's limit; over twice it (PIL's own error)
+def test_a_decompression_bomb_in_a_folder_is_named_in_one_line(tmp_path, side):
+    from PIL import Image
+
+    from edgebnn import data
+
+    for cls in ("a", "b"):
+        (tmp_path / cls).mkdir()
+        for i in range(4):
+            Image.new("RGB", (8, 8), (i * 40, 0, 0)).save(tmp_path / cls / f"{i}.png")
+    (tmp_path / "b" / "bomb.png").write_bytes(_png_header(side, side))
+    with pytest.raises(EdgebnnError, match=r"folder: image .*bomb\.png is .*over the limit of 89,478,485") as err:
+        data.find_source(f"folder:{tmp_path}")
+    assert len(str(err.value).splitlines()) == 1
+
+
+def test_a_cifar_folder_with_an_empty_test_batch_fails_at_load(tmp_path):
+    import pickle
+
+    import numpy as np
+
+    from edgebnn import data
+
+    root = tmp_path / "cifar-10-batches-py"
+    root.mkdir()
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        n = 0 if name == "test_batch" else 3
+        (root / name).write_bytes(pickle.dumps({b"data": np.zeros((n, 3072), np.uint8), b"labels": [1] * n}))
+    start = time.monotonic()
+    result = CliRunner().invoke(main, ["train", "bireal-18", "--dataset", f"cifar10:{tmp_path}", "--epochs", "1",
+                                       "--out", str(tmp_path / "run"), "--quiet"])
+    _one_error_line(result, "test_batch holds no images")
+    assert time.monotonic() - start < 30 and not (tmp_path / "run").exists()
+    with pytest.raises(EdgebnnError, match="test_batch holds no images"):
+        data.find_source(f"cifar10:{tmp_path}")
