@@ -72,7 +72,7 @@ def _index_conversions(roots, results) -> dict[str, dict]:
     for path in files:
         try:
             report = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
             continue
         if not isinstance(report, dict) or "sha256" not in report:
             continue
@@ -265,7 +265,13 @@ def collect(db: str | os.PathLike = "results.db", run_roots=("runs",), problems:
     results = [r for r in results if not r.get("corrupt")]
     run_index = _index_runs(run_roots, problems)
     conversions = _index_conversions(run_roots, results)
-    rows = [_row(r, _source(r, conversions, run_index), run_index, op_totals[r["id"]]) for r in results]
+    rows = []
+    for r in results:
+        try:
+            rows.append(_row(r, _source(r, conversions, run_index), run_index, op_totals[r["id"]]))
+        except (AttributeError, TypeError, ValueError, KeyError) as err:  # a sidecar or run.json of odd types
+            problems.append(f"result {r['id']} ({r.get('model_path') or r.get('model_name')}): its conversion "
+                            f"report or run holds values of the wrong type ({err.__class__.__name__}): left out")
     _tell_runs_apart(rows)
     rows.sort(key=lambda row: (row["device"], row["latency_kind"], row["threads"], row["model"]))
     return rows

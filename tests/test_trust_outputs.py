@@ -411,3 +411,17 @@ def test_a_cifar_folder_with_an_empty_test_batch_fails_at_load(tmp_path):
     assert time.monotonic() - start < 30 and not (tmp_path / "run").exists()
     with pytest.raises(EdgebnnError, match="test_batch holds no images"):
         data.find_source(f"cifar10:{tmp_path}")
+
+
+def test_a_conversion_report_of_the_wrong_types_costs_only_its_rows(tmp_path):
+    from test_report import make_results
+
+    from edgebnn import report
+
+    db, root = make_results(tmp_path)
+    sidecar = root / "reactnet-18-a" / "reactnet.tflite.json"
+    sidecar.write_text(json.dumps({**json.loads(sidecar.read_text()), "source": "not a table"}))
+    problems = []
+    rows = report.collect(db, [root], problems)
+    assert len(rows) == 7 and {r["model"] for r in rows if "reactnet" in r["model"]} == set()
+    assert len(problems) == 3 and all("wrong type" in p for p in problems), problems

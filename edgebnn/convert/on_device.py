@@ -128,7 +128,11 @@ def verify(tflite, device: str, runner: str | None = None, check_samples: int = 
     except ValueError:  # unreadable, or not a JSON object
         raise EdgebnnError(f"{path} is not a TFLite flatbuffer with readable metadata") from None
     side = sidecar_path(path)
-    report = json.loads(side.read_text()) if side.is_file() else {}
+    try:
+        report = json.loads(side.read_text()) if side.is_file() else {}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        report = {}  # a damaged report is not this file's: the proof is returned, the report left as it is
+    report = report if isinstance(report, dict) else {}
     src, which = _source(path, meta, report, source)
     log(progress, f"loading {src}")
     model, info = runs.load_model(Path(src), which)
