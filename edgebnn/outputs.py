@@ -113,7 +113,7 @@ def write_atomic(path: str | os.PathLike, data: bytes | str, what: str = "output
             f.write(payload)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; an output is as readable as any
         os.replace(tmp, path)
         tmp = None
     except OSError as err:
@@ -127,7 +127,10 @@ def write_atomic(path: str | os.PathLike, data: bytes | str, what: str = "output
     return path
 
 
-def _umask() -> int:
+def _read_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+_UMASK = _read_umask()  # read once, at import: changing it later could race with other threads' file creation

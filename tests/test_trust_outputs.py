@@ -60,6 +60,7 @@ def test_write_atomic_replaces_a_link_and_leaves_its_target_untouched(tmp_path):
     outputs.write_atomic(place / "b.json", b"new")
     assert outside.read_text() == "precious" and not (tmp_path / "would-be-created.txt").exists()
     assert not (place / "a.json").is_symlink() and (place / "a.json").read_text() == "new"
+    assert (place / "a.json").stat().st_mode & 0o777 == 0o666 & ~outputs._UMASK  # not mkstemp's 0600
     assert (place / "b.json").read_bytes() == b"new" and sorted(p.name for p in place.iterdir()) == ["a.json",
                                                                                                    "b.json"]
 
