@@ -470,6 +470,10 @@ class _Trainer:
         except (KeyboardInterrupt, SystemExit):  # Ctrl-C, and SIGTERM (the CLI turns it into KeyboardInterrupt)
             self._record_end("interrupted")
             raise
+        except (OSError, tf.errors.OpError) as err:  # a full disk, a lost file system, TensorFlow's own errors
+            self._record_end("failed", _one_line(err))
+            raise EdgebnnError(f"training stopped: {_one_line(err)[:200]}; the run keeps its last whole epoch: fix "
+                               f"the cause, then edgebnn train --resume {self.run_dir}") from None
         except BaseException as err:
             self._record_end("failed", _one_line(err))
             raise

@@ -334,6 +334,17 @@ def test_a_run_records_failed_interrupted_and_running_as_they_happen(tmp_path, m
     assert seen[0]["status"] == "running" and "failure" not in seen[0]  # while it trains again
     info = runs.read_info(tmp_path / "run")
     assert info["status"] == "interrupted" and "failure" not in info
+
+    def full_disk(run_dir, row):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(training._Trainer, "_end_epoch", original)
+    monkeypatch.setattr(training, "_append_metrics", full_disk)
+    with pytest.raises(EdgebnnError, match=r"training stopped: OSError: \[Errno 28\] No space left on device; .* "
+                                           r"edgebnn train --resume"):
+        training.train(resume=tmp_path / "run", progress=False, verbose=False, summary=False)
+    info = runs.read_info(tmp_path / "run")
+    assert info["status"] == "failed" and "No space left" in info["failure"] and info["epochs_done"] == 1
     assert sorted(p.name for p in (tmp_path / "run").iterdir() if p.name.endswith(".tmp")) == []
 
 
