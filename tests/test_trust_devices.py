@@ -287,6 +287,23 @@ def test_sigkill_of_a_qemu_profile_leaves_no_emulator_and_clean_up_removes_its_f
         assert not Path(folder).exists()
 
 
+def test_sigkill_of_a_host_profile_leaves_no_benchmark_child(tmp_path):
+    proc = subprocess.Popen([EDGEBNN, "profile", str(tiny_tflite(128, 128)), "--runs", "100000", "--db",
+                             str(tmp_path / "r.db")], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    bench = []
+    while not bench and time.monotonic() < deadline and proc.poll() is None:
+        bench = [pid for pid, args in _children(proc.pid) if "edgebnn.profile.local" in args]
+        time.sleep(0.05)
+    assert bench, proc.communicate()
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in bench) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in bench)
+
+
 def test_the_next_run_removes_a_dead_runs_scratch_folders_and_keeps_a_live_ones(tmp_path):
     dead = Path(tempfile.mkdtemp(prefix=f"edgebnn-qemu-p{_dead_pid()}-"))
     (dead / "model.tflite").write_bytes(b"x")
@@ -322,6 +339,10 @@ def test_folders_and_fifos_are_named_as_such_and_never_read(tmp_path):
                          needle)
         assert "does not exist" not in line
     assert folder.is_dir() and fifo.is_fifo()  # both left as they were
+    for graph in (folder, fifo):  # edgebnn's stand-in runner, as lce_benchmark_model would, never blocks on a FIFO
+        run = subprocess.run([sys.executable, "-m", "edgebnn.runner", f"--graph={graph}"], capture_output=True,
+                             text=True, timeout=60)
+        assert run.returncode == 1 and run.stderr.strip() == f"ERROR: Could not open '{graph}': not a regular file"
 
 
 # --------------------------------------------------------------------- a truncated runner, a read-only ~/.cache
