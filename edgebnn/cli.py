@@ -526,7 +526,7 @@ def devices_list_command(devices_file):
     for d in known.values():
         click.echo(f"{d.name:<16} {d.ssh:<32} runner={d.runner or '(target default)'} target={d.target or 'auto'}"
                    + (f"  # {d.notes}" if d.notes else ""))
-    click.echo(f"from {next(iter(known.values())).source}")
+    click.echo(f"from {next(iter(known.values())).source}{devices.ignored_local_file(devices_file)}")
 
 
 @devices_group.command("check")
