@@ -313,6 +313,10 @@ def convert_command(source, target, output, check_samples, baselines, dataset, c
     click.echo(f"next: edgebnn profile {_quote(report['output'])} --device local   (a board: -d ssh://USER@HOST)")
 
 
+DEVICES_FILE_HELP = ("A devices.toml to read (default: ~/.config/edgebnn/devices.toml; ./devices.toml is never read "
+                     "unless named here, and only your own file may set ssh_config or command-running ssh_options).")
+
+
 @main.command("verify")
 @click.argument("tflite", metavar="FILE.tflite")
 @click.option("--device", "-d", required=True, help="qemu:aarch64, ssh://USER@HOST or a devices.toml name.")
@@ -321,7 +325,7 @@ def convert_command(source, target, output, check_samples, baselines, dataset, c
 @click.option("--dataset", default=None, help="Data set (default: the one the flatbuffer was converted with).")
 @click.option("--source", default=None, help="The Keras RUN|MODEL to compare with (default: the one converted).")
 @click.option("--ssh-config", default=None, help="An ssh -F config file.")
-@click.option("--devices-file", default=None, help="devices.toml (default: ./ then ~/.config/edgebnn/).")
+@click.option("--devices-file", default=None, help=DEVICES_FILE_HELP)
 @click.option("--timeout", type=float, default=600, show_default=True, help="Seconds per runner invocation.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def verify_command(tflite, device, runner, check_samples, dataset, source, ssh_config, devices_file, timeout,
@@ -371,7 +375,7 @@ def _thread_counts(text):
 @click.option("--db", default="results.db", show_default=True, help="SQLite results database.")
 @click.option("--force", is_flag=True, help="Measure again what the database already holds.")
 @click.option("--timeout", type=float, default=600, show_default=True, help="Seconds one benchmark run may take.")
-@click.option("--devices-file", default=None, help="devices.toml (default: ./ then ~/.config/edgebnn/).")
+@click.option("--devices-file", default=None, help=DEVICES_FILE_HELP)
 @click.option("--ssh-config", default=None, help="An ssh -F config file for ssh:// devices.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def profile_command(models, devices, runner, target, threads, runs, warmup, op_profile, db, force, timeout,
@@ -509,26 +513,27 @@ def devices_group():
 
 
 @devices_group.command("list")
-@click.option("--devices-file", default=None, help="devices.toml (default: ./ then ~/.config/edgebnn/).")
+@click.option("--devices-file", default=None, help=DEVICES_FILE_HELP)
 def devices_list_command(devices_file):
     """The boards of devices.toml."""
     from edgebnn.profile import devices
 
     known = devices.load(devices_file)
     if not known:
-        click.echo("no devices.toml found (./devices.toml or ~/.config/edgebnn/devices.toml); `local` always works")
+        click.echo(f"no devices file ({devices.devices_file(devices_file) or devices.USER_FILE}); `local` always "
+                   f"works{devices.ignored_local_file(devices_file)}")
         return
     for d in known.values():
         click.echo(f"{d.name:<16} {d.ssh:<32} runner={d.runner or '(target default)'} target={d.target or 'auto'}"
                    + (f"  # {d.notes}" if d.notes else ""))
-    click.echo(f"from {next(iter(known.values())).source}")
+    click.echo(f"from {next(iter(known.values())).source}{devices.ignored_local_file(devices_file)}")
 
 
 @devices_group.command("check")
 @click.argument("name")
 @click.option("--runner", default=None, help="Runner to check (default: the device's, else the target's).")
 @click.option("--target", default=None, help="Target profile (default: from `uname -m`).")
-@click.option("--devices-file", default=None, help="devices.toml (default: ./ then ~/.config/edgebnn/).")
+@click.option("--devices-file", default=None, help=DEVICES_FILE_HELP)
 @click.option("--ssh-config", default=None, help="An ssh -F config file.")
 @click.option("--json", "as_json", is_flag=True, help="Print facts and problems as JSON.")
 @click.pass_context
@@ -560,7 +565,7 @@ def devices_check_command(ctx, name, runner, target, devices_file, ssh_config, a
 @click.option("--older-than", type=float, default=10, show_default=True,
               help="Minutes after which a work folder with no benchmark running counts as left over.")
 @click.option("--kill-running", is_flag=True, help="Also end benchmarks still running and remove their folders.")
-@click.option("--devices-file", default=None, help="devices.toml (default: ./ then ~/.config/edgebnn/).")
+@click.option("--devices-file", default=None, help=DEVICES_FILE_HELP)
 @click.option("--ssh-config", default=None, help="An ssh -F config file.")
 def devices_clean_command(name, older_than, kill_running, devices_file, ssh_config):
     """Remove what killed runs left: edgebnn.* work folders on board NAME (ending their benchmarks) and this
@@ -622,7 +627,10 @@ def report_command(ctx, db, out, run_roots, budget, board, as_json):
     if bool(budget) != bool(board):
         raise EdgebnnError("--budget and --board go together: edgebnn report --budget 30ms --board pi4b")
     budget_ms = report.parse_budget(budget) if budget else None
-    rows = report.collect(db, run_roots)
+    problems: list[str] = []
+    rows = report.collect(db, run_roots, problems)
+    for problem in problems:
+        click.echo(f"warning: {problem}", err=True)
     answer = report.best_under_budget(rows, budget_ms, board) if budget else None
     written = report.write(db, out, run_roots, budget=report.format_budget(answer) if answer else None,
                            rows=rows)

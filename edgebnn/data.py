@@ -215,6 +215,10 @@ def _cifar10_source(path: str | None) -> Source:
     root = _find_cifar10(path)
     train_parts = [_cifar_batch(root / f"data_batch_{i}") for i in range(1, 6)]
     val_images, val_labels = _cifar_batch(root / "test_batch")
+    for name, count in [("test_batch", len(val_labels)),
+                        ("data_batch_1..5", sum(len(p[1]) for p in train_parts))]:
+        if count == 0:  # found now, not after a whole epoch trained with nothing to validate on
+            raise EdgebnnError(f"cifar10: {root}'s {name} holds no images; download the python batches again")
     class_names = [f"class_{i}" for i in range(10)]
     if (root / "batches.meta").is_file():
         meta = _read_cifar_pickle(root / "batches.meta")
@@ -258,20 +262,34 @@ def _list_class_folder(root: Path) -> tuple[list[str], list[str], list[int]]:
     return names, paths, labels
 
 
+MAX_IMAGE_PIXELS = 89_478_485  # PIL's own default limit (about 0.25 GiB of 24-bit pixels): bigger is refused
+
+
 def _check_images(paths: list[str], progress: bool) -> set[tuple[int, int]]:
     """Open each image's header; an unreadable one is an error naming the file. Returns the sizes seen."""
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
     from edgebnn.progress import progress_bar
 
     sizes = set()
+    limit = Image.MAX_IMAGE_PIXELS or MAX_IMAGE_PIXELS
     for p in progress_bar(paths, desc="scanning images", unit="img", enable=progress):
         try:
-            with Image.open(p) as im:
-                sizes.add(im.size)
-                fmt = im.format
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size is checked below
+                with Image.open(p) as im:
+                    size, fmt = im.size, im.format
+        except Image.DecompressionBombError:
+            size, fmt = None, None
         except (UnidentifiedImageError, OSError, ValueError) as err:
             raise EdgebnnError(f"folder: cannot read image {p} ({type(err).__name__}); remove or replace it") from None
+        if size is None or size[0] * size[1] > min(limit, MAX_IMAGE_PIXELS):
+            what = f"{size[0]}x{size[1]} pixels" if size else "more pixels than PIL opens"
+            raise EdgebnnError(f"folder: image {p} is {what}, over the limit of {MAX_IMAGE_PIXELS:,} (a "
+                               "decompression bomb or a huge scan); remove or shrink it")
+        sizes.add(size)
         if not _complete(p, fmt):
             raise EdgebnnError(f"folder: image {p} is truncated (its {fmt} end marker is missing); remove or "
                                "replace it")
@@ -463,6 +481,20 @@ def _split_dataset(split: Split):
     return tf.data.Dataset.from_tensor_slices((split.paths, split.labels)), True
 
 
+MAX_BATCH_BYTES = 2**31  # one batch of float32 images above 2 GiB is refused before any is made
+
+
+def check_batch_size_in_bytes(input_size: int | None, batch_size: int) -> None:
+    """Refuse an input size whose batch of float32 RGB images (batch x size^2 x 3 x 4 bytes) is over 2 GiB."""
+    if input_size is None:
+        return
+    size = batch_size * input_size**2 * 3 * 4
+    if size > MAX_BATCH_BYTES:
+        raise EdgebnnError(f"input size {input_size} with batch size {batch_size} makes {size / 2**30:,.1f} GiB "
+                           f"batches of images, over edgebnn's limit of {MAX_BATCH_BYTES // 2**30} GiB; use a "
+                           "smaller input size or batch size")
+
+
 def load(
     name: str,
     *,
@@ -492,6 +524,7 @@ def load(
         raise EdgebnnError(f"batch size must be at least 1, got {batch_size}")
     if input_size is not None and input_size < 1:
         raise EdgebnnError(f"input size must be at least 1, got {input_size}")
+    check_batch_size_in_bytes(input_size, batch_size)
     kind, arg = parse_name(name)
     common = dict(kind=augment, flip=flip, batch_size=batch_size, seed=seed, drop_remainder=drop_remainder)
     if kind == "tfds":

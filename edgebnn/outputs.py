@@ -3,7 +3,12 @@
 Every command that writes (``train --out``, ``convert -o``, ``profile --db``, ``report --out``) checks where it
 will write first: the place must not be something else (a file where a folder goes, a folder where a file
 goes), and a file is really created and removed in the folder that will hold it, so a read-only folder, a full
-or immutable one fails in a second with one line rather than after minutes of training or converting.
+or immutable one fails in a second with one line rather than after minutes of training or converting; a name
+over the file system's limit (``PC_NAME_MAX``) is refused the same way.
+
+Every output file is written by ``write_atomic``: to a temporary file in its folder, then renamed onto its name, so
+a link planted at the name is replaced, never followed, and a full disk leaves the old file or none, never part of
+one.
 
 Existing outputs: a run folder is never overwritten (``train --out`` refuses a folder holding a run; it is continued
 with ``--resume``); a file named with ``convert -o`` that exists is refused (remove it first), while the default
@@ -12,6 +17,7 @@ output beside the model is edgebnn's own and is replaced; ``profile --db`` adds 
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -43,6 +49,7 @@ def check_new_file(path: str | os.PathLike, what: str, force: bool = False, flag
     """A file output: not a folder, not an existing file unless ``force`` (``flag`` names the option that says so;
     None: there is none), in a folder that can be written."""
     p = Path(path).expanduser()
+    check_name_length(p, what)
     if p.is_dir():
         raise EdgebnnError(f"{what} {p} is a folder; give a file name")
     if p.exists() and not force:
@@ -63,3 +70,67 @@ def check_run_folder(path: str | os.PathLike, what: str = "--out") -> Path:
         raise EdgebnnError(f"{what} {p} already holds a run; resume it with --resume {p} or pick another {what}")
     probe_folder(p, what)
     return p
+
+
+def check_name_length(path: str | os.PathLike, what: str) -> None:
+    """Refuse a file name longer than its file system allows (``PC_NAME_MAX``, 255 bytes on most), before any work."""
+    p = Path(path).expanduser()
+    folder = _existing_ancestor(p.parent if str(p.parent) else Path("."))
+    try:
+        limit = os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = 255
+    for part in p.parts:
+        size = len(os.fsencode(part))
+        if size > limit:
+            raise EdgebnnError(f"{what}: the name {part[:40]}... is {size} bytes, over the file system's limit of "
+                               f"{limit}; give a shorter name")
+
+
+def _error_line(what: str, path: Path, err: OSError) -> str:
+    reason = err.strerror or err.__class__.__name__
+    if err.errno == errno.ENOSPC:
+        return f"{what}: cannot write {path}: the disk is full (nothing was left behind); free space and run again"
+    if err.errno == errno.ENAMETOOLONG:
+        return f"{what}: cannot write {path}: the name is too long for the file system; give a shorter name"
+    return f"{what}: cannot write {path} ({reason}); pick a writable location"
+
+
+def write_atomic(path: str | os.PathLike, data: bytes | str, what: str = "output") -> Path:
+    """Write ``data`` to a temporary file in ``path``'s folder, then rename it onto ``path``.
+
+    The rename replaces whatever is at the final name (a symlink included) without following it, so a link planted
+    at an output name never redirects the write; on any error the temporary file is removed, so the final name
+    holds either the old file or the whole new one, never part of one. OS errors become one EdgebnnError line.
+    """
+    path = Path(path)
+    payload = data.encode() if isinstance(data, str) else bytes(data)
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", prefix=f".{path.name[:40]}.",
+                                   suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; an output is as readable as any
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as err:
+        raise EdgebnnError(_error_line(what, path, err)) from None
+    finally:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+    return path
+
+
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()  # read once, at import: changing it later could race with other threads' file creation

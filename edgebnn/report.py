@@ -31,12 +31,15 @@ from pathlib import Path
 
 from edgebnn import runs
 from edgebnn.errors import EdgebnnError
+from edgebnn.outputs import write_atomic
 
 
 # ------------------------------------------------------------------------------------------- sources
-def _index_runs(roots) -> dict[str, dict]:
-    """Every run folder under ``roots`` by its resolved path."""
+def _index_runs(roots, problems: list[str] | None = None) -> dict[str, dict]:
+    """Every run folder under ``roots`` by its resolved path; a run.json that cannot be read, or that is not a JSON
+    object, is left out and named in ``problems``."""
     found = {}
+    problems = [] if problems is None else problems
     for root in roots:
         root = Path(root)
         if not root.is_dir():
@@ -44,8 +47,13 @@ def _index_runs(roots) -> dict[str, dict]:
         for info_file in root.rglob(runs.RUN_INFO):
             try:
                 info = json.loads(info_file.read_text())
-            except (OSError, json.JSONDecodeError):
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+                problems.append(f"{info_file} is unreadable ({err.__class__.__name__}): its run is left out")
                 continue
+            if not isinstance(info, dict):
+                problems.append(f"{info_file} is not a JSON object: its run is left out")
+                continue
+            info.setdefault("width", _run_width(info, info_file.parent))
             found[str(info_file.parent.resolve())] = info
     return found
 
@@ -64,7 +72,7 @@ def _index_conversions(roots, results) -> dict[str, dict]:
     for path in files:
         try:
             report = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
             continue
         if not isinstance(report, dict) or "sha256" not in report:
             continue
@@ -83,11 +91,44 @@ def _top1(info: dict | None) -> float | None:
     return float(value) if value is not None else None
 
 
-def _twin_top1(run_index: dict[str, dict], model: str | None, dataset: str | None) -> float | None:
-    """Top-1 (best checkpoint) of the latest finished real-valued run of ``model`` on ``dataset``."""
+def _run_width(info: dict, run_dir: Path) -> float:
+    """A run's width: run.json's (an imported run's), else its recipe's ``arch.width``, else the default, 1."""
+    if info.get("width") is not None:
+        return float(info["width"])
+    import tomllib
+
+    try:
+        arch = tomllib.loads((run_dir / runs.RECIPE).read_text(encoding="utf-8")).get("arch", {})
+        return float(arch.get("width") or 1.0)
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, TypeError, ValueError, AttributeError):
+        return 1.0
+
+
+LIKE_KEYS = ("width", "input_shape", "num_classes", "padding")  # besides model and data set; epochs are not
+# compared: a twin's recipe is by design one step where its binary run has two (recipe.real_twin)
+
+
+def _like(info: dict | None) -> dict:
+    """The facts a real-valued twin must share with a binary run to be its twin (a key a run does not record is
+    not compared; a missing padding is edgebnn's default, lce)."""
+    info = info or {}
+    shape = info.get("input_shape")
+    return {"width": float(info.get("width") or 1.0),
+            "input_shape": [int(d) for d in shape] if isinstance(shape, list) else None,
+            "num_classes": info.get("num_classes"), "padding": info.get("padding") or "lce"}
+
+
+def _twin_top1(run_index: dict[str, dict], model: str | None, dataset: str | None,
+               like: dict | None = None) -> float | None:
+    """Top-1 (best checkpoint) of the latest finished real-valued run of ``model`` on ``dataset`` that is like the
+    binary run (``like``: its width, input shape, class count and padding convention, see ``_like``); None when
+    there is no such twin."""
+    want = _like(like) if like is not None else None
     twins = [info for info in run_index.values()
              if info.get("model") == model and info.get("real") and info.get("status") == "done"
-             and (dataset is None or info.get("dataset") == dataset)]
+             and (dataset is None or info.get("dataset") == dataset)
+             and (want is None or all(v is None or want[k] is None or v == want[k]
+                                      for k, v in _like(info).items()))]
     twins.sort(key=lambda info: info.get("finished") or "")
     return _top1(twins[-1]) if twins else None
 
@@ -136,7 +177,10 @@ def _source(r: dict, conversions: dict, run_index: dict) -> dict:
     run_dir = (report.get("source") or {}).get("run_dir")
     info = run_index.get(str(Path(run_dir).resolve())) if run_dir else None
     if info is None and run_dir and runs.is_run_dir(run_dir):
-        info = runs.read_info(run_dir)
+        try:
+            info = runs.read_info(run_dir)
+        except EdgebnnError:  # named once by collect's problems when under --runs; the row keeps its latency
+            info = None
     return {"report": report, "kind": conv.get("kind", "binary"), "baseline": conv.get("baseline"),
             "run_dir": run_dir, "info": info}
 
@@ -159,7 +203,8 @@ def _row(r: dict, src: dict, run_index: dict, totals: list[dict]) -> dict:
     check = check or {}
     dataset = info.get("dataset") or (report.get("deployment") or {}).get("dataset")
     val_top1, checkpoint = _converted_top1(src)
-    twin_top1 = _twin_top1(run_index, model, dataset)
+    twin_top1 = _twin_top1(run_index, model, dataset, {**info, "width": info.get("width") or _run_width(
+        info, Path(src["run_dir"] or "."))} if src["run_dir"] else None)
     real = kind != "binary" or bool(info.get("real"))
     name = (f"{model}-real {kind} baseline" if kind != "binary" else f"{model}-real" if real else model) \
         if model else r["model_name"]
@@ -200,8 +245,9 @@ def _tell_runs_apart(rows: list[dict]) -> None:
             r["model"] = f"{r['model']} [{Path(r['run']).name}]"
 
 
-def collect(db: str | os.PathLike = "results.db", run_roots=("runs",)) -> list[dict]:
-    """One row per stored latency result, joined with its conversion report, run and twin."""
+def collect(db: str | os.PathLike = "results.db", run_roots=("runs",), problems: list[str] | None = None) -> list[dict]:
+    """One row per stored latency result, joined with its conversion report, run and twin. A damaged result row
+    or run is left out and named, one line each, in ``problems``."""
     from edgebnn.profile import store
 
     if not Path(db).is_file():
@@ -212,9 +258,20 @@ def collect(db: str | os.PathLike = "results.db", run_roots=("runs",)) -> list[d
         op_totals = {r["id"]: store.op_totals(conn, r["id"]) for r in results}
     finally:
         conn.close()
-    run_index = _index_runs(run_roots)
+    problems = [] if problems is None else problems
+    for r in [r for r in results if r.get("corrupt")]:
+        problems.append(f"result {r['id']} ({r.get('model_name')} on {r.get('device')}) in {db} is damaged (column "
+                        f"{', '.join(r['corrupt'])} is not edgebnn's JSON): left out")
+    results = [r for r in results if not r.get("corrupt")]
+    run_index = _index_runs(run_roots, problems)
     conversions = _index_conversions(run_roots, results)
-    rows = [_row(r, _source(r, conversions, run_index), run_index, op_totals[r["id"]]) for r in results]
+    rows = []
+    for r in results:
+        try:
+            rows.append(_row(r, _source(r, conversions, run_index), run_index, op_totals[r["id"]]))
+        except (AttributeError, TypeError, ValueError, KeyError) as err:  # a sidecar or run.json of odd types
+            problems.append(f"result {r['id']} ({r.get('model_path') or r.get('model_name')}): its conversion "
+                            f"report or run holds values of the wrong type ({err.__class__.__name__}): left out")
     _tell_runs_apart(rows)
     rows.sort(key=lambda row: (row["device"], row["latency_kind"], row["threads"], row["model"]))
     return rows
@@ -305,7 +362,9 @@ def notes(rows: list[dict]) -> list[str]:
                    "latency only: they have no trained accuracy and stay off the accuracy axis.")
     out.append("top-1 Keras and top-1 flatbuffer: the same check samples, through Keras and LCE's interpreter "
                "(edgebnn convert's proof). val top-1: the run's whole validation split, the converted checkpoint. "
-               "gap to float: the real-valued twin run's val top-1 minus the binary run's.")
+               "gap to float: the real-valued twin run's val top-1 minus the binary run's, the twin being a finished "
+               "real-valued run of the same model, width, input size, class count, data set and padding convention "
+               "(- when there is none).")
     return out
 
 
@@ -485,8 +544,17 @@ def plot_accuracy_latency(rows: list[dict], group: list[dict], path: Path) -> No
                             "(latency only)"))
     models = sorted({r["model"] for r in group})
     _legend(fig, colours, markers, models, sorted({r["threads"] for r in group}), extra)
-    fig.savefig(path, dpi=100)
+    _save_figure(fig, path)
     plt.close(fig)
+
+
+def _save_figure(fig, path: Path) -> None:
+    """Render to memory, then write whole into place (never through a link at ``path``)."""
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=100, format="png")
+    write_atomic(path, buffer.getvalue(), "report --out")
 
 
 def plot_threads(rows: list[dict], path: Path) -> None:
@@ -519,7 +587,7 @@ def plot_threads(rows: list[dict], path: Path) -> None:
     for ax in list(axes.flat)[len(panels):]:
         ax.set_axis_off()
     _legend(fig, colours, {}, sorted({r["model"] for r in rows}), [], [])
-    fig.savefig(path, dpi=100)
+    _save_figure(fig, path)
     plt.close(fig)
 
 
@@ -548,7 +616,7 @@ def plot_op_types(rows: list[dict], path: Path) -> None:
         ax.tick_params(axis="y", labelsize=8)
     ax.set_title("Per-op latency by op type")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _save_figure(fig, path)
     plt.close(fig)
 
 
@@ -615,6 +683,6 @@ def write(db: str | os.PathLike = "results.db", out: str | os.PathLike = "report
     plot_threads(rows, out / "threads.png")
     plot_op_types(rows, out / "op_types.png")
     plots += ["threads.png", "op_types.png"]
-    (out / "results.json").write_text(json.dumps(rows, indent=2, default=str) + "\n")
-    (out / "index.html").write_text(render_html(rows, plots, budget))
+    write_atomic(out / "results.json", json.dumps(rows, indent=2, default=str) + "\n", "report --out")
+    write_atomic(out / "index.html", render_html(rows, plots, budget), "report --out")
     return {"rows": rows, "index": str(out / "index.html"), "plots": [str(out / p) for p in plots]}

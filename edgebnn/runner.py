@@ -97,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     if not flags["graph"]:
         print("ERROR: Please specify the name of your TF Lite input file with --graph", file=sys.stderr)
         return 1
+    if os.path.exists(flags["graph"]) and not os.path.isfile(flags["graph"]):  # a folder, or a FIFO that would block
+        print(f"ERROR: Could not open '{flags['graph']}': not a regular file", file=sys.stderr)
+        return 1
     try:
         with open(flags["graph"], "rb") as f:
             flatbuffer = f.read()

@@ -62,10 +62,9 @@ def new_run_dir(name: str, out: str | os.PathLike | None = None, root: str | os.
 
 def write_info(run_dir: str | os.PathLike, info: dict) -> None:
     """Write ``run.json`` atomically (a crash leaves the old file or the new one, never half of one)."""
-    path = Path(run_dir) / RUN_INFO
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(info, indent=2, default=_jsonable) + "\n")
-    os.replace(tmp, path)
+    from edgebnn.outputs import write_atomic
+
+    write_atomic(Path(run_dir) / RUN_INFO, json.dumps(info, indent=2, default=_jsonable) + "\n", "run.json")
 
 
 def update_info(run_dir: str | os.PathLike, **changes) -> dict:
@@ -80,9 +79,12 @@ def read_info(run_dir: str | os.PathLike) -> dict:
     if not path.is_file():
         raise EdgebnnError(f"{run_dir} is not a run folder (no {RUN_INFO}); give a folder that edgebnn train wrote")
     try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        info = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
         raise EdgebnnError(f"{path} is corrupt ({err.__class__.__name__}); the run cannot be read") from None
+    if not isinstance(info, dict):
+        raise EdgebnnError(f"{path} is corrupt (JSON, but not an object); the run cannot be read")
+    return info
 
 
 def _jsonable(value):

@@ -164,8 +164,10 @@ def read(path: str | Path) -> bytes:
     p = Path(path)
     if p.is_dir():
         raise EdgebnnError(f"model file {p} is a folder: pass the .tflite file inside it")
-    if not p.is_file():
+    if not p.exists():
         raise EdgebnnError(f"model file {p} does not exist: pass a .tflite file from `edgebnn convert`")
+    if not p.is_file():  # a FIFO would block the read below
+        raise EdgebnnError(f"model file {p} is not a regular file (a FIFO, socket or device): pass a .tflite file")
     try:
         data = p.read_bytes()
     except OSError as err:

@@ -26,6 +26,7 @@ epoch already done.
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
 import shutil
@@ -38,6 +39,7 @@ from typing import Any
 from edgebnn import finetune, runs
 from edgebnn import recipe as recipes
 from edgebnn.errors import EdgebnnError
+from edgebnn.outputs import write_atomic
 
 METRIC_FIELDS = ("epoch", "step", "loss", "top1", "top5", "val_loss", "val_top1", "val_top5", "lr", "seconds")
 STRATEGIES = ("default", "mirrored", "multiworker")
@@ -142,6 +144,11 @@ def build_model(recipe: dict, step: dict, input_shape, num_classes: int):
         raise EdgebnnError(f"model {recipe['model']}: bad [arch] arguments {kw} ({err})") from None
 
 
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return f"{err.__class__.__name__}: {text}"[:300] if text else err.__class__.__name__
+
+
 def check_model_name(name: str) -> None:
     from edgebnn import archs
 
@@ -193,12 +200,11 @@ def read_metrics(run_dir) -> list[dict]:
 
 def _rewrite_metrics(run_dir, rows: list[dict]) -> None:
     path = Path(run_dir) / runs.METRICS
-    tmp = path.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=METRIC_FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=METRIC_FIELDS)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomic(path, text.getvalue(), "metrics")
 
 
 def _append_metrics(run_dir, row: dict) -> None:
@@ -416,6 +422,10 @@ class _Trainer:
         self.drop_remainder = self.strategy_name != "default"
         probe = data.load(recipe["dataset"], batch_size=recipe["steps"][0]["batch_size"], **self.data_kw)
         self.input_shape, self.num_classes = probe.input_shape, probe.num_classes
+        from edgebnn import archs
+
+        archs.check_size(recipe["model"], self.input_shape, self.num_classes,  # before the run folder is made
+                         float(recipe["arch"].get("width") or 1.0))
 
         if self.run_dir is None:
             name = recipe["model"] + ("-real" if recipe["real"] else "")
@@ -428,11 +438,15 @@ class _Trainer:
             else:
                 self.run_dir = Path(self.out) if self.out else Path(self.runs_root) / name
         self.write_dir = self.run_dir if self.chief else Path(tempfile.mkdtemp(prefix="edgebnn-worker-"))
+        if self.resuming and self.chief:
+            info = runs.read_info(self.run_dir)
+            info.pop("failure", None)
+            runs.write_info(self.run_dir, {**info, "status": "running"})
         if not self.resuming and self.chief:
             from edgebnn.machine import host_label
 
-            (self.run_dir / runs.RECIPE).write_text(recipes.dumps({k: v for k, v in recipe.items()
-                                                                     if k != "source"}))
+            write_atomic(self.run_dir / runs.RECIPE, recipes.dumps({k: v for k, v in recipe.items()
+                                                                    if k != "source"}), "--out")
             _rewrite_metrics(self.run_dir, [])
             runs.write_info(self.run_dir, {
                 "name": self.run_dir.name, "model": recipe["model"], "recipe": recipe.get("source"),
@@ -444,6 +458,7 @@ class _Trainer:
                 "final_val_top1": None, "paper": recipe["paper"], "ours": recipe["ours"],
                 "edgebnn_version": __import__("edgebnn").__version__, "machine": host_label(),
                 "started": time.strftime("%Y-%m-%d %H:%M:%S"), "padding": recipe["arch"].get("padding") or "lce",
+                "width": float(recipe["arch"].get("width") or 1.0),
                 **({"weights": finetune.provenance(self.pretrained)} if self.pretrained is not None else {}),
             })
         try:
@@ -452,14 +467,30 @@ class _Trainer:
             if self.chief:
                 runs.update_info(self.run_dir, status="diverged")
             raise
-        except BaseException:
-            if self.chief and runs.is_run_dir(self.run_dir):
-                runs.update_info(self.run_dir, status="interrupted")
+        except (KeyboardInterrupt, SystemExit):  # Ctrl-C, and SIGTERM (the CLI turns it into KeyboardInterrupt)
+            self._record_end("interrupted")
+            raise
+        except (OSError, tf.errors.OpError) as err:  # a full disk, a lost file system, TensorFlow's own errors
+            self._record_end("failed", _one_line(err))
+            raise EdgebnnError(f"training stopped: {_one_line(err)[:200]}; the run keeps its last whole epoch: fix "
+                               f"the cause, then edgebnn train --resume {self.run_dir}") from None
+        except BaseException as err:
+            self._record_end("failed", _one_line(err))
             raise
         finally:
             if not self.chief:
                 shutil.rmtree(self.write_dir, ignore_errors=True)
         return self.run_dir
+
+    def _record_end(self, status: str, failure: str | None = None) -> None:
+        """Record how training ended; a run.json that cannot be written (a full disk) keeps the error that ended
+        training as the one reported."""
+        if not (self.chief and runs.is_run_dir(self.run_dir)):
+            return
+        try:
+            runs.update_info(self.run_dir, status=status, **({"failure": failure} if failure else {}))
+        except (EdgebnnError, OSError):
+            pass
 
     def _resume_point(self) -> tuple[int, int, str | None]:
         return resume_point(self.run_dir)

@@ -169,9 +169,12 @@ def test_file_name_with_spaces_and_shell_characters(model, sshd, board_bin, tmp_
 
 
 def test_host_alias_from_ssh_config_and_devices_file(model, sshd, board_bin, tmp_path, monkeypatch):
-    (tmp_path / "devices.toml").write_text(
+    own = tmp_path / ".config" / "edgebnn" / "devices.toml"  # the user's own file: it may name an ssh_config
+    own.parent.mkdir(parents=True)
+    own.write_text(
         f'[[device]]\nname = "loop"\nssh = "{ALIAS}"\nrunner = "{board_bin["runner"]}"\n'
         f'ssh_config = "{sshd.config}"\nnotes = "this host over loopback"\n')
+    monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.chdir(tmp_path)
     report = check_device("loop")
     assert report["problems"] == [] and report["facts"]["machine"] == "x86_64" and report["target"] == "x86_64"

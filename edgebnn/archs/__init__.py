@@ -144,6 +144,36 @@ def get(name: str) -> Variant:
 PADDINGS = ("lce", "official", "zoo")  # common.PADDINGS, here without importing TensorFlow (a test checks they agree)
 
 
+# Parameters at width 1 with the paper's input shape and classes (model.count_params(), measured once; a test checks
+# them); a width w model holds about w^2 times as many, which is what the size check below estimates from.
+PARAMS_AT_WIDTH_1 = {
+    "bireal-18": 11_699_112, "bireal-34": 21_814_696, "reactnet-a": 29_365_480, "reactnet-18": 11_714_024,
+    "xnorpp-18-case1": 11_705_000, "xnorpp-18-case2": 13_206_440, "xnorpp-18-case3": 11_721_660,
+    "xnorpp-18-case4": 11_705_840, "xnorpp-18-bnn": 11_705_000, "sdbnn-resnet20": 275_578,
+    "sdbnn-resnet18": 11_331_274, "sdbnn-vgg-small": 4_718_602, "sdbnn-18": 11_990_440, "resnet-18": 11_699_112,
+    "resnet-34": 21_814_696,
+}
+MAX_MODEL_BYTES = 2**31  # float32 weights, or one image's first feature map, above 2 GiB: refused before building
+STEM_CHANNELS = 128  # the widest full-resolution map of any variant at width 1 (sdbnn-vgg-small's first conv)
+
+
+def check_size(name: str, input_shape, num_classes: int, width: float) -> None:
+    """Refuse, before any layer is made, a model whose float32 weights (estimated: the width-1 count x width^2,
+    scaled up for more classes than the paper's) or whose first feature map for one image (input h x w x 128 x
+    width channels) would be over ``MAX_MODEL_BYTES``."""
+    v = get(name)
+    base = PARAMS_AT_WIDTH_1.get(v.twin_of or v.name, max(PARAMS_AT_WIDTH_1.values()))
+    weights = 4 * base * width**2 * max(1.0, num_classes / v.num_classes)
+    h, w = (int(d) if d else 224 for d in input_shape[:2])
+    activations = 4 * h * w * (int(input_shape[2] or 3) + STEM_CHANNELS * width)
+    for what, size, fix in (("weights", weights, "a smaller width or fewer classes"),
+                            ("first feature map", activations, "a smaller input size or width")):
+        if size > MAX_MODEL_BYTES:
+            raise EdgebnnError(f"{name} at width {width:g}, input {h}x{w}, {num_classes} classes: its {what} would "
+                               f"take about {size / 2**30:,.0f} GiB, over edgebnn's limit of "
+                               f"{MAX_MODEL_BYTES // 2**30} GiB; use {fix}")
+
+
 def build(name: str, input_shape=None, num_classes: int | None = None, width: float = 1.0, *,
           binary_weights: bool = True, binary_activations: bool = True, padding: str = "lce", **kwargs):
     """Build variant ``name`` (defaults: the paper's input shape and classes, width 1). ``padding``: "lce" (ours:
@@ -157,6 +187,7 @@ def build(name: str, input_shape=None, num_classes: int | None = None, width: fl
         raise EdgebnnError(f"width must be positive, not {width}")
     if padding not in PADDINGS:
         raise EdgebnnError(f"unknown padding convention {padding!r}; choose one of {', '.join(PADDINGS)}")
+    check_size(name, input_shape, num_classes, width)
     from edgebnn.archs.common import Binarization, padding_convention
 
     if v.family != "resnet":

@@ -15,6 +15,7 @@ from edgebnn.convert.conversion import float_flatbuffer, log
 from edgebnn.convert.flatbuffer import op_histogram
 from edgebnn.convert.proof import compare, keras_outputs, run_tflite
 from edgebnn.errors import EdgebnnError
+from edgebnn.outputs import write_atomic
 
 BASELINES = ("float", "int8")
 CALIBRATION_SAMPLES = 100
@@ -98,7 +99,7 @@ def baseline(kind: str, twin, how: str, x, y, out: Path, check_samples: int, pro
     log(progress, f"baseline {kind}: {how}")
     fb, seconds, note = float_flatbuffer(twin, x[:CALIBRATION_SAMPLES] if kind == "int8" else None, int8=kind == "int8")
     path = out.with_name(f"{out.stem}.{kind}.tflite")
-    path.write_bytes(fb)
+    write_atomic(path, fb, f"baseline {kind}")
     result = {"file": str(path), "bytes": len(fb), "sha256": hashlib.sha256(fb).hexdigest(),
               "seconds": round(seconds, 3), "twin": how, "note": note, "ops": op_histogram(fb)}
     if check_samples:

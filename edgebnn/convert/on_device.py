@@ -22,6 +22,7 @@ from edgebnn.convert.conversion import log
 from edgebnn.convert.flatbuffer import io_tensors, read_metadata, sidecar_path
 from edgebnn.convert.proof import compare, keras_outputs, samples, sign_margins
 from edgebnn.errors import EdgebnnError
+from edgebnn.outputs import write_atomic
 
 
 def _flags(name: str, shape: list[int], x_file: str, y_file: str) -> list[str]:
@@ -127,18 +128,30 @@ def verify(tflite, device: str, runner: str | None = None, check_samples: int = 
     except ValueError:  # unreadable, or not a JSON object
         raise EdgebnnError(f"{path} is not a TFLite flatbuffer with readable metadata") from None
     side = sidecar_path(path)
-    report = json.loads(side.read_text()) if side.is_file() else {}
+    try:
+        report = json.loads(side.read_text()) if side.is_file() else {}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        report = {}  # a damaged report is not this file's: the proof is returned, the report left as it is
+    report = report if isinstance(report, dict) else {}
     src, which = _source(path, meta, report, source)
     log(progress, f"loading {src}")
     model, info = runs.load_model(Path(src), which)
     dataset = dataset or meta.get("dataset") or info.get("dataset") or DEFAULT_DATASET
     x, y = samples(dataset, check_samples, [int(d) if d else None for d in model.input_shape[1:]])
-    y = y if int(y.max(initial=0)) < int(model.output_shape[-1]) else None
+    from edgebnn.convert.pipeline import foreign_labels
+
+    facts = {"input_shape": [int(d) if d else None for d in model.input_shape[1:]],
+             "num_classes": int(model.output_shape[-1]),
+             "class_names": meta.get("class_names", info.get("class_names"))}
+    foreign = foreign_labels(facts, dataset)
+    if foreign:
+        log(progress, f"note: {foreign}: the proof compares Keras and the flatbuffer without labels")
+    y = y if not foreign and int(y.max(initial=0)) < facts["num_classes"] else None
     check = prove(path, model, stats.binary_conv_layers(model), x, y, dataset, device, runner=runner,
                   devices_file=devices_file, ssh_config=ssh_config, timeout=timeout, progress=progress, warn=warn)
     out = {"file": str(path), "sha256": sha256(data), "source": src, "check": check, "report_file": None}
     if report.get("sha256") == out["sha256"]:
         report.setdefault("device_checks", {})[device] = check
-        side.write_text(json.dumps(report, indent=2, default=str) + "\n")
+        write_atomic(side, json.dumps(report, indent=2, default=str) + "\n", "verify")
         out["report_file"] = str(side)
     return out

@@ -23,6 +23,7 @@ from edgebnn.convert.fold import deployment_model
 from edgebnn.convert.matching import match_binary_convs, other_binary_layers
 from edgebnn.convert.proof import compare, keras_outputs, proof_failure, run_tflite, samples, sign_margins
 from edgebnn.errors import EdgebnnError
+from edgebnn.outputs import write_atomic
 
 DEFAULT_DATASET = "digits"
 
@@ -46,12 +47,30 @@ def _output_path(output, path: Path, info: dict, target: str, checkpoint: str | 
     return out
 
 
+def _is_dir(output) -> bool:
+    try:
+        return Path(output).is_dir()
+    except OSError:  # a name too long for the file system, checked by _check_name_lengths
+        return False
+
+
+def _check_name_lengths(out: Path) -> None:
+    """The flatbuffer's name and the longest names written beside it (its report, its baselines) fit the file
+    system, checked in a moment rather than after the conversion."""
+    from edgebnn.outputs import check_name_length
+
+    for name in (out, sidecar_path(out), out.with_name(f"{out.stem}.float.tflite")):
+        check_name_length(name, "-o")
+
+
 def _check_output(output, source: Path) -> None:
     """Where the flatbuffer goes, checked before the model is even loaded (``edgebnn.outputs``): a file given with
     -o that exists is never overwritten (remove it or pick another name); the default output beside the model is
     edgebnn's own and is replaced; either way its folder must be writable."""
     from edgebnn.outputs import check_new_file, probe_folder
 
+    if output is not None and not _is_dir(output):
+        _check_name_lengths(Path(output))
     if output is None:
         probe_folder(source if source.is_dir() else source.parent, "convert")
     elif Path(output).is_dir():
@@ -71,7 +90,7 @@ def _recipe_ref(info: dict):
 
 def _write_sidecar(out: Path, report: dict) -> None:
     report["report_file"] = str(sidecar_path(out))
-    sidecar_path(out).write_text(json.dumps(report, indent=2, default=str) + "\n")
+    write_atomic(sidecar_path(out), json.dumps(report, indent=2, default=str) + "\n", "-o")
 
 
 def sha256(data: bytes) -> str:
@@ -106,6 +125,21 @@ def _deployment(model, info: dict, path: Path, profile, dataset: str, need_data:
         "padding": info.get("padding") or padding_of(model),
         "class_names": class_names, "mean": mean, "std": std, "notes": notes,
     }
+
+
+def foreign_labels(meta: dict, dataset: str) -> str | None:
+    """Why ``dataset``'s labels are not the model's classes (another class count, or other class names than the
+    model records), else None. Images of the right shape still prove that the flatbuffer computes what Keras does;
+    only an accuracy needs the model's own labels, so a foreign data set is used without them."""
+    from edgebnn import data
+
+    summary = data.describe(dataset, input_size=meta["input_shape"][0])
+    if summary["num_classes"] != meta["num_classes"]:
+        return f"data set {dataset} has {summary['num_classes']} classes, the model {meta['num_classes']}"
+    names = meta["class_names"]
+    if names is not None and [str(n) for n in names] != [str(n) for n in summary["classes"]]:
+        return f"data set {dataset}'s classes are not the ones the model was trained on"
+    return None
 
 
 def _conversion_facts(layers, ops: list[dict], model, seconds: float) -> dict:
@@ -182,7 +216,9 @@ def _check_request(target: str, baselines, check_samples: int, verify_on, output
         raise EdgebnnError(f"--check-samples must be 0 or more, not {check_samples}")
     if verify_on and not check_samples:
         raise EdgebnnError("--verify-on needs check samples: drop --check-samples 0")
-    if output is not None and not Path(output).is_dir() and not Path(output).parent.is_dir():
+    if output is not None and not _is_dir(output):
+        _check_name_lengths(Path(output))
+    if output is not None and not _is_dir(output) and not Path(output).parent.is_dir():
         raise EdgebnnError(f"output folder {Path(output).parent} does not exist; create it or pass -o in an "
                            f"existing folder")
     _check_output(output, Path(source))
@@ -216,8 +252,10 @@ def convert(source, target: str = "arm64", output=None, check_samples: int = 100
 
     profile, wanted = _check_request(target, baselines, check_samples, verify_on, output, source)
     log(progress, f"loading {source}")
-    path = Path(source)
+    path = Path(source).expanduser().resolve()  # recorded in the metadata: found from any working folder
     model, info = runs.load_model(path, checkpoint)
+    if runs.is_run_dir(path):
+        info["run_dir"] = str(path)
     out = _output_path(output, path, info, profile.name, checkpoint)
     if output is not None and Path(output).is_dir():
         _check_output(out, path)  # the file name inside the -o folder is known now, still before converting
@@ -241,14 +279,19 @@ def convert(source, target: str = "arm64", output=None, check_samples: int = 100
     if check_samples or wanted:
         x, y = samples(dataset, max(check_samples, CALIBRATION_SAMPLES if "int8" in wanted else 0),
                        meta["input_shape"])
-        labels_ok = meta["class_names"] is None or len(meta["class_names"]) == meta["num_classes"]
+        foreign = foreign_labels(meta, dataset)
+        if foreign:
+            log(True, f"note: {foreign}: the proof compares Keras and the flatbuffer on its images without labels "
+                      "(no accuracy is stored)")
+            report["deployment"]["notes"].append(foreign)
+        labels_ok = not foreign and (meta["class_names"] is None or len(meta["class_names"]) == meta["num_classes"])
         y = y if labels_ok and int(y.max(initial=0)) < meta["num_classes"] else None
     broken = load_error(fb)
     if broken or check_samples:
         report["check"] = _host_proof(fb, model, layers, None if x is None else x[:check_samples],
                                       None if y is None else y[:check_samples], dataset, broken, progress)
 
-    out.write_bytes(fb)
+    write_atomic(out, fb, "-o")
     if wanted:
         twin, how = real_twin(model, info)
         for name in wanted:

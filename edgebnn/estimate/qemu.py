@@ -3,9 +3,11 @@
 ``run_emulated`` runs ``qemu-aarch64 RUNNER ARGS`` in a scratch folder and returns what it printed (the
 ``--verify-on`` proof uses it too). ``run_counted`` adds the TCG plugin ``insn_count.c`` (compiled on first use
 with the system C compiler into ``$XDG_CACHE_HOME/edgebnn/`` or ``~/.cache/edgebnn/``, keyed by the source's
-sha256 and QEMU's version) and returns the counts it wrote. Only Debian's dynamic ``qemu-aarch64`` loads
-plugins (``qemu-aarch64-static`` does not). The plugin speaks plugin API version 1 (QEMU 7.x and 8.x, checked
-here on 7.2); other versions are refused in one line.
+sha256 and QEMU's version; where that cannot be written, into a private ``edgebnn-cache-UID`` folder in the temp
+folder) and returns the counts it wrote. The emulator dies with the process that started it, and its scratch
+folders name that process (``edgebnn.profile.cleanup``), so a run killed outright leaves nothing running.
+Only Debian's dynamic ``qemu-aarch64`` loads plugins (``qemu-aarch64-static`` does not). The plugin speaks plugin
+API version 1 (QEMU 7.x and 8.x, checked here on 7.2); other versions are refused in one line.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import hashlib
 import os
 import re
 import shutil
+import stat
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
@@ -66,14 +69,24 @@ def plugin_source() -> bytes:
     return resources.files("edgebnn.estimate").joinpath("insn_count.c").read_bytes()
 
 
-def build_plugin(version: str | None = None) -> Path:
-    """The compiled counting plugin for this QEMU, built into the cache when not there yet."""
-    version = version or qemu_version()
-    check_plugin_api(version)
-    src = plugin_source()
-    out = cache_dir() / f"insn_count-{hashlib.sha256(src).hexdigest()[:16]}-qemu{version}.so"
-    if out.is_file():
-        return out
+def _private_temp_cache() -> Path:
+    """``edgebnn-cache-UID`` in the temp folder, made private (0700) or checked to be this user's and private."""
+    folder = Path(tempfile.gettempdir()) / f"edgebnn-cache-{os.getuid()}"
+    try:
+        folder.mkdir(mode=0o700, exist_ok=True)
+        info = folder.lstat()
+    except OSError as err:
+        raise EdgebnnError(f"cannot make {folder} for the instruction-counting plugin ({err.strerror}) after "
+                           f"{cache_dir()} could not be written: make one of them writable or set XDG_CACHE_HOME"
+                           ) from None
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise EdgebnnError(f"{folder} is not a private folder of yours (a link, another user's, or open to others), "
+                           f"and {cache_dir()} cannot be written: remove it or set XDG_CACHE_HOME to a writable folder")
+    return folder
+
+
+def _compile_plugin(src: bytes, out: Path) -> None:
+    """Compile the plugin's source into ``out`` (through a scratch folder beside it, then an atomic rename)."""
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if not cc:
         raise EdgebnnError("no C compiler found to build the instruction-counting plugin: install gcc (apt-get "
@@ -89,20 +102,57 @@ def build_plugin(version: str | None = None) -> Path:
             last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
             raise EdgebnnError(f"building the instruction-counting plugin with {cc} failed: {last}")
         os.replace(so, out)
+
+
+def build_plugin(version: str | None = None) -> Path:
+    """The compiled counting plugin for this QEMU, built into the cache when not there yet (into a private temp
+    folder when the cache cannot be written: a read-only home)."""
+    version = version or qemu_version()
+    check_plugin_api(version)
+    src = plugin_source()
+    name = f"insn_count-{hashlib.sha256(src).hexdigest()[:16]}-qemu{version}.so"
+    out = cache_dir() / name
+    if out.is_file():
+        return out
+    try:
+        _compile_plugin(src, out)
+        return out
+    except OSError:  # the cache folder cannot be made or written
+        pass
+    out = _private_temp_cache() / name
+    if not out.is_file():
+        try:
+            _compile_plugin(src, out)
+        except OSError as err:
+            raise EdgebnnError(f"cannot write the instruction-counting plugin into {cache_dir()} nor {out.parent} "
+                               f"({err.strerror}): make one of them writable or set XDG_CACHE_HOME") from None
     return out
 
 
 def check_runner(runner: str | os.PathLike) -> Path:
-    """The runner as an existing aarch64 ELF file, or one clear error."""
+    """The runner as a whole aarch64 ELF file, or one clear error (missing, a folder, a FIFO, unreadable, another
+    machine's, cut short)."""
     from edgebnn.estimate.elf import EM_AARCH64
+    from edgebnn.profile.board import elf_truncated
 
     path = Path(runner).expanduser()
+    hint = "pass --runner PATH to an lce_benchmark_model_aarch64 (LCE's release asset)"
+    if path.is_dir():
+        raise EdgebnnError(f"runner {path} is a folder: {hint}")
+    if not path.exists():
+        raise EdgebnnError(f"runner {path} does not exist: {hint}")
     if not path.is_file():
-        raise EdgebnnError(f"runner {path} does not exist: pass --runner PATH to an lce_benchmark_model_aarch64 "
-                           "(LCE's release asset)")
-    head = path.open("rb").read(20)
+        raise EdgebnnError(f"runner {path} is not a regular file (a FIFO, socket or device): {hint}")
+    try:
+        head = path.open("rb").read(20)
+        cut = elf_truncated(path)
+    except OSError as err:
+        raise EdgebnnError(f"cannot read runner {path}: {err.strerror}") from None
     if head[:4] != b"\x7fELF" or int.from_bytes(head[18:20], "little") != EM_AARCH64:
         raise EdgebnnError(f"runner {path} is not an aarch64 Linux program: pass lce_benchmark_model_aarch64")
+    if cut:
+        raise EdgebnnError(f"runner {path} {cut}: the copy is incomplete; download lce_benchmark_model_aarch64 "
+                           "again")
     return path.resolve()
 
 
@@ -114,9 +164,11 @@ def run_emulated(runner, args, files_in=None, files_out=(), timeout: float = 600
     after the run. Returns {stdout, stderr, rc, files: {name: bytes}} (an output file missing is left out).
     Emulated wall time is never latency: nothing here times anything.
     """
+    from edgebnn.profile.cleanup import die_with_parent, owned_tempdir
+
     exe = find_qemu()
     runner = check_runner(runner)
-    with tempfile.TemporaryDirectory(prefix="edgebnn-qemu-") as tmp:
+    with owned_tempdir("qemu") as tmp:
         work = Path(cwd) if cwd else Path(tmp)
         for name, src in (files_in or {}).items():
             dst = work / name
@@ -125,7 +177,7 @@ def run_emulated(runner, args, files_in=None, files_out=(), timeout: float = 600
         cmd = [exe] + (["-plugin", plugin] if plugin else []) + [str(runner)] + [str(a) for a in args]
         try:
             proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=timeout,
-                                  errors="replace")
+                                  errors="replace", stdin=subprocess.DEVNULL, preexec_fn=die_with_parent())
         except subprocess.TimeoutExpired:
             raise EdgebnnError(f"{runner.name} under {QEMU} did not finish in {timeout:.0f} s: pass a longer "
                                "--timeout or a smaller model") from None
@@ -171,7 +223,9 @@ def run_counted(runner, args, marks: list = (), timeout: float = 600) -> tuple[C
     (address, True) for a secondary marker, logged only at its first hit after a primary one."""
     version = qemu_version()
     plugin = build_plugin(version)
-    with tempfile.TemporaryDirectory(prefix="edgebnn-count-") as tmp:
+    from edgebnn.profile.cleanup import owned_tempdir
+
+    with owned_tempdir("count") as tmp:
         out = Path(tmp) / "counts.txt"
         spec = f"{plugin},out={out}"
         if marks:

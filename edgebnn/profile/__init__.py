@@ -36,6 +36,20 @@ def _model_info(path: str | Path) -> dict:
             "model_sha256": sha, "model_size_mb": len(data) / 1e6}
 
 
+def _readable_models(models) -> tuple[list[dict], list[str]]:
+    """The models that are TFLite flatbuffers, and one line for each that is not: a sweep measures the rest and
+    names the bad ones at the end; when none is readable, the first one's error is raised now."""
+    infos, invalid = [], []
+    for m in models:
+        try:
+            infos.append(_model_info(m))
+        except EdgebnnError as err:
+            invalid.append(str(err))
+    if not infos:
+        raise EdgebnnError(invalid[0] if len(invalid) == 1 else f"no model can be read: {'; '.join(invalid)}")
+    return infos, invalid
+
+
 def _named(meta: dict | None) -> str | None:
     """``run`` or ``model (run)`` from a flatbuffer's ``edgebnn`` metadata (or its conversion report's source)."""
     if not meta or not meta.get("name"):
@@ -141,6 +155,9 @@ class _Sweep:
         """Store one measurement; when the database refuses the write, keep it in the fallback JSON beside it."""
         try:
             store.save(conn, row, ops)
+        except store.InvalidResult as err:
+            self.fail(str(err))
+            return
         except store.WriteFailed as err:
             with self.lock:
                 kept = store.save_fallback(self.db, row, ops)
@@ -294,9 +311,9 @@ def profile(models, devices=("local",), threads=None, runs=None, warmup=None, op
 
     warn = warn or (lambda msg: print(f"warning: {msg}", file=sys.stderr))
     _check_numbers([int(t) for t in threads] if threads else None, runs, warmup, timeout)
-    infos = [_model_info(m) for m in models]
-    if not infos:
+    if not models:
         raise EdgebnnError("no model given: pass one or more .tflite files")
+    infos, invalid = _readable_models(models)
     resolved = []
     for spec in devices or ("local",):
         dev = devmod.resolve(spec, devices_file, ssh_config=ssh_config)
@@ -311,11 +328,15 @@ def profile(models, devices=("local",), threads=None, runs=None, warmup=None, op
         if max(threads) > cores:
             warn(f"--threads {max(threads)} is more than this host's {cores} cores: figures above {cores} threads "
                  "measure contention, not speed")
-        if op_profile:
-            warn("--op-profile: device local cannot profile per op (LCE's Python interpreter has no per-op timer); "
-                 "its timings are whole-model only")
+    if op_profile and any(d.kind == "qemu" for d in resolved):
+        warn("--op-profile: an emulated device counts whole-model instructions only; it has no per-op timings")
+    if op_profile and any(d.kind == "local" for d in resolved):
+        warn("--op-profile: device local cannot profile per op (LCE's Python interpreter has no per-op timer); "
+             "its timings are whole-model only")
     total = len(infos) * sum(len(threads or [1]) for _ in resolved)
     sweep = _Sweep(db, force, total, progress, warn)
+    for message in invalid:  # named at the end with the other failures; the valid models are measured first
+        sweep.fail(message)
 
     def job(dev):
         try:

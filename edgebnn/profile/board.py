@@ -184,6 +184,36 @@ def elf_machine(head: bytes) -> tuple[int, int] | None:
     return int.from_bytes(head[18:20], order), 32 if head[4] == 1 else 64
 
 
+def elf_truncated(path) -> str | None:
+    """Why the ELF file at ``path`` cannot be whole (a download cut short), or None: its program and section header
+    tables and every loadable segment (``PT_LOAD``: ``p_offset + p_filesz``) must lie inside the file."""
+    import os
+    import struct
+
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(64)
+        if head[:4] != b"\x7fELF":
+            return None  # not ELF: the caller's machine check says so
+        order, wide = (">" if head[5:6] == b"\x02" else "<"), head[4:5] == b"\x02"
+        if len(head) < (64 if wide else 52):
+            return f"is cut short ({size} bytes, not even a whole ELF header)"
+        phoff, shoff = struct.unpack_from(order + ("QQ" if wide else "II"), head, 0x20 if wide else 0x1C)
+        phentsize, phnum, shentsize, shnum = struct.unpack_from(order + "HHHH", head, 0x36 if wide else 0x2A)
+        need = max(phoff + phentsize * phnum, shoff + shentsize * shnum if shoff else 0)
+        if need <= size:
+            f.seek(phoff)
+            table = f.read(phentsize * phnum)
+            for i in range(phnum if phentsize >= (56 if wide else 32) else 0):
+                if wide:
+                    p_type, _, p_offset, _, _, p_filesz = struct.unpack_from(order + "IIQQQQ", table, i * phentsize)
+                else:
+                    p_type, p_offset, _, _, p_filesz = struct.unpack_from(order + "IIIII", table, i * phentsize)
+                if p_type == 1:
+                    need = max(need, p_offset + p_filesz)
+    return f"is cut short ({size} bytes; its ELF headers need {need})" if need > size else None
+
+
 def userland_elf(facts: dict) -> int | None:
     """The e_machine the board's userland runs: `uname -m`, with a 32-bit OS on a 64-bit ARM kernel -> arm."""
     machine = facts.get("machine", "")

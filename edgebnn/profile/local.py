@@ -192,11 +192,13 @@ def _in_child(path: Path, threads: int, runs: int, warmup: int, use_xnnpack: boo
     import json
     import subprocess
 
+    from edgebnn.profile.cleanup import die_with_parent
+
     args = [sys.executable, "-m", "edgebnn.profile.local", str(path), str(int(threads)), str(int(runs)),
             str(int(warmup)), "1" if use_xnnpack else "0"]
-    try:
+    try:  # the child dies with us (a SIGKILLed profile leaves no benchmark running on)
         proc = subprocess.run(args, capture_output=True, text=True, errors="replace", timeout=timeout,
-                              stdin=subprocess.DEVNULL)
+                              stdin=subprocess.DEVNULL, preexec_fn=die_with_parent())
     except subprocess.TimeoutExpired:
         raise EdgebnnError(f"LCE's interpreter gave no result for {path} within {timeout:.0f} s (--timeout); "
                            "nothing was stored for it") from None

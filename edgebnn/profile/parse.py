@@ -8,6 +8,7 @@ Anything that does not hold the measured runs raises :class:`EdgebnnError` namin
 
 from __future__ import annotations
 
+import math
 import re
 
 from edgebnn.errors import EdgebnnError
@@ -173,6 +174,11 @@ def _assign_counts(result: dict, counts: list[dict], text: str) -> None:
                            f"the last: {last!r}; check the runner and model on the board")
     if result["runs"]["count"] <= 0:
         raise EdgebnnError("benchmark output reports count=0 measured runs: pass --runs 1 or more")
+    times = {**{k: v for k, v in result["runs"].items() if k != "count"}, **result["percentiles_us"]}
+    bad = [f"{k}={v}" for k, v in times.items() if not (math.isfinite(v) and v >= 0)]
+    if bad:
+        raise EdgebnnError(f"benchmark output reports {bad[0]}, not a time (negative or not finite); nothing is "
+                           "stored: check the runner on the board")
 
 
 def op_totals(ops: list[dict]) -> list[dict]:

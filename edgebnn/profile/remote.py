@@ -50,6 +50,12 @@ def runner_spec(text: str) -> RunnerSpec:
     local = Path(text).expanduser()
     if not text.startswith("~") and local.is_file():
         return RunnerSpec([text], local_file=local.resolve())
+    if not text.startswith("~") and local.is_dir():
+        raise EdgebnnError(f"runner {text} is a folder here: pass the lce_benchmark_model file inside it, or a "
+                           "command on the board")
+    if not text.startswith("~") and local.exists():
+        raise EdgebnnError(f"runner {text} is not a regular file (a FIFO, socket or device): pass an "
+                           "lce_benchmark_model build, or a command on the board")
     try:
         words = shlex.split(text)
     except ValueError as err:
@@ -78,6 +84,7 @@ class RunFailed(EdgebnnError):
 
 
 PID_FILE = "bench.pid"  # in the work directory while a benchmark runs: its process group id
+ID_FILE = "bench.id"  # beside it: the benchmark's start time (line 1) and the runner's name (line 2)
 # Seconds for the clean-up at the end (a board answers in well under one; the tests' emulated board, under
 # qemu-user with both cores busy, took over 30 and left its work directory behind)
 CLOSE_TIMEOUT = 90
@@ -86,22 +93,45 @@ OWNER_FILE = "owner"  # "<host> <pid>" of the edgebnn process that made the work
 OWNER_HOST = socket.gethostname()
 
 
+def start_time(pid: str) -> str:
+    """Shell words printing process ``pid``'s start time: field 22 of /proc/PID/stat (clock ticks after boot,
+    counted after the parenthesised name, which may hold spaces), else ``ps -o lstart=`` where there is no /proc.
+    Nothing for a process that is gone. No single quote inside: it goes into ``sh -c '...'``."""
+    return (f'{{ sed -n "s/^.*) //p" /proc/{pid}/stat 2>/dev/null | cut -d" " -f20 | grep . || '
+            f'ps -o lstart= -p {pid} 2>/dev/null | tr -s " " _ | grep .; }}')
+
+
+# `edgebnn_runs DIR` prints the pid of DIR's benchmark when that process is provably the one edgebnn started there:
+# the pid file's process still has the recorded start time (a pid reused after a reboot or a wrap has another),
+# its command line names the recorded runner, and (with /proc) its working directory is DIR. Else it fails.
+RUNS_FUNCTION = (
+    'edgebnn_runs() { p=$(cat "$1/' + PID_FILE + '" 2>/dev/null); case "$p" in ""|*[!0-9]*) return 1;; esac; '
+    'want=$(sed -n 1p "$1/' + ID_FILE + '" 2>/dev/null); name=$(sed -n 2p "$1/' + ID_FILE + '" 2>/dev/null); '
+    '[ -n "$want" ] && [ -n "$name" ] && [ "$(' + start_time("$p") + ')" = "$want" ] || return 1; '
+    'args=$(tr "\\0" " " < "/proc/$p/cmdline" 2>/dev/null); [ -n "$args" ] || args=$(ps -o args= -p "$p" 2>/dev/null); '
+    'case "$args" in *"$name"*) ;; *) return 1;; esac; '
+    'if [ -d "/proc/$p" ]; then [ "$(readlink "/proc/$p/cwd")" = "$(cd "$1" 2>/dev/null && pwd -P)" ] || return 1; '
+    'fi; echo "$p"; }')
+
+
 def kill_script(workdir_q: str) -> str:
     """Shell lines that end the benchmark of a work directory (already quoted): its whole process group (it runs
-    under ``setsid``), TERM then KILL, by the pid file it wrote."""
-    pid = f"{workdir_q}/{PID_FILE}"
-    return (f'if [ -s {pid} ]; then pg=$(cat {pid}); case "$pg" in *[!0-9]*|"") ;; *) '
+    under ``setsid``), TERM then KILL, by the pid file it wrote, and only when ``edgebnn_runs`` proves the process
+    is that benchmark (a stale pid file may name an innocent process now)."""
+    return (f'{RUNS_FUNCTION}; if pg=$(edgebnn_runs {workdir_q}); then '
             'kill -TERM -- "-$pg" 2>/dev/null || kill -TERM "$pg" 2>/dev/null; sleep 1; '
-            'kill -KILL -- "-$pg" 2>/dev/null || kill -KILL "$pg" 2>/dev/null;; esac; fi')
+            'kill -KILL -- "-$pg" 2>/dev/null || kill -KILL "$pg" 2>/dev/null; fi')
 
 
-def own_session(run: str, workdir_q: str) -> str:
+def own_session(run: str, workdir_q: str, runner_name: str) -> str:
     """``run`` (a shell command line) in its own session and process group (``setsid -w``, or a background job
-    where there is no setsid), its id in the work directory's pid file: :func:`kill_script` ends it and
-    everything it started."""
-    pid = f"{workdir_q}/{PID_FILE}"
-    return (f"if setsid -w true >/dev/null 2>&1; then setsid -w sh -c 'echo $$ > \"$0\"; exec \"$@\"' {pid} "
-            f"{run}; else {run} & echo $! > {pid}; wait $!; fi; rc=$?; rm -f {pid}; (exit $rc)")
+    where there is no setsid), its id in the work directory's pid file and its start time and ``runner_name`` in
+    the id file (written first): :func:`kill_script` ends it and everything it started."""
+    pid, ident, name = f"{workdir_q}/{PID_FILE}", f"{workdir_q}/{ID_FILE}", shlex.quote(runner_name)
+    record = 's=$(' + start_time("$$") + '); printf "%s\\n%s\\n" "$s" "$2" > "$1"; echo $$ > "$0"; shift 2'
+    return (f"if setsid -w true >/dev/null 2>&1; then setsid -w sh -c '{record}; exec \"$@\"' {pid} {ident} {name} "
+            f"{run}; else {run} & p=$!; s=$({start_time('$p')}); printf '%s\\n%s\\n' \"$s\" {name} > {ident}; "
+            f"echo $p > {pid}; wait $p; fi; rc=$?; rm -f {pid} {ident}; (exit $rc)")
 
 
 def _safe_name(name: str) -> str:
@@ -136,6 +166,11 @@ class BoardSession:
     @property
     def url(self) -> str:
         return self.conn.target.url
+
+    @property
+    def runner_name(self) -> str:
+        """What the benchmark's command line surely holds: the runner's file name (see :func:`own_session`)."""
+        return Path(self.command[0]).name if self.command else "lce_benchmark_model"
 
     def facts_only(self, runner_text: str | None = None) -> dict:
         """Board facts (and the runner's presence) without touching the board's files."""
@@ -176,6 +211,10 @@ class BoardSession:
             else:
                 upload = True
                 head = spec.local_file.open("rb").read(20)
+                cut = board.elf_truncated(spec.local_file)
+                if cut:
+                    raise EdgebnnError(f"runner {spec.local_file} {cut}: the copy is incomplete; copy or download "
+                                       "it again")
         elif not on_board:
             raise EdgebnnError(f"runner {spec.words[0]} not found on {self.url}: install it there, or pass "
                                "--runner PATH to a local build (e.g. lce_benchmark_model_aarch64) to upload")
@@ -250,7 +289,7 @@ class BoardSession:
             flags.append(f"--use_xnnpack={'true' if use_xnnpack else 'false'}")
         limit = int(self.timeout)
         wd = shlex.quote(self.workdir)
-        run = own_session(self._command_line(flags, limit), wd)
+        run = own_session(self._command_line(flags, limit), wd, self.runner_name)
         # Temperatures, the load (/proc) and the shell's children's CPU time (`times`) around the benchmark.
         script = "; ".join([f"cd {wd} || exit 96", board.temperature_script("before"),
                             f"echo '@@load_before'; ({load.SCRIPT}) 2>/dev/null", "echo '@@output'", run, "rc=$?",
@@ -283,7 +322,7 @@ class BoardSession:
         ({name: local path}) uploaded first and checked by sha256, ``files_out`` (names) read back after.
         Returns {stdout, stderr, rc, files: {name: bytes}} (an output the runner did not write is left out);
         the files are removed from the board afterwards."""
-        import tempfile
+        from edgebnn.profile.cleanup import owned_tempdir
 
         files_in = dict(files_in or {})
         names = [*files_in, *files_out]
@@ -294,14 +333,14 @@ class BoardSession:
             self._put(Path(local), f"{self.workdir}/{name}", sha256(local), f"uploading {name}")
         limit = int(timeout or self.timeout)
         cd = f"cd {shlex.quote(self.workdir)} || exit 96"
-        proc = self.conn.run(f"{cd}; {own_session(self._command_line(flags, limit), shlex.quote(self.workdir))}",
-                             timeout=limit + 45,
+        run = own_session(self._command_line(flags, limit), shlex.quote(self.workdir), self.runner_name)
+        proc = self.conn.run(f"{cd}; {run}", timeout=limit + 45,
                              what=f"running {self.runner.name}", check=False)
         files = {}
         if files_out:
             listed = self.conn.run(f"{cd}; ls -1 -- {' '.join(files_out)} 2>/dev/null; exit 0", timeout=60,
                                    what="listing the runner's output files").stdout.split()
-            with tempfile.TemporaryDirectory(prefix="edgebnn-out-") as tmp:
+            with owned_tempdir("out") as tmp:
                 for name in (n for n in files_out if n in listed):
                     self.conn.download(f"{self.workdir}/{name}", Path(tmp) / name, timeout=max(self.timeout, 60),
                                        what=f"reading back {name}")

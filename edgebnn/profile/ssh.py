@@ -68,8 +68,9 @@ def parse_url(text: str, config_file: str | None = None) -> SshTarget:
         raise EdgebnnError(f"device {_hide_password(text)}: a password in the URL is never used (ssh runs with "
                            "BatchMode, keys only): drop it and install a key with `ssh-copy-id`")
     user = unquote(parts.username) if parts.username else None
-    if user is not None and (not user or user.startswith("-")):
-        raise EdgebnnError(f"device {text!r} has an invalid user name")
+    # OpenSSH pastes the user name into commands run by a shell (%r in ProxyCommand): letters, digits, _ . - only
+    if user is not None and not re.fullmatch(r"\w[\w.\-]*", user):
+        raise EdgebnnError(f"device {text!r} has an invalid user name: use letters, digits, _ . and - only")
     return SshTarget(host=host, user=user, port=port, config_file=config_file)
 
 

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 from edgebnn.errors import EdgebnnError
+from edgebnn.outputs import write_atomic
 
 SCHEMA_VERSION = 2
 KINDS = ("board", "host", "estimate")
@@ -102,7 +103,10 @@ def _schema_version(conn: sqlite3.Connection) -> int | None:
     if "key" in _table_columns(conn, "meta"):
         row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         if row is not None:
-            return int(row[0])
+            try:
+                return int(row[0])
+            except (TypeError, ValueError):
+                raise EdgebnnError(f"is damaged: its schema version is {str(row[0])[:40]!r}, not a number") from None
     if _table_columns(conn, "results"):
         raise EdgebnnError("holds a `results` table that edgebnn did not write")
     return None
@@ -166,6 +170,36 @@ class WriteFailed(EdgebnnError):
     """The database refused a write (read-only file or folder, full disk, locked): the caller keeps the row."""
 
 
+class InvalidResult(EdgebnnError):
+    """A result whose timings are not times (negative, NaN or infinite): refused, never stored."""
+
+
+TIMING_COLUMNS = ("min_ms", "median_ms", "mean_ms", "p90_ms", "std_ms", "max_ms", "first_ms", "init_ms")
+OP_TIMINGS = ("first_ms", "avg_ms")
+
+
+def _not_a_time(value) -> bool:
+    import math
+
+    if value is None:
+        return False
+    try:
+        return not (math.isfinite(float(value)) and float(value) >= 0)
+    except (TypeError, ValueError):
+        return True
+
+
+def check_timings(result: dict, ops: list[dict] | None = None) -> None:
+    """Refuse a result (or one of its per-op rows) with a negative or non-finite time: a runner that prints one
+    is broken, and a stored figure would be believed."""
+    bad = [f"{k} = {result[k]}" for k in TIMING_COLUMNS if _not_a_time(result.get(k))]
+    bad += [f"op {i} {k} = {op[k]}" for i, op in enumerate(ops or []) for k in OP_TIMINGS if _not_a_time(op.get(k))]
+    if bad:
+        raise InvalidResult(f"{result.get('model_name')} on {result.get('device')} x{result.get('threads')}: the "
+                            f"runner reported {bad[0]}, not a time (negative or not finite); nothing stored: check "
+                            "the runner")
+
+
 def check_writable(path: str | Path = DEFAULT_DB) -> None:
     """Open ``path`` as :func:`connect` does and prove a write goes through, before anything is measured: a
     read-only file or folder is refused up front rather than after minutes of measuring."""
@@ -205,9 +239,7 @@ def save_fallback(db: str | Path, result: dict, ops: list[dict] | None = None) -
     except (json.JSONDecodeError, UnicodeDecodeError, OSError):
         kept = []
     kept.append({"result": {k: v for k, v in result.items() if k != "path"}, "ops": ops or []})
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(kept, indent=1, default=str))
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(kept, indent=1, default=str), "--db fallback")
     return path
 
 
@@ -231,6 +263,7 @@ def exists(conn: sqlite3.Connection, model_sha256: str, device: str, threads: in
 def save(conn: sqlite3.Connection, result: dict, ops: list[dict] | None = None) -> int:
     """Store one result and its per-op rows in one transaction, replacing an older row with the same key; a write
     the database refuses raises :class:`WriteFailed` (the caller keeps the result, see :func:`save_fallback`)."""
+    check_timings(result, ops)
     row = {k: result.get(k) for k in _RESULT_COLUMNS}
     row["created_at"] = row["created_at"] or time.strftime("%Y-%m-%dT%H:%M:%S%z")
     row["kind"] = kind_of(result)
@@ -269,10 +302,20 @@ def _insert(conn: sqlite3.Connection, row: dict, ops: list[dict] | None) -> int:
 
 
 def _decode(row: sqlite3.Row) -> dict:
+    """A row with its JSON columns decoded; a column that is not JSON (a damaged database) is left empty and named
+    in the row's ``corrupt`` (a list of column names), so a reader can skip or name the row instead of failing."""
     out = dict(row)
     for key in _JSON_COLUMNS:
         if key in out and isinstance(out[key], str):
-            out[key] = json.loads(out[key])
+            kind = list if key in _JSON_LISTS else dict
+            try:
+                value = json.loads(out[key])
+            except (json.JSONDecodeError, RecursionError):
+                value = None
+            if not isinstance(value, kind):
+                value = kind()
+                out.setdefault("corrupt", []).append(key)
+            out[key] = value
     return out
 
 
