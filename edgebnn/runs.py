@@ -153,6 +153,8 @@ def model_file(path: str | os.PathLike, checkpoint: str | None = None) -> Path:
         raise EdgebnnError(f"--checkpoint picks a model within a run folder; {path} is a model file")
     if path.suffix.lower() not in MODEL_SUFFIXES:
         raise EdgebnnError(f"{path} is not a Keras model file (expected {', '.join(MODEL_SUFFIXES)})")
+    if not path.is_file():  # a FIFO would block Keras' read
+        raise EdgebnnError(f"{path} is not a regular file (a FIFO, socket or device): give a saved model file")
     return path
 
 

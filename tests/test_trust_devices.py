@@ -411,3 +411,16 @@ def test_die_with_parent_arms_the_signal_in_the_child():
                             "ctypes.CDLL(None).prctl(2, ctypes.byref(s), 0, 0, 0); print(s.value)"],
                            capture_output=True, text=True, preexec_fn=arm, timeout=60)
     assert child.stdout.strip() == str(int(signal.SIGKILL))  # PR_GET_PDEATHSIG
+
+
+def test_convert_and_verify_name_folders_and_fifos_and_never_read_them(tmp_path):
+    folder, fifo, keras_fifo = tmp_path / "folder.tflite", tmp_path / "pipe.tflite", tmp_path / "pipe.keras"
+    folder.mkdir()
+    os.mkfifo(fifo)
+    os.mkfifo(keras_fifo)
+    cases = [(["verify", folder, "-d", "qemu:aarch64"], f"model file {folder} is a folder"),
+             (["verify", fifo, "-d", "qemu:aarch64"], f"model file {fifo} is not a regular file"),
+             (["convert", keras_fifo], f"{keras_fifo} is not a regular file (a FIFO, socket or device)")]
+    for args, needle in cases:
+        assert "does not exist" not in _one_line(_cli(*args, timeout=60), needle)
+    assert folder.is_dir() and fifo.is_fifo() and keras_fifo.is_fifo()

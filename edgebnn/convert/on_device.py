@@ -113,16 +113,14 @@ def verify(tflite, device: str, runner: str | None = None, check_samples: int = 
            progress: bool = False, warn=None) -> dict:
     """Prove an existing ``.tflite`` on ``device``'s kernels against the Keras model it was converted from; the
     result is added to its conversion report (``<file>.json``, when it is this file's) under ``device_checks``."""
-    from edgebnn import runs
+    from edgebnn import runs, tflite_file
     from edgebnn.archs import stats
     from edgebnn.convert.pipeline import DEFAULT_DATASET, sha256
 
     path = Path(tflite)
-    if not path.is_file():
-        raise EdgebnnError(f"flatbuffer {path} does not exist: pass a .tflite from edgebnn convert")
     if check_samples < 1:
         raise EdgebnnError(f"--check-samples must be 1 or more, not {check_samples}")
-    data = path.read_bytes()
+    data = tflite_file.read(path)  # a folder, a FIFO or a missing file: one line each
     try:
         meta = read_metadata(data) or {}
     except ValueError:  # unreadable, or not a JSON object
