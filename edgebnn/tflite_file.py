@@ -22,6 +22,7 @@ from pathlib import Path
 
 from edgebnn import tflite_model
 from edgebnn.errors import EdgebnnError
+from edgebnn.inputs import regular_file
 
 _MODULE = "edgebnn._tflite_schema"
 # Bytes per element of the tensor types with a fixed element size (TensorType values).
@@ -161,13 +162,8 @@ def check(data: bytes, where: str | Path | None = None) -> tflite_model.Model:
 
 def read(path: str | Path) -> bytes:
     """The bytes of a ``.tflite`` file, checked; a missing or unreadable file is one clear line."""
-    p = Path(path)
-    if p.is_dir():
-        raise EdgebnnError(f"model file {p} is a folder: pass the .tflite file inside it")
-    if not p.exists():
-        raise EdgebnnError(f"model file {p} does not exist: pass a .tflite file from `edgebnn convert`")
-    if not p.is_file():  # a FIFO would block the read below
-        raise EdgebnnError(f"model file {p} is not a regular file (a FIFO, socket or device): pass a .tflite file")
+    p = regular_file(path, "model file", if_folder="pass the .tflite file inside it",
+                     if_missing="pass a .tflite file from `edgebnn convert`", if_other="pass a .tflite file")
     try:
         data = p.read_bytes()
     except OSError as err:

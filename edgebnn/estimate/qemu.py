@@ -24,6 +24,7 @@ from importlib import resources
 from pathlib import Path
 
 from edgebnn.errors import EdgebnnError
+from edgebnn.inputs import regular_file
 
 QEMU = "qemu-aarch64"
 SUPPORTED_MAJOR = (7, 8)  # plugin API version 1 (QEMU 9.0 moved to version 2)
@@ -135,14 +136,8 @@ def check_runner(runner: str | os.PathLike) -> Path:
     from edgebnn.estimate.elf import EM_AARCH64
     from edgebnn.profile.board import elf_truncated
 
-    path = Path(runner).expanduser()
     hint = "pass --runner PATH to an lce_benchmark_model_aarch64 (LCE's release asset)"
-    if path.is_dir():
-        raise EdgebnnError(f"runner {path} is a folder: {hint}")
-    if not path.exists():
-        raise EdgebnnError(f"runner {path} does not exist: {hint}")
-    if not path.is_file():
-        raise EdgebnnError(f"runner {path} is not a regular file (a FIFO, socket or device): {hint}")
+    path = regular_file(Path(runner).expanduser(), "runner", if_folder=hint, if_missing=hint, if_other=hint)
     try:
         head = path.open("rb").read(20)
         cut = elf_truncated(path)

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgebnn.errors import EdgebnnError
+from edgebnn.inputs import regular_file
 
 USER_FILE = "~/.config/edgebnn/devices.toml"  # the user's own devices file: the only one read unasked
 LOCAL_NAME = "devices.toml"  # a file of this name in the working folder is never read unless named
@@ -93,14 +94,8 @@ def devices_file(path: str | os.PathLike | None = None) -> Path | None:
     if path is None:
         p = user_file()
         return p if p.is_file() else None
-    p = Path(path).expanduser()
-    if p.is_dir():
-        raise EdgebnnError(f"devices file {p} is a folder: pass the devices.toml inside it")
-    if not p.exists():
-        raise EdgebnnError(f"devices file {p} does not exist: create it or drop --devices-file")
-    if not p.is_file():
-        raise EdgebnnError(f"devices file {p} is not a regular file (a FIFO, socket or device): pass a devices.toml")
-    return p
+    return regular_file(Path(path).expanduser(), "devices file", if_folder="pass the devices.toml inside it",
+                        if_missing="create it or drop --devices-file", if_other="pass a devices.toml")
 
 
 def is_users_own(path: Path) -> bool:

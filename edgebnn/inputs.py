@@ -1,0 +1,22 @@
+"""Input files a user names: one check, written once, that a path is a regular file before anything reads it.
+
+A folder, a missing path and a FIFO, socket or device each get their own line (a FIFO would block the read)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from edgebnn.errors import EdgebnnError
+
+
+def regular_file(path: str | os.PathLike, what: str, *, if_folder: str, if_missing: str, if_other: str) -> Path:
+    """``path`` when it is a regular file; else one line, "``what`` PATH is a folder: ``if_folder``" and so on."""
+    p = Path(path)
+    if p.is_dir():
+        raise EdgebnnError(f"{what} {p} is a folder: {if_folder}")
+    if not p.exists():
+        raise EdgebnnError(f"{what} {p} does not exist: {if_missing}")
+    if not p.is_file():
+        raise EdgebnnError(f"{what} {p} is not a regular file (a FIFO, socket or device): {if_other}")
+    return p
