@@ -15,13 +15,13 @@ keep the latent weights near their signs: a large one flips many of them at once
 from __future__ import annotations
 
 import copy
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from edgebnn import archs, runs
 from edgebnn.errors import EdgebnnError
+from edgebnn.inputs import sha256
 
 LR_FRACTION = 0.2
 LABEL_SMOOTHING = 0.1
@@ -45,13 +45,8 @@ class Pretrained:
 
 
 def _sha256(path: Path) -> str:
-    if path.is_dir():  # a SavedModel folder: hash its graph
-        path = path / "saved_model.pb"
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    """The model file's sha256 (a SavedModel folder: its graph's)."""
+    return sha256(path / "saved_model.pb" if path.is_dir() else path)
 
 
 def load_pretrained(weights: str | os.PathLike) -> Pretrained:

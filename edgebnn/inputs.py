@@ -1,9 +1,11 @@
-"""Input files a user names: one check, written once, that a path is a regular file before anything reads it.
-
-A folder, a missing path and a FIFO, socket or device each get their own line (a FIFO would block the read)."""
+"""Input files a user names: one check, written once, that a path is a regular file before anything reads it (a
+folder, a missing path and a FIFO, socket or device each get their own line: a FIFO would block the read), and a
+file's sha256, which every stage that records where its input came from uses.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -20,3 +22,12 @@ def regular_file(path: str | os.PathLike, what: str, *, if_folder: str, if_missi
     if not p.is_file():
         raise EdgebnnError(f"{what} {p} is not a regular file (a FIFO, socket or device): {if_other}")
     return p
+
+
+def sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

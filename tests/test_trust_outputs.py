@@ -194,7 +194,8 @@ def test_a_recipe_width_counts_when_run_json_has_none(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ damaged inputs
-def test_report_names_a_damaged_row_and_run_and_reports_the_rest(tmp_path):
+def _damaged_results(tmp_path, sql: str):
+    """test_report's results database and runs, with ``sql`` run on the database: (db, runs folder)."""
     import sqlite3
 
     from test_report import make_results
@@ -202,8 +203,13 @@ def test_report_names_a_damaged_row_and_run_and_reports_the_rest(tmp_path):
     db, root = make_results(tmp_path)
     conn = sqlite3.connect(db)
     with conn:
-        conn.execute("UPDATE results SET flags = '{not json' WHERE id = 1")
+        conn.execute(sql)
     conn.close()
+    return db, root
+
+
+def test_report_names_a_damaged_row_and_run_and_reports_the_rest(tmp_path):
+    db, root = _damaged_results(tmp_path, "UPDATE results SET flags = '{not json' WHERE id = 1")
     (root / "broken").mkdir()
     (root / "broken" / "run.json").write_text("[1, 2]")
     (root / "garbled").mkdir()
@@ -219,15 +225,7 @@ def test_report_names_a_damaged_row_and_run_and_reports_the_rest(tmp_path):
 
 
 def test_a_damaged_schema_version_is_one_line(tmp_path):
-    import sqlite3
-
-    from test_report import make_results
-
-    db, _ = make_results(tmp_path)
-    conn = sqlite3.connect(db)
-    with conn:
-        conn.execute("UPDATE meta SET value = 'two' WHERE key = 'schema_version'")
-    conn.close()
+    db, _ = _damaged_results(tmp_path, "UPDATE meta SET value = 'two' WHERE key = 'schema_version'")
     result = CliRunner().invoke(main, ["report", "--db", str(db), "--out", str(tmp_path / "r")])
     _one_error_line(result, "schema version is 'two'")
     assert not (tmp_path / "r").exists()

@@ -7,7 +7,6 @@ std (population, sqrt(mean(t^2) - mean(t)^2) as in TFLite's benchmark), max.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import math
 import platform
@@ -16,6 +15,7 @@ import time
 from pathlib import Path
 
 from edgebnn.errors import EdgebnnError
+from edgebnn.inputs import sha256  # noqa: F401  (a model's sha256 names its results; written once in inputs)
 
 _WRAPPER = "larq_compute_engine.tflite.python.interpreter_wrapper_lite"
 ARM64_MACHINES = ("aarch64", "arm64")
@@ -153,14 +153,6 @@ def stats_ms(samples_us: list[float]) -> dict:
     c = count_line(samples_us)
     return {"min_ms": c["min_us"] / 1e3, "median_ms": percentile(samples_us, 50) / 1e3, "mean_ms": c["avg_us"] / 1e3,
             "p90_ms": percentile(samples_us, 90) / 1e3, "std_ms": c["std_us"] / 1e3, "max_ms": c["max_us"] / 1e3}
-
-
-def sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def host_facts() -> dict:
