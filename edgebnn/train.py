@@ -302,7 +302,7 @@ def train(name_or_path: str | None = None, *, dataset: str | None = None, epochs
     import edgebnn  # noqa: F401  (Keras 2 before TensorFlow)
     from edgebnn.runlock import RunLock
 
-    lock = None
+    lock, pretrained = None, None
     if resume is not None:
         changes = [flag for flag, value in (("NAME", name_or_path), ("--dataset", dataset), ("--epochs", epochs),
                                             ("--batch-size", batch_size), ("--set", sets), ("--twin", real),
@@ -360,7 +360,7 @@ def train(name_or_path: str | None = None, *, dataset: str | None = None, epochs
     trainer = _Trainer(recipe, run_dir=run_dir, out=out, seed=seed, strategy_name=strategy, progress=progress,
                        verbose=verbose, runs_root=runs_root, resuming=resume is not None)
     trainer.summary, trainer.lock = summary, lock
-    trainer.pretrained = pretrained if resume is None and weights is not None else None
+    trainer.pretrained = pretrained
     try:
         return trainer.run()
     finally:
