@@ -17,8 +17,10 @@ output beside the model is edgebnn's own and is replaced; ``profile --db`` adds 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -125,6 +127,38 @@ def write_atomic(path: str | os.PathLike, data: bytes | str, what: str = "output
             except OSError:
                 pass
     return path
+
+
+@contextlib.contextmanager
+def staged_folder(out: str | os.PathLike, what: str = "output"):
+    """Yield a scratch folder beside (or, when it exists, inside) the folder ``out``; when the block ends without an
+    error, move every file written there into ``out``, else remove it and leave ``out`` as it was.
+
+    The writes, which can fail on a full disk, all happen before anything reaches ``out``; what follows is renames in
+    one file system, which need no space, each onto its final name (a link there is replaced, never followed). A new
+    ``out`` appears whole, by one rename of the scratch folder."""
+    out = Path(out)
+    try:
+        existed = out.is_dir()
+        if not existed:
+            out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=out if existed else out.parent, prefix=f".{out.name[:40]}.",
+                                        suffix=".staging"))
+    except OSError as err:
+        raise EdgebnnError(_error_line(what, out, err)) from None
+    try:
+        yield staging
+        try:
+            os.chmod(staging, 0o777 & ~_UMASK)  # mkdtemp makes 0700; an output folder is as readable as any
+            if not existed:
+                os.rename(staging, out)
+                return
+            for item in sorted(staging.iterdir()):
+                os.replace(item, out / item.name)
+        except OSError as err:
+            raise EdgebnnError(_error_line(what, out, err)) from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _read_umask() -> int:

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from edgebnn import runs
 from edgebnn.errors import EdgebnnError
-from edgebnn.outputs import write_atomic
+from edgebnn.outputs import staged_folder, write_atomic
 
 
 # ------------------------------------------------------------------------------------------- sources
@@ -668,21 +668,20 @@ def write(db: str | os.PathLike = "results.db", out: str | os.PathLike = "report
     (with ``budget``, the budget's answer on the page); return what was written."""
     rows = collect(db, run_roots) if rows is None else rows
     out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise EdgebnnError(f"cannot create report folder {out}: {err.strerror}") from None
-    import matplotlib
+    if out.exists() and not out.is_dir():
+        raise EdgebnnError(f"report --out {out} is a file; give a folder for the report")
+    import matplotlib  # lazy: matplotlib takes a second to import, and only the report draws
 
     matplotlib.use("Agg")
     plots = []
-    for (device, kind), group in _panels(rows).items():
-        name = f"accuracy_latency-{_slug(device)}-{kind}.png"
-        plot_accuracy_latency(rows, group, out / name)
-        plots.append(name)
-    plot_threads(rows, out / "threads.png")
-    plot_op_types(rows, out / "op_types.png")
-    plots += ["threads.png", "op_types.png"]
-    write_atomic(out / "results.json", json.dumps(rows, indent=2, default=str) + "\n", "report --out")
-    write_atomic(out / "index.html", render_html(rows, plots, budget), "report --out")
+    with staged_folder(out, "report --out") as staging:
+        for (device, kind), group in _panels(rows).items():
+            name = f"accuracy_latency-{_slug(device)}-{kind}.png"
+            plot_accuracy_latency(rows, group, staging / name)
+            plots.append(name)
+        plot_threads(rows, staging / "threads.png")
+        plot_op_types(rows, staging / "op_types.png")
+        plots += ["threads.png", "op_types.png"]
+        write_atomic(staging / "results.json", json.dumps(rows, indent=2, default=str) + "\n", "report --out")
+        write_atomic(staging / "index.html", render_html(rows, plots, budget), "report --out")
     return {"rows": rows, "index": str(out / "index.html"), "plots": [str(out / p) for p in plots]}

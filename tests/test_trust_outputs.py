@@ -144,6 +144,35 @@ def test_report_writes_around_links_and_keeps_files_whole_on_a_full_disk(tmp_pat
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
+def test_report_full_at_its_last_file_leaves_the_old_report_as_it_was(tmp_path, monkeypatch):
+    """The disk fills after the plots and results.json were written, at index.html: not one file of the old report
+    is replaced (all are written aside first), and no scratch folder is left; a new folder is not created at all."""
+    from test_report import make_results
+
+    db, root = make_results(tmp_path)
+    out = tmp_path / "r"
+    ok = CliRunner().invoke(main, ["report", "--db", str(db), "--out", str(out), "--runs", str(root)])
+    assert ok.exit_code == 0, ok.output
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    real_fsync, writes = outputs.os.fsync, []
+
+    def fsync_until_index(fd):
+        name = os.readlink(f"/proc/self/fd/{fd}")
+        writes.append(name)
+        if ".index.html." in name:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_fsync(fd)
+
+    monkeypatch.setattr(outputs.os, "fsync", fsync_until_index)
+    for target in (out, tmp_path / "new"):
+        full = CliRunner().invoke(main, ["report", "--db", str(db), "--out", str(target), "--runs", str(root)])
+        _one_error_line(full, "the disk is full")
+    assert len(writes) > 2 and ".index.html." in writes[-1]
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert not (tmp_path / "new").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".staging")]
+
+
 # ------------------------------------------------------------------------------------------ silent wrong results
 def test_the_flatbuffer_names_its_run_by_absolute_path(tiny_keras, tmp_path, monkeypatch):
     """Converted from a relative path, then read from another folder: the run is still found."""

@@ -13,7 +13,6 @@ result to its ``<file>.json`` report under ``device_checks``.
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,7 @@ from edgebnn.convert.flatbuffer import io_tensors, read_metadata, sidecar_path
 from edgebnn.convert.proof import compare, keras_outputs, samples, sign_margins
 from edgebnn.errors import EdgebnnError
 from edgebnn.outputs import write_atomic
+from edgebnn.profile.cleanup import owned_tempdir
 
 
 def _flags(name: str, shape: list[int], x_file: str, y_file: str) -> list[str]:
@@ -55,7 +55,7 @@ def device_outputs(host, tflite: str | Path, x: np.ndarray, timeout: float = 600
         raise EdgebnnError(f"{tflite.name} has {len(inputs)} inputs and {len(outputs)} outputs; the proof on a "
                            "device feeds one input and reads one output")
     name, width = inputs[0][0], int(np.prod(outputs[0][1][1:]))
-    with tempfile.TemporaryDirectory(prefix="edgebnn-verify-") as tmp:
+    with owned_tempdir("verify") as tmp:
         tmp = Path(tmp)
         log(progress, f"{len(x)} samples through {host.where} as one batch")
         out, why = _invoke(host, tflite, name, x, width, tmp, timeout)

@@ -11,11 +11,11 @@ so.
 
 from __future__ import annotations
 
-import tempfile
 import time
 from pathlib import Path
 
 from edgebnn.errors import EdgebnnError
+from edgebnn.profile.cleanup import owned_tempdir
 
 DEFAULT_WIDTHS = (0.5, 0.75, 1.0)
 
@@ -60,7 +60,7 @@ def answer(family: str, board: str, budget_ms: float, threads: int = 1, widths=D
         have = ", ".join(f"{b} x{n}" for b, n in job["pairs"])
         raise EdgebnnError(f"no calibration for {board} at {threads} thread(s): the calibration has {have}")
     rows, start = [], time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="edgebnn-budget-") as tmp:
+    with owned_tempdir("budget") as tmp:
         for size in sizes:
             for width in widths:
                 t0 = time.perf_counter()
