@@ -1,7 +1,7 @@
 """What the SSH path costs per model on the aarch64 test board, against the runner's own time, so a user knows what
 a sweep costs; and what the proof on a device costs fed as one batch or one sample per invocation.
 
-The board is edgebnn.profile.testing_arm64's aarch64 Debian userland (its own sshd in a chroot, every program run
+The board is arm64_userland's aarch64 Debian userland (its own sshd in a chroot, every program run
 by qemu-user-static): all figures are wall-clock seconds on this host with the board EMULATED, never ARM latency.
 Per model: upload + sha256 check, the benchmark through SSH (facts of temperature, the runner, parsing), removal;
 against the same runner command run directly in the userland (``chroot ROOTFS RUNNER ...``, no SSH). Per session:
@@ -44,9 +44,9 @@ def direct_seconds(rootfs: Path, workdir: str, remote_model: str, runner: str, r
 
 
 def ssh_rows(board, models: dict[str, Path], runs: int) -> tuple[dict, list[dict]]:
-    from edgebnn.profile.devices import resolve
-    from edgebnn.profile.local import sha256
-    from edgebnn.profile.remote import BoardSession
+    from edgebnn.devices.config import resolve
+    from edgebnn.devices.local import sha256
+    from edgebnn.devices.remote import BoardSession
 
     session = BoardSession(resolve(board.url, ssh_config=board.config), runner=str(RUNNER.resolve()), timeout=600)
     _, open_s = timed(session.__enter__)
@@ -66,8 +66,8 @@ def proof_rows(model: Path, n: int) -> dict:
     """One batch of n (plus sample 0 alone) against n invocations of one sample, on qemu:aarch64."""
     from edgebnn import data
     from edgebnn.convert import on_device
-    from edgebnn.convert.flatbuffer import io_tensors
-    from edgebnn.profile.execute import open_runner
+    from edgebnn.devices.execute import open_runner
+    from edgebnn.tflite.describe import io_tensors
 
     x, _ = data.sample("digits", n, input_size=32)
     with open_runner("qemu:aarch64", runner=str(RUNNER.resolve())) as host:
@@ -93,8 +93,9 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
 
+    from arm64_userland import Arm64Sshd, build_rootfs
+
     from edgebnn.machine import host_label
-    from edgebnn.profile.testing_arm64 import Arm64Sshd, build_rootfs
 
     work = Path(tempfile.mkdtemp(prefix="edgebnn-bench-"))
     models = {a: build_model(a, args.input_size, args.width, work / f"{a}.tflite") for a in args.archs.split(",")}

@@ -89,10 +89,10 @@ def model_224(path: str | None) -> Path:
 
 def time_one(model: Path, runner: str) -> None:
     from edgebnn.estimate import emulated
-    from edgebnn.profile import _model_info
+    from edgebnn.tflite.describe import identify
 
     job = emulated.plan(runner)
-    info = _model_info(model)
+    info = identify(model)
     load_before = os.getloadavg()
     t0 = time.perf_counter()
     rows = emulated.estimate_model(info, job)

@@ -76,9 +76,9 @@ def convert(spec, folder: Path) -> Path:
 
 def counted(specs, cache: Path, runner: str, count: bool) -> dict[str, dict]:
     """Each spec's cached count (counted now when missing and ``count``)."""
-    from edgebnn.convert.flatbuffer import read_ops
     from edgebnn.errors import EdgebnnError
     from edgebnn.estimate import counting
+    from edgebnn.tflite.describe import read_ops
 
     (cache / "counts").mkdir(parents=True, exist_ok=True)
     (cache / "models").mkdir(parents=True, exist_ok=True)

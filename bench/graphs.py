@@ -53,8 +53,8 @@ def op_type_instructions(ops: list[dict]) -> dict[str, float]:
 
 
 def measure(path: Path, runner: str, cal: dict, sha: str) -> dict:
-    from edgebnn.convert.flatbuffer import float_op_count, histogram_of, read_ops
     from edgebnn.estimate import counting, estimate
+    from edgebnn.tflite.describe import float_op_count, histogram_of, read_ops
 
     hist = histogram_of(read_ops(path.read_bytes()))
     counts = counting.count_model(runner, path, threads=1, per_op=True)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import edgebnn  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 
-CRASH_CHILD = ("import sys; from edgebnn.profile import local; "
+CRASH_CHILD = ("import sys; from edgebnn.devices import local; "
                "local.measure(open(sys.argv[1], 'rb').read(), runs=2, warmup=0)")
 
 
@@ -35,20 +35,20 @@ def _median_ms(fn, reps: int) -> float:
 
 
 def overhead(path: Path, reps: int, runs: int) -> dict:
-    from edgebnn import tflite_file
-    from edgebnn.profile import local
+    from edgebnn import tflite
+    from edgebnn.devices import local
 
     data = path.read_bytes()
-    tflite_file.schema()  # loaded once, as in a sweep
+    tflite.schema()  # loaded once, as in a sweep
     return {"model": path.name, "bytes": len(data),
-            "schema_ms": _median_ms(lambda: tflite_file.problem(data), reps),
+            "schema_ms": _median_ms(lambda: tflite.problem(data), reps),
             "in_process_ms": _median_ms(lambda: local.measure(data, runs=runs, warmup=3), reps),
             "child_ms": _median_ms(lambda: local.profile_file(path, runs=runs, warmup=3), reps)}
 
 
 def flips(path: Path, n: int, seed: int = 0) -> dict:
     """``n`` copies with three random bit flips each: refused by the check, or loaded, or crashed in a child."""
-    from edgebnn import tflite_file
+    from edgebnn import tflite
 
     rng = random.Random(seed)
     data = path.read_bytes()
@@ -60,7 +60,7 @@ def flips(path: Path, n: int, seed: int = 0) -> dict:
             for _ in range(3):
                 b[rng.randrange(len(b))] ^= 1 << rng.randrange(8)
             copy.write_bytes(b)
-            refused = tflite_file.problem(bytes(b)) is not None
+            refused = tflite.problem(bytes(b)) is not None
             crashed = subprocess.run([sys.executable, "-c", CRASH_CHILD, str(copy)], capture_output=True,
                                      timeout=120).returncode < 0
             out["refused" if refused else "passed"] += 1

@@ -34,7 +34,7 @@ def build_model(arch: str, size: int, width: float, out: Path) -> Path:
 
 
 def direct(model: Path, runs: int, warmup: int) -> tuple[dict, float]:
-    from edgebnn.profile.parse import parse
+    from edgebnn.devices.parse import parse
 
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "edgebnn.runner", f"--graph={model}", "--num_threads=1",
@@ -70,8 +70,9 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
 
+    from loopback_sshd import LoopbackSshd
+
     from edgebnn.machine import host_label
-    from edgebnn.profile.testing_sshd import LoopbackSshd
 
     work = Path(tempfile.mkdtemp(prefix="edgebnn-bench-"))
     model = build_model(args.arch, args.input_size, args.width, work / f"{args.arch}.tflite")

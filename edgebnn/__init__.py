@@ -10,9 +10,8 @@ import os as _os
 _os.environ["TF_USE_LEGACY_KERAS"] = "1"
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TF's C++ start-up noise (CUDA plugins) is not for users
 
-__version__ = "0.1.0"
-
 from edgebnn.errors import EdgebnnError  # noqa: E402
+from edgebnn.version import __version__  # noqa: E402
 
 
 def __getattr__(name):

@@ -7,12 +7,34 @@ importing TensorFlow.
 from __future__ import annotations
 
 import json
+import shlex
+import signal
 import sys
+import threading
+from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
-import edgebnn
+from edgebnn import archs, convert, data, quiet, recipe, report, train
+from edgebnn.convert import formatting, on_device
+from edgebnn.convert.proof import proof_failure
+from edgebnn.devices import cleanup
+from edgebnn.devices import config as devices
+from edgebnn.devices import config as devmod
+from edgebnn.devices.board import describe
 from edgebnn.errors import EdgebnnError
+from edgebnn.estimate import budget as budget_mod
+from edgebnn.estimate import calibration
+from edgebnn.estimate.emulated import estimate_files
+from edgebnn.estimate.estimate import format_rows
+from edgebnn.evaluate import evaluate
+from edgebnn.importing import import_checkpoint
+from edgebnn.machine import host_label
+from edgebnn.outputs import probe_folder
+from edgebnn.profile import ProfileFailed, check_device, profile
+from edgebnn.progress import progress_bar
+from edgebnn.version import __version__
 
 
 class _Group(click.Group):
@@ -30,7 +52,6 @@ class _Group(click.Group):
             ctx.exit(130)
         finally:
             if previous is not None:
-                import signal
 
                 signal.signal(signal.SIGTERM, previous)
 
@@ -42,8 +63,6 @@ def _raise_interrupt(signum, frame):
 def _terminate_as_interrupt():
     """SIGTERM (kill, a job scheduler, `timeout`) unwinds like Ctrl-C: what was started on a board is ended and its
     work folder removed. Returns the handler it replaced (None off the main thread, where none can be set)."""
-    import signal
-    import threading
 
     if threading.current_thread() is not threading.main_thread():
         return None
@@ -51,7 +70,6 @@ def _terminate_as_interrupt():
 
 
 def _verbose(ctx, param, value):
-    from edgebnn import quiet
 
     if value:
         quiet.let_through()
@@ -62,7 +80,7 @@ verbose_option = click.option("--verbose", is_flag=True, expose_value=False, cal
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(edgebnn.__version__, prog_name="edgebnn")
+@click.version_option(__version__, prog_name="edgebnn")
 @click.option("--verbose", is_flag=True, help="Show TensorFlow's and absl's own log lines and Python warnings.")
 def main(verbose):
     """edgebnn: binary neural networks from paper to ARM board.
@@ -79,7 +97,6 @@ def main(verbose):
       edgebnn profile FILE --device local    latency on the host or a board (ssh://user@host)
       edgebnn report                         table, plots and index.html from the results
     """
-    from edgebnn import quiet
 
     if verbose:
         quiet.let_through()
@@ -94,7 +111,6 @@ checkpoint_option = click.option(
 
 
 def _quote(path) -> str:
-    import shlex
 
     return shlex.quote(str(path))
 
@@ -120,7 +136,6 @@ def data_command(name, input_size, as_json):
 
     NAME is `digits` (embedded), `cifar10`, `folder:PATH` or `tfds:NAME`.
     """
-    from edgebnn import data
 
     _at_least(input_size=(input_size, 1))
     summary = data.describe(name, input_size=input_size, progress=not as_json)
@@ -146,8 +161,6 @@ def models_command(name, input_size, num_classes, width, twins, counts, as_json)
 
     OPs follow the papers: binary MACs / 64 + float MACs. Size packs binary weights to 1 bit.
     """
-    from edgebnn import archs
-    from edgebnn.progress import progress_bar
 
     _at_least(input_size=(input_size, 1), num_classes=(num_classes, 2))
     if not width > 0:
@@ -180,7 +193,6 @@ def models_command(name, input_size, num_classes, width, twins, counts, as_json)
 def recipe_command(name):
     """Print the recipe of registered model NAME (TOML), to copy and edit: edgebnn recipe bireal-18 > my.toml;
     then edgebnn train my.toml. Without NAME, list the recipes."""
-    from edgebnn import recipe
 
     if name is None:
         click.echo("\n".join(recipe.names()))
@@ -215,7 +227,6 @@ def train_command(name, dataset, epochs, batch_size, out, seed, sets, twin, resu
 
     The run folder's model.keras is the best epoch by validation top-1, model-last.keras the last.
     """
-    from edgebnn import train
 
     if resume and name:
         raise EdgebnnError("give either NAME|RECIPE.toml or --resume DIR, not both")
@@ -242,7 +253,6 @@ def import_command(file, model, width, num_classes, input_size, step, out):
     The model follows the official code's convention (zero-padded binary convs, PyTorch's stride-2 placement), so
     it computes the checkpoint's own function; the accuracy printed is the checkpoint's own, not measured here.
     """
-    from edgebnn.importing import import_checkpoint
 
     _at_least(num_classes=(num_classes, 1), input_size=(input_size, 1))
     run_dir = import_checkpoint(file, model=model, out=out, width=width, num_classes=num_classes,
@@ -260,8 +270,6 @@ def import_command(file, model, width, num_classes, input_size, step, out):
 @verbose_option
 def eval_command(source, dataset, checkpoint, as_json):
     """Top-1 and top-5 accuracy of RUN|MODEL on a data set's validation split."""
-    from edgebnn.evaluate import evaluate
-    from edgebnn.machine import host_label
 
     result = evaluate(source, dataset, progress=not as_json, checkpoint=checkpoint)
     if as_json:
@@ -301,7 +309,6 @@ def convert_command(source, target, output, check_samples, baselines, dataset, c
     Writes FILE.tflite and its report FILE.tflite.json (op histogram, binary convs that became LceBconv2d,
     sizes, the proof on real samples, class names and normalisation, sha256).
     """
-    from edgebnn import convert
 
     report = convert.convert(source, target=target, output=output, check_samples=check_samples,
                              baselines=baselines, dataset=dataset, progress=not as_json, checkpoint=checkpoint,
@@ -332,8 +339,6 @@ def verify_command(tflite, device, runner, check_samples, dataset, source, ssh_c
                    as_json):
     """Prove FILE.tflite on DEVICE's own kernels: the check samples through its lce_benchmark_model against the
     Keras model it was converted from; the result joins FILE.tflite.json under device_checks."""
-    from edgebnn.convert import formatting, on_device
-    from edgebnn.convert.proof import proof_failure
 
     result = on_device.verify(tflite, device, runner=runner, check_samples=check_samples, dataset=dataset,
                               source=source, devices_file=devices_file, ssh_config=ssh_config, timeout=timeout,
@@ -381,7 +386,6 @@ def _thread_counts(text):
 def profile_command(models, devices, runner, target, threads, runs, warmup, op_profile, db, force, timeout,
                     devices_file, ssh_config, as_json):
     """Time converted models on this host and on boards over SSH; every result goes into --db."""
-    from edgebnn.profile import ProfileFailed, profile
 
     failed = None
     try:
@@ -402,7 +406,6 @@ def _print_profile(results: list[dict], db: str, as_json: bool) -> None:
     estimated = [r for r in results if r.get("kind") == "estimate"]
     results = [r for r in results if r.get("kind") != "estimate"]
     if estimated:
-        from edgebnn.estimate.estimate import format_rows
 
         click.echo(format_rows(estimated))
     if not results:
@@ -440,7 +443,6 @@ def calibrate_command(runner, out, models_dir, models, as_json):
     downloaded; needs the zoo extra), convert them with LCE, count their instructions under QEMU, fit each
     board's published latencies and print each model's error when held out before the board model is chosen
     (nested leave-one-out: the error every estimate states, with the range it implies)."""
-    from edgebnn.estimate import calibration
 
     cal, path = calibration.calibrate(runner, out=out, models_dir=models_dir,
                                       models=[m.strip() for m in models.split(",")] if models else None,
@@ -465,8 +467,6 @@ def calibrate_command(runner, out, models_dir, models, as_json):
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def estimate_command(models, fast, runner, threads, calibration, db, force, as_json):
     """Estimate ARM latency on every calibrated board, with its likely range and the path it came from."""
-    from edgebnn.estimate.emulated import estimate_files
-    from edgebnn.estimate.estimate import format_rows
 
     results = estimate_files(list(models), runner=runner, fast=fast, threads=_thread_counts(threads),
                              calibration=calibration, db=db, force=force,
@@ -490,7 +490,6 @@ def budget_command(family, board, budget, threads, widths, sizes, num_classes, e
     """Which widths and input sizes of FAMILY fit BOARD within --ms: each candidate built, converted and
     estimated (fast path by default: ~5-30 s per candidate, nearly all of it building and converting).
     Exit 1 when none fits."""
-    from edgebnn.estimate import budget as budget_mod
 
     def numbers(text, kind):
         try:
@@ -516,7 +515,6 @@ def devices_group():
 @click.option("--devices-file", default=None, help=DEVICES_FILE_HELP)
 def devices_list_command(devices_file):
     """The boards of devices.toml."""
-    from edgebnn.profile import devices
 
     known = devices.load(devices_file)
     if not known:
@@ -539,8 +537,6 @@ def devices_list_command(devices_file):
 @click.pass_context
 def devices_check_command(ctx, name, runner, target, devices_file, ssh_config, as_json):
     """Print board NAME's facts and any problem (runner architecture, glibc, 32-bit OS, governor, throttling)."""
-    from edgebnn.profile import check_device
-    from edgebnn.profile.board import describe
 
     report = check_device(name, runner=runner, target=target, devices_file=devices_file, ssh_config=ssh_config)
     if as_json:
@@ -570,8 +566,6 @@ def devices_check_command(ctx, name, runner, target, devices_file, ssh_config, a
 def devices_clean_command(name, older_than, kill_running, devices_file, ssh_config):
     """Remove what killed runs left: edgebnn.* work folders on board NAME (ending their benchmarks) and this
     host's SSH control folders whose edgebnn process is gone. A folder whose run is alive is kept."""
-    from edgebnn.profile import cleanup
-    from edgebnn.profile import devices as devmod
 
     _at_least(older_than=(older_than, 0))
     dev = devmod.resolve(name, devices_file, ssh_config=ssh_config)
@@ -588,11 +582,8 @@ def devices_clean_command(name, older_than, kill_running, devices_file, ssh_conf
 # --------------------------------------------------------------------------------------------- report
 def _check_report_places(ctx, out, run_roots) -> None:
     """--runs folders named by the user must exist (the default ./runs may be absent); --out must be writable."""
-    from pathlib import Path
 
-    from click.core import ParameterSource
 
-    from edgebnn.outputs import probe_folder
 
     if ctx.get_parameter_source("run_roots") is not ParameterSource.DEFAULT:
         missing = [r for r in run_roots if not Path(r).is_dir()]
@@ -621,7 +612,6 @@ def report_command(ctx, db, out, run_roots, budget, board, as_json):
     Each latency says what it is: measured on a board, measured on this host, or estimated (and from what).
     With --budget 30ms --board pi4b: the most accurate trained model within 30 ms on pi4b (exit 1 when none is).
     """
-    from edgebnn import report
 
     _check_report_places(ctx, out, run_roots)
     if bool(budget) != bool(board):

@@ -23,14 +23,17 @@ statistics, then batched and prefetched.
 from __future__ import annotations
 
 import os
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
-from edgebnn import safe_pickle
+from edgebnn import preprocess, safe_pickle
 from edgebnn.errors import EdgebnnError
+from edgebnn.progress import progress_bar
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -108,7 +111,7 @@ def _stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tup
 
 
 def _digits_source(seed: int, val_fraction: float) -> Source:
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # lazy: scikit-learn takes a second
 
     bunch = load_digits()
     # Pixel values are counts 0..16 of an 8x8 grid over a 32x32 bitmap; scale to 0..255.
@@ -267,11 +270,8 @@ MAX_IMAGE_PIXELS = 89_478_485  # PIL's own default limit (about 0.25 GiB of 24-b
 
 def _check_images(paths: list[str], progress: bool) -> set[tuple[int, int]]:
     """Open each image's header; an unreadable one is an error naming the file. Returns the sizes seen."""
-    import warnings
 
-    from PIL import Image, UnidentifiedImageError
 
-    from edgebnn.progress import progress_bar
 
     sizes = set()
     limit = Image.MAX_IMAGE_PIXELS or MAX_IMAGE_PIXELS
@@ -351,7 +351,7 @@ def _folder_source(path: str, seed: int, val_fraction: float, progress: bool) ->
 
 def _tfds_builder(name: str, data_dir: str | None):
     try:
-        import tensorflow_datasets as tfds
+        import tensorflow_datasets as tfds  # lazy: an optional extra that loads TensorFlow
     except ImportError:
         raise EdgebnnError(f"tfds:{name} needs TensorFlow Datasets: pip install 'edgebnn[tfds]'") from None
     try:
@@ -404,7 +404,7 @@ def find_source(name: str, *, seed: int = 0, val_fraction: float = 0.2, progress
 # ----------------------------------------------------------------------------------------- pipeline
 def _augment_fn(kind: str, size: int, flip: bool):
     """A function (image float32 [0, 255] HxWx3, seed int32[2]) -> size x size x 3 training image."""
-    import tensorflow as tf
+    import tensorflow as tf  # lazy: loads TensorFlow
 
     def maybe_flip(image, seed):
         return tf.image.stateless_random_flip_left_right(image, seed) if flip else image
@@ -420,7 +420,6 @@ def _augment_fn(kind: str, size: int, flip: bool):
 
         return cifar
     if kind == "imagenet":  # RandomResizedCrop, Lighting(0.1), flip (edgebnn.preprocess)
-        from edgebnn import preprocess
 
         return lambda image, seed: preprocess.imagenet_train(image, size, seed, flip=flip)
     return lambda image, seed: tf.image.resize(image, (size, size), antialias=True)
@@ -429,17 +428,16 @@ def _augment_fn(kind: str, size: int, flip: bool):
 def _eval_resize(kind: str, size: int):
     """Validation images: ImageNet's short side to size * 256 / 224, aspect kept, and centre crop
     (edgebnn.preprocess), else a plain resize."""
-    import tensorflow as tf
+    import tensorflow as tf  # lazy: loads TensorFlow
 
     if kind == "imagenet":
-        from edgebnn import preprocess
 
         return lambda image: preprocess.imagenet_eval(image, size)
     return lambda image: tf.image.resize(image, (size, size), antialias=True)
 
 
 def _decode_file(path):
-    import tensorflow as tf
+    import tensorflow as tf  # lazy: loads TensorFlow
 
     image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
     image.set_shape((None, None, 3))
@@ -448,7 +446,7 @@ def _decode_file(path):
 
 def _pipeline(images_labels, *, n: int, training: bool, kind: str, size: int, flip: bool, mean, std,
               batch_size: int, seed: int, from_files: bool, drop_remainder: bool):
-    import tensorflow as tf
+    import tensorflow as tf  # lazy: loads TensorFlow
 
     ds = images_labels
     if training:
@@ -474,7 +472,7 @@ def _pipeline(images_labels, *, n: int, training: bool, kind: str, size: int, fl
 
 
 def _split_dataset(split: Split):
-    import tensorflow as tf
+    import tensorflow as tf  # lazy: loads TensorFlow
 
     if split.images is not None:
         return tf.data.Dataset.from_tensor_slices((split.images, split.labels)), False

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 
-from edgebnn import runs
+from edgebnn import data, runs
 from edgebnn.errors import EdgebnnError
+from edgebnn.progress import progress_bar
 
 
 def evaluate(run_or_model: str | os.PathLike, dataset: str | None = None, *, batch_size: int = 128,
@@ -13,10 +14,8 @@ def evaluate(run_or_model: str | os.PathLike, dataset: str | None = None, *, bat
     """``dict(top1, top5, n, dataset, model, checkpoint)`` of a run folder (its own data set and input size by
     default; ``checkpoint``: its best model, the default, or its last) or a saved model (``dataset`` required).
     Accuracies are fractions in [0, 1]."""
-    import tensorflow as tf
+    import tensorflow as tf  # lazy: loads TensorFlow
 
-    from edgebnn import data
-    from edgebnn.progress import progress_bar
 
     model, info = runs.load_model(run_or_model, checkpoint)
     name = dataset or info.get("dataset")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import os
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,14 +52,13 @@ def _sha256(path: Path) -> str:
 
 def load_pretrained(weights: str | os.PathLike) -> Pretrained:
     """The model and facts of a run folder (its best checkpoint) or a saved model file."""
-    from edgebnn.archs import stats
-    from edgebnn.archs.common import padding_of
+    from edgebnn.archs import stats  # lazy: the architectures load TensorFlow and Larq
+    from edgebnn.archs.common import padding_of  # lazy: the architectures load TensorFlow and Larq
 
     model, info = runs.load_model(weights)
     recipe_arch = {}
     if info.get("run_dir"):
         try:
-            import tomllib
 
             recipe_arch = tomllib.loads((Path(weights) / runs.RECIPE).read_text(encoding="utf-8")).get("arch", {})
         except (OSError, ValueError):
@@ -101,9 +101,9 @@ def finetune_recipe(recipe: dict, pretrained: Pretrained, *, epochs: int | None 
 
 
 def _first_conv_filters(model) -> int:
-    import tensorflow as tf
+    import tensorflow as tf  # lazy: loads TensorFlow
 
-    from edgebnn.archs import stats
+    from edgebnn.archs import stats  # lazy: the architectures load TensorFlow and Larq
 
     return next(int(layer.filters) for layer in stats.iter_layers(model) if isinstance(layer, tf.keras.layers.Conv2D))
 
@@ -126,7 +126,6 @@ def load_weights_into(model, pretrained: Pretrained) -> tuple[list[str], str | N
     """Copy ``pretrained``'s weights into ``model`` by layer name; the classifier (the Dense that gives the output)
     is left new when its class count differs. Returns (weights copied, the renewed classifier's name or None);
     an error when any other weight of ``model`` found nothing to copy (another architecture)."""
-    from edgebnn import archs
 
     head = model.layers[-1]
     new_head = None

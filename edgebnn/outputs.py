@@ -61,17 +61,7 @@ def check_new_file(path: str | os.PathLike, what: str, force: bool = False, flag
     return p
 
 
-def check_run_folder(path: str | os.PathLike, what: str = "--out") -> Path:
-    """A new run folder: not a file, not an existing run (continued with --resume, never overwritten), writable."""
-    from edgebnn import runs
 
-    p = Path(path).expanduser()
-    if p.exists() and not p.is_dir():
-        raise EdgebnnError(f"{what} {p} is a file; give a folder for the run")
-    if runs.is_run_dir(p):
-        raise EdgebnnError(f"{what} {p} already holds a run; resume it with --resume {p} or pick another {what}")
-    probe_folder(p, what)
-    return p
 
 
 def check_name_length(path: str | os.PathLike, what: str) -> None:

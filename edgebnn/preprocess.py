@@ -40,7 +40,7 @@ def eval_short_side(size: int) -> int:
 
 def resize_short_side(image, short: int):
     """Resize so that min(h, w) = ``short``, the long side floor(short * long / min(h, w)) (aspect kept)."""
-    import tensorflow as tf
+    import tensorflow as tf  # lazy: loads TensorFlow
 
     h, w = tf.shape(image)[0], tf.shape(image)[1]
     short_orig = tf.minimum(h, w)
@@ -51,7 +51,7 @@ def resize_short_side(image, short: int):
 
 def centre_crop(image, size: int):
     """The centre ``size`` x ``size`` crop, offsets round((h - size) / 2) and round((w - size) / 2)."""
-    import tensorflow as tf
+    import tensorflow as tf  # lazy: loads TensorFlow
 
     h, w = tf.shape(image)[0], tf.shape(image)[1]
     top = tf.cast(tf.round(tf.cast(h - size, tf.float32) / 2.0), tf.int32)
@@ -66,7 +66,7 @@ def imagenet_eval(image, size: int):
 
 def resized_crop_box(height, width, seed, scale=CROP_SCALE, ratio=CROP_RATIO, attempts=CROP_ATTEMPTS):
     """RandomResizedCrop's box ``(top, left, h, w)`` (int32) in an image of ``height`` x ``width``."""
-    import tensorflow as tf
+    import tensorflow as tf  # lazy: loads TensorFlow
 
     s_area, s_ratio, s_place = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
     H, W = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
@@ -88,7 +88,7 @@ def resized_crop_box(height, width, seed, scale=CROP_SCALE, ratio=CROP_RATIO, at
 
 
 def random_resized_crop(image, size: int, seed):
-    import tensorflow as tf
+    import tensorflow as tf  # lazy: loads TensorFlow
 
     top, left, h, w = resized_crop_box(tf.shape(image)[0], tf.shape(image)[1], seed)
     crop = image[top:top + h, left:left + w, :]
@@ -97,7 +97,7 @@ def random_resized_crop(image, size: int, seed):
 
 def lighting_shift(seed, alphastd: float = LIGHTING_STD):
     """The RGB shift of Lighting(alphastd) on the 0..255 scale: 255 V (alpha * lambda), alpha ~ N(0, std^2)."""
-    import tensorflow as tf
+    import tensorflow as tf  # lazy: loads TensorFlow
 
     alpha = tf.random.stateless_normal([3], seed) * alphastd
     return 255.0 * tf.linalg.matvec(tf.constant(PCA_EIGVEC), alpha * tf.constant(PCA_EIGVAL))
@@ -105,14 +105,14 @@ def lighting_shift(seed, alphastd: float = LIGHTING_STD):
 
 def lighting(image, seed, alphastd: float = LIGHTING_STD):
     """AlexNet's PCA lighting noise, one RGB shift for the whole image, clipped to 0..255."""
-    import tensorflow as tf
+    import tensorflow as tf  # lazy: loads TensorFlow
 
     return tf.clip_by_value(image + lighting_shift(seed, alphastd), 0.0, 255.0)
 
 
 def imagenet_train(image, size: int, seed, *, flip: bool = True):
     """Training image: RandomResizedCrop(size, 0.08-1, 3/4-4/3), Lighting(0.1), random horizontal flip."""
-    import tensorflow as tf
+    import tensorflow as tf  # lazy: loads TensorFlow
 
     s_crop, s_light, s_flip = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
     image = lighting(random_resized_crop(image, size, s_crop), s_light)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import sys
 import time
 
+from tqdm.auto import tqdm
+
 QUARTERS_AFTER_S = 10.0  # a bar shorter than this prints only its final line
 
 
@@ -81,7 +83,6 @@ def progress_bar(iterable=None, *, desc: str = "", total: int | None = None, uni
                  enable: bool = True, leave: bool = False, file=None):
     """A tqdm bar on stderr when it is a terminal, :class:`LineProgress` when it is not, or the plain iterable's
     stand-in (tqdm disabled) when ``enable`` is false."""
-    from tqdm.auto import tqdm
 
     file = file or sys.stderr
     if enable and not _is_terminal(file):

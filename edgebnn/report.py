@@ -24,13 +24,18 @@ Writes into ``--out`` (default ``report/``): ``index.html``, ``results.json``,
 from __future__ import annotations
 
 import html
+import io
 import json
+import math
 import os
 import re
+import textwrap
+import tomllib
 from pathlib import Path
 
-from edgebnn import runs
+from edgebnn import archs, runs, store
 from edgebnn.errors import EdgebnnError
+from edgebnn.estimate.estimate import PATHS, error_figures
 from edgebnn.outputs import staged_folder, write_atomic
 
 
@@ -95,7 +100,6 @@ def _run_width(info: dict, run_dir: Path) -> float:
     """A run's width: run.json's (an imported run's), else its recipe's ``arch.width``, else the default, 1."""
     if info.get("width") is not None:
         return float(info["width"])
-    import tomllib
 
     try:
         arch = tomllib.loads((run_dir / runs.RECIPE).read_text(encoding="utf-8")).get("arch", {})
@@ -136,7 +140,6 @@ def _twin_top1(run_index: dict[str, dict], model: str | None, dataset: str | Non
 def _family(model: str | None) -> str:
     if not model:
         return "-"
-    from edgebnn import archs
 
     try:
         return archs.get(model).family
@@ -159,7 +162,6 @@ def latency_from(r: dict) -> str:
     """Where one latency came from, in one line: the board, this host's CPU, or the estimate's own source line."""
     if r["kind"] == "estimate":
         e = r.get("estimate") or {}
-        from edgebnn.estimate.estimate import error_figures
 
         mean, worst, n, what = error_figures(e)
         return e.get("source") or (f"estimated for {r['device']} from {e.get('instructions', 0):.3g} aarch64 "
@@ -248,7 +250,6 @@ def _tell_runs_apart(rows: list[dict]) -> None:
 def collect(db: str | os.PathLike = "results.db", run_roots=("runs",), problems: list[str] | None = None) -> list[dict]:
     """One row per stored latency result, joined with its conversion report, run and twin. A damaged result row
     or run is left out and named, one line each, in ``problems``."""
-    from edgebnn.profile import store
 
     if not Path(db).is_file():
         raise EdgebnnError(f"no results database at {db}: run `edgebnn profile ... --db {db}` first, or pass --db")
@@ -445,7 +446,7 @@ def _panels(rows: list[dict]) -> dict[tuple[str, str], list[dict]]:
 
 def _style(rows: list[dict]):
     """A colour per model and a marker per thread count, the same in every figure."""
-    import matplotlib
+    import matplotlib  # lazy: matplotlib takes a second, only plots need it
 
     cmap = matplotlib.colormaps["tab20" if len({r["model"] for r in rows}) > 10 else "tab10"]
     colours = {m: cmap(i % cmap.N) for i, m in enumerate(sorted({r["model"] for r in rows}))}
@@ -455,7 +456,7 @@ def _style(rows: list[dict]):
 
 def _log_axis(ax, which: str = "x") -> None:
     """A log scale with plain numbers (0.5, 1, 2, 5, 10 ms): one slow outlier does not flatten the rest."""
-    from matplotlib.ticker import FuncFormatter, LogLocator
+    from matplotlib.ticker import FuncFormatter, LogLocator  # lazy: matplotlib takes a second, only plots need it
 
     (ax.set_xscale if which == "x" else ax.set_yscale)("log")
     axis = ax.xaxis if which == "x" else ax.yaxis
@@ -467,10 +468,8 @@ def _log_axis(ax, which: str = "x") -> None:
 def _title(device: str, kind: str, group: list[dict]) -> str:
     """The panel's device and latency kind, then where its figures came from: the machine, or for estimates the
     calibration's leave-one-out error per thread count (each thread count has its own calibration)."""
-    import textwrap
 
     if kind == "estimate":
-        from edgebnn.estimate.estimate import PATHS, error_figures
 
         errors = {r["threads"]: error_figures(r["estimate"]) for r in group if r.get("estimate")}
         paths = sorted({PATHS.get(r["estimate"].get("path", "qemu"), "?") for r in group if r.get("estimate")})
@@ -491,7 +490,7 @@ def _accuracy_label(rows: list[dict]) -> str:
 
 
 def _legend(fig, colours, markers, models, threads, extra) -> None:
-    from matplotlib.lines import Line2D
+    from matplotlib.lines import Line2D  # lazy: matplotlib takes a second, only plots need it
 
     handles = [Line2D([], [], ls="", marker="o", color=colours[m], label=m) for m in models]
     handles += [Line2D([], [], ls="", marker=markers[t], color="0.35", label=f"{t} thread{'s' * (t > 1)}")
@@ -502,8 +501,8 @@ def _legend(fig, colours, markers, models, threads, extra) -> None:
 def plot_accuracy_latency(rows: list[dict], group: list[dict], path: Path) -> None:
     """Top-1 against median latency (log) for one device and latency kind, the Pareto front dashed; baselines
     (no trained accuracy) in a strip below, on the same latency axis."""
-    import matplotlib.pyplot as plt
-    from matplotlib.lines import Line2D
+    import matplotlib.pyplot as plt  # lazy: matplotlib takes a second, only plots need it
+    from matplotlib.lines import Line2D  # lazy: matplotlib takes a second, only plots need it
 
     colours, markers = _style(rows)
     device, kind = group[0]["device"], group[0]["latency_kind"]
@@ -550,7 +549,6 @@ def plot_accuracy_latency(rows: list[dict], group: list[dict], path: Path) -> No
 
 def _save_figure(fig, path: Path) -> None:
     """Render to memory, then write whole into place (never through a link at ``path``)."""
-    import io
 
     buffer = io.BytesIO()
     fig.savefig(buffer, dpi=100, format="png")
@@ -559,9 +557,8 @@ def _save_figure(fig, path: Path) -> None:
 
 def plot_threads(rows: list[dict], path: Path) -> None:
     """Median latency (log) against threads, one panel per device and latency kind."""
-    import math
 
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: matplotlib takes a second, only plots need it
 
     colours, _ = _style(rows)
     panels = _panels(rows) or {("-", "host"): []}
@@ -592,7 +589,7 @@ def plot_threads(rows: list[dict], path: Path) -> None:
 
 
 def plot_op_types(rows: list[dict], path: Path) -> None:
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: matplotlib takes a second, only plots need it
 
     profiled = [r for r in rows if r["op_types"]]
     fig, ax = plt.subplots(figsize=(11, 0.4 * max(4, len(profiled)) + 1.6 if profiled else 1.2))

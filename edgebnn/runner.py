@@ -14,7 +14,9 @@ import os
 import platform
 import sys
 
-import edgebnn  # noqa: F401  (sets TF_USE_LEGACY_KERAS before anything loads TensorFlow)
+from edgebnn.devices import local
+from edgebnn.errors import EdgebnnError
+from edgebnn.machine import host_label
 
 # Flags of lce_benchmark_model: name -> (type, default). Unused ones are accepted and ignored.
 FLAGS = {
@@ -72,9 +74,6 @@ def _line(stats: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from edgebnn.errors import EdgebnnError
-    from edgebnn.machine import host_label
-    from edgebnn.profile import local
 
     try:
         flags, ignored = parse_flags(sys.argv[1:] if argv is None else argv)

@@ -23,7 +23,9 @@ import os
 import time
 from pathlib import Path
 
+from edgebnn import archs
 from edgebnn.errors import EdgebnnError
+from edgebnn.outputs import probe_folder, write_atomic
 
 RUN_INFO = "run.json"
 RECIPE = "recipe.toml"
@@ -62,7 +64,6 @@ def new_run_dir(name: str, out: str | os.PathLike | None = None, root: str | os.
 
 def write_info(run_dir: str | os.PathLike, info: dict) -> None:
     """Write ``run.json`` atomically (a crash leaves the old file or the new one, never half of one)."""
-    from edgebnn.outputs import write_atomic
 
     write_atomic(Path(run_dir) / RUN_INFO, json.dumps(info, indent=2, default=_jsonable) + "\n", "run.json")
 
@@ -97,15 +98,15 @@ def _jsonable(value):
 
 def custom_objects() -> dict:
     """Everything a saved edgebnn model needs to reload: Larq's objects and edgebnn's own layers."""
-    import larq  # noqa: F401  (importing larq registers its layers, quantizers and constraints)
+    # lazy: Larq loads TensorFlow; importing it registers its layers, quantizers and constraints
+    import larq  # noqa: F401
 
-    from edgebnn import archs
 
     return archs.custom_objects()
 
 
 def _load_keras(path: Path):
-    import tensorflow as tf
+    import tensorflow as tf  # lazy: loads TensorFlow
 
     try:
         return tf.keras.models.load_model(path, custom_objects=custom_objects(), compile=False)
@@ -184,3 +185,15 @@ def load_model(path: str | os.PathLike, checkpoint: str | None = None):
         "std": None,
         "model_file": str(file),
     }
+
+
+def check_run_folder(path: str | os.PathLike, what: str = "--out") -> Path:
+    """A new run folder: not a file, not an existing run (continued with --resume, never overwritten), writable."""
+
+    p = Path(path).expanduser()
+    if p.exists() and not p.is_dir():
+        raise EdgebnnError(f"{what} {p} is a file; give a folder for the run")
+    if is_run_dir(p):
+        raise EdgebnnError(f"{what} {p} already holds a run; resume it with --resume {p} or pick another {what}")
+    probe_folder(p, what)
+    return p

@@ -27,19 +27,25 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import os
 import shutil
 import tempfile
 import time
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgebnn import finetune, runs
+from edgebnn import archs, data, finetune, runs
 from edgebnn import recipe as recipes
 from edgebnn.errors import EdgebnnError
+from edgebnn.machine import host_label
 from edgebnn.outputs import write_atomic
+from edgebnn.progress import progress_bar
+from edgebnn.runlock import RunLock
+from edgebnn.runs import check_run_folder
 
 METRIC_FIELDS = ("epoch", "step", "loss", "top1", "top5", "val_loss", "val_top1", "val_top5", "lr", "seconds")
 STRATEGIES = ("default", "mirrored", "multiworker")
@@ -54,7 +60,7 @@ def learning_rate(kind: str, base: float, total_steps: int, *, steps_per_epoch: 
     """A Keras schedule of the step counter t of T: linear to 0, lr (1 - t/T); cosine to 0,
     lr (1 + cos(pi t/T)) / 2; constant; multistep, lr 0.1^m with m the ``milestones`` (epochs) already completed
     (PyTorch's MultiStepLR stepped after each epoch; the bnn library steps it before, one epoch earlier)."""
-    import tensorflow as tf
+    import tensorflow as tf  # lazy: loads TensorFlow
 
     class Schedule(tf.keras.optimizers.schedules.LearningRateSchedule):
         def __call__(self, step):
@@ -77,7 +83,7 @@ def learning_rate(kind: str, base: float, total_steps: int, *, steps_per_epoch: 
 
 
 def make_optimizer(step: dict, schedule):
-    import tensorflow as tf
+    import tensorflow as tf  # lazy: loads TensorFlow
 
     if step["optimizer"] == "sgd":
         return tf.keras.optimizers.legacy.SGD(schedule, momentum=step["momentum"])
@@ -110,7 +116,7 @@ def apply_weight_decay(grads, variables, decay_vars, wd: float, lr_t, *, decoupl
 
 def classification_loss(labels, logits, num_classes: int, smoothing: float):
     """Cross-entropy against smoothed one-hot targets, (1 - e) onehot(y) + e / K, averaged over the batch."""
-    import tensorflow as tf
+    import tensorflow as tf  # lazy: loads TensorFlow
 
     return tf.reduce_mean(tf.keras.losses.categorical_crossentropy(
         tf.one_hot(labels, num_classes), logits, from_logits=True, label_smoothing=smoothing))
@@ -118,7 +124,7 @@ def classification_loss(labels, logits, num_classes: int, smoothing: float):
 
 def _sync_batchnorm(model):
     """The same model with every BatchNormalization synchronised across replicas."""
-    import tensorflow as tf
+    import tensorflow as tf  # lazy: loads TensorFlow
 
     def clone(layer):
         config = layer.get_config()
@@ -131,7 +137,6 @@ def _sync_batchnorm(model):
 
 def build_model(recipe: dict, step: dict, input_shape, num_classes: int):
     """The recipe's architecture with the step's binarization (``real = true``: both off)."""
-    from edgebnn import archs
 
     kw = {k: v for k, v in recipe["arch"].items() if v is not None and k not in ("input_shape", "num_classes")}
     try:
@@ -150,7 +155,6 @@ def _one_line(err: BaseException) -> str:
 
 
 def check_model_name(name: str) -> None:
-    from edgebnn import archs
 
     if name not in archs.names():
         raise EdgebnnError(f"unknown model {name!r} in the recipe; registered: {', '.join(archs.names())}")
@@ -158,7 +162,7 @@ def check_model_name(name: str) -> None:
 
 def make_strategy(name: str | None):
     """``default`` (one device), ``mirrored`` (all local devices) or ``multiworker`` (TF_CONFIG)."""
-    import tensorflow as tf
+    import tensorflow as tf  # lazy: loads TensorFlow
 
     name = name or "default"
     if name not in STRATEGIES:
@@ -220,7 +224,6 @@ def resolve_teacher(spec: str, recipe: dict, run_dir: Path | None, *, dataset: s
                     seed: int, strategy_name: str | None, progress: bool, verbose: bool):
     """The teacher model: a run folder or saved model, or a registered model trained first (in the run folder's
     ``teacher-NAME/``, reused or resumed when already there)."""
-    from edgebnn import archs
 
     path = Path(spec)
     if path.exists():
@@ -253,7 +256,6 @@ def resolve_teacher(spec: str, recipe: dict, run_dir: Path | None, *, dataset: s
 def _chief_by_tf_config(strategy: str | None) -> bool:
     """Whether this process writes the run folder, known before TensorFlow loads: always, except a multiworker
     worker that TF_CONFIG names neither chief nor worker 0."""
-    import json
 
     if strategy != "multiworker":
         return True
@@ -268,7 +270,7 @@ def resume_point(run_dir: Path, epochs_done: int | None = None) -> tuple[int, in
     """(recipe step index, epochs done overall, checkpoint path) from ``checkpoints/last``; (0, 0, None) when the
     run finished no epoch. A checkpoint that is missing while ``run.json`` counts finished epochs, or that cannot be
     read to its last byte, is refused: resuming must never silently start again at epoch 0."""
-    import tensorflow as tf
+    import tensorflow as tf  # lazy: loads TensorFlow
 
     last = run_dir / runs.CHECKPOINTS / "last"
     done = runs.read_info(run_dir).get("epochs_done", 0) if epochs_done is None else epochs_done
@@ -299,8 +301,6 @@ def train(name_or_path: str | None = None, *, dataset: str | None = None, epochs
     """Train a recipe (registry name or ``.toml`` path) or resume the run folder ``resume``; returns the run
     folder. ``weights``: fine-tune from a run folder or saved model instead (:mod:`edgebnn.finetune`). See the
     module docstring for what it writes."""
-    import edgebnn  # noqa: F401  (Keras 2 before TensorFlow)
-    from edgebnn.runlock import RunLock
 
     lock, pretrained = None, None
     if resume is not None:
@@ -315,7 +315,6 @@ def train(name_or_path: str | None = None, *, dataset: str | None = None, epochs
         path = run_dir / runs.RECIPE
         if not path.is_file():
             raise EdgebnnError(f"{run_dir} has no {runs.RECIPE}; it cannot be resumed")
-        import tomllib
 
         try:
             raw = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -347,7 +346,6 @@ def train(name_or_path: str | None = None, *, dataset: str | None = None, epochs
         if seed < 0 or seed >= 2**32:
             raise EdgebnnError(f"--seed must be from 0 to {2**32 - 1}, got {seed}")
         if out is not None and _chief_by_tf_config(strategy):
-            from edgebnn.outputs import check_run_folder
 
             check_run_folder(out)  # a file, an existing run or a read-only place fails now, not after training
         recipe = recipes.load(name_or_path, dataset=dataset, sets=list(sets), epochs=epochs,
@@ -400,9 +398,8 @@ class _Trainer:
 
     # ------------------------------------------------------------------------------------ set-up
     def run(self) -> Path:
-        import tensorflow as tf
+        import tensorflow as tf  # lazy: loads TensorFlow
 
-        from edgebnn import data
 
         recipe = self.recipe
         tf.get_logger().setLevel("ERROR")  # AutoGraph's notes about Larq's QuantizedVariable are noise
@@ -422,7 +419,6 @@ class _Trainer:
         self.drop_remainder = self.strategy_name != "default"
         probe = data.load(recipe["dataset"], batch_size=recipe["steps"][0]["batch_size"], **self.data_kw)
         self.input_shape, self.num_classes = probe.input_shape, probe.num_classes
-        from edgebnn import archs
 
         archs.check_size(recipe["model"], self.input_shape, self.num_classes,  # before the run folder is made
                          float(recipe["arch"].get("width") or 1.0))
@@ -430,7 +426,6 @@ class _Trainer:
         if self.run_dir is None:
             name = recipe["model"] + ("-real" if recipe["real"] else "")
             if self.chief:
-                from edgebnn.runlock import RunLock
 
                 self.run_dir = runs.new_run_dir(name, self.out, root=self.runs_root)
                 self.lock = RunLock(self.run_dir)  # a --resume of this run while it trains is refused
@@ -443,7 +438,6 @@ class _Trainer:
             info.pop("failure", None)
             runs.write_info(self.run_dir, {**info, "status": "running"})
         if not self.resuming and self.chief:
-            from edgebnn.machine import host_label
 
             write_atomic(self.run_dir / runs.RECIPE, recipes.dumps({k: v for k, v in recipe.items()
                                                                     if k != "source"}), "--out")
@@ -496,7 +490,7 @@ class _Trainer:
         return resume_point(self.run_dir)
 
     def _train_steps(self) -> None:
-        import tensorflow as tf
+        import tensorflow as tf  # lazy: loads TensorFlow
 
         recipe = self.recipe
         start_step, epochs_done, ckpt_path = self._resume_point() if self.resuming else (0, 0, None)
@@ -540,7 +534,7 @@ class _Trainer:
     # --------------------------------------------------------------------------------- one step
     def _train_step(self, index, step, first_epoch, epochs_done, ckpt_path, previous, teacher):
         """One recipe step: set it up, train its remaining epochs, keep its final weights if a step follows."""
-        import tensorflow as tf
+        import tensorflow as tf  # lazy: loads TensorFlow
 
         s = self._set_up_step(index, step, first_epoch, ckpt_path, previous, teacher)
         train_batch, eval_batch = self._step_functions(s)
@@ -552,9 +546,8 @@ class _Trainer:
     def _set_up_step(self, index, step, first_epoch, ckpt_path, previous, teacher) -> _Step:
         """The step's data, schedule, model, optimizer and checkpoints; restored from ``ckpt_path``, else weights
         carried over by layer name from ``previous`` when the step asks for it."""
-        import tensorflow as tf
+        import tensorflow as tf  # lazy: loads TensorFlow
 
-        from edgebnn import archs, data
 
         ds = data.load(self.recipe["dataset"], batch_size=step["batch_size"], **self.data_kw)
         steps_per_epoch = ds.num_train // step["batch_size"] if self.drop_remainder \
@@ -596,7 +589,7 @@ class _Trainer:
         """The chief's header line for the step (and the model summary with ``--summary``)."""
         if not (self.chief and self.verbose):
             return
-        import larq
+        import larq  # lazy: Larq loads TensorFlow
 
         recipe, step = self.recipe, s.spec
         print(f"== {recipe['model']}{' (real-valued twin)' if recipe['real'] else ''} | step "
@@ -611,9 +604,8 @@ class _Trainer:
     def _step_functions(self, s: _Step):
         """The compiled ``train_batch(iterator)`` (one distributed optimizer step; sums of loss n, top-1, top-5
         hits and n over the replicas) and ``eval_batch(x, y)`` (the same sums, on one replica)."""
-        import tensorflow as tf
+        import tensorflow as tf  # lazy: loads TensorFlow
 
-        from edgebnn import archs
 
         step, strategy = s.spec, self.strategy
         model, optimizer, schedule, teacher = s.model, s.optimizer, s.schedule, s.teacher
@@ -661,7 +653,6 @@ class _Trainer:
     # -------------------------------------------------------------------------------- the epochs
     def _run_epochs(self, s: _Step, train_batch, eval_batch, epochs_done: int) -> None:
         """Train and evaluate the step's epochs after ``epochs_done`` (overall), each ending in ``_end_epoch``."""
-        from edgebnn import archs
 
         step = s.spec
         # With replicas, training drops the last partial batch (equal shares per replica); validation runs on
@@ -690,9 +681,8 @@ class _Trainer:
     def _train_epoch(self, s: _Step, train_batch, train_ds, epoch: int) -> list[float]:
         """One pass over the training data with a progress bar; the sums of loss n, top-1, top-5 and n. A loss
         that is not finite stops the run (``Diverged``), naming the last good checkpoint."""
-        import tensorflow as tf
+        import tensorflow as tf  # lazy: loads TensorFlow
 
-        from edgebnn.progress import progress_bar
 
         sums = [0.0, 0.0, 0.0, 0.0]
         iterator = iter(train_ds)
@@ -716,7 +706,7 @@ class _Trainer:
     def _end_epoch(self, s: _Step, row: dict) -> None:
         """Log the epoch's row (rounded to 6 decimals), then write, in this order: metrics.csv, ``checkpoints/last``
         (and ``best`` when validation top-1 improved), run.json. Only the chief writes the run folder."""
-        import tensorflow as tf
+        import tensorflow as tf  # lazy: loads TensorFlow
 
         epoch, lr_now, seconds = row["epoch"], row["lr"], row["seconds"]
         row = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in row.items()}
@@ -744,7 +734,7 @@ class _Trainer:
     def _finish(self, model) -> None:
         """Save the last epoch's model as ``model-last.keras``, then the best epoch's (validation top-1, last
         recipe step: ``checkpoints/best``) as ``model.keras``, and say in run.json which is which."""
-        import tensorflow as tf
+        import tensorflow as tf  # lazy: loads TensorFlow
 
         if model is None:
             return

@@ -10,10 +10,10 @@ import edgebnn  # noqa: F401  (neither sys nor pytest imports TensorFlow)
 
 @pytest.fixture(scope="session")
 def arm64_board():
-    """An aarch64 Debian 12 userland with its own sshd on 127.0.0.1 (edgebnn.profile.testing_arm64): built once into
+    """An aarch64 Debian 12 userland with its own sshd on 127.0.0.1 (arm64_userland): built once into
     the cache folder, started for the session, stopped with every process it started; skipped with the reason when
     it cannot be built or started here (not root, no Debian archive, no qemu-user-static)."""
-    from edgebnn.profile.testing_arm64 import Arm64Sshd, Arm64Unavailable, build_rootfs
+    from arm64_userland import Arm64Sshd, Arm64Unavailable, build_rootfs
 
     try:
         board = Arm64Sshd(build_rootfs(log=lambda msg: print(msg, file=sys.stderr, flush=True))).start()

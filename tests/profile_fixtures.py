@@ -34,8 +34,7 @@ def started_sshd(root):
     import subprocess
 
     import pytest
-
-    from edgebnn.profile.testing_sshd import LoopbackSshd, SshdUnavailable
+    from loopback_sshd import LoopbackSshd, SshdUnavailable
 
     server = LoopbackSshd(root)
     try:

@@ -18,7 +18,7 @@ from edgebnn import convert as conv
 from edgebnn.archs import stats
 from edgebnn.cli import main
 from edgebnn.convert import on_device
-from edgebnn.profile.execute import open_runner
+from edgebnn.devices.execute import open_runner
 
 pytestmark = pytest.mark.slow
 

@@ -132,7 +132,7 @@ def test_recipe_prints_a_file_that_trains_as_the_registered_name(tmp_path):
 def test_profiled_rows_are_named_by_the_run_and_model_in_the_metadata(tmp_path):
     from profile_fixtures import tiny_tflite
 
-    from edgebnn.convert import embed_metadata
+    from edgebnn.tflite.describe import embed_metadata
 
     plain = tiny_tflite().read_bytes()
     files = {}
@@ -164,7 +164,7 @@ def test_profiled_rows_are_named_by_the_run_and_model_in_the_metadata(tmp_path):
 def test_reading_the_metadata_does_not_import_tensorflow(tmp_path):
     from profile_fixtures import tiny_tflite
 
-    from edgebnn.convert import embed_metadata
+    from edgebnn.tflite.describe import embed_metadata
 
     path = tmp_path / "m.tflite"
     path.write_bytes(embed_metadata(tiny_tflite().read_bytes(), {"model": "bireal-18", "name": "run", "n": [1, 2]}))
@@ -245,7 +245,7 @@ def test_model_keras_is_the_best_epoch_and_the_last_is_kept(tmp_path, monkeypatc
 
 @pytest.mark.slow
 def test_convert_of_the_last_checkpoint_says_so_and_prints_the_next_command(tiny_run):
-    from edgebnn.convert import read_metadata
+    from edgebnn.tflite.describe import read_metadata
 
     run, _ = tiny_run
     proc = subprocess.run([EDGEBNN, "convert", str(run), "--checkpoint", "last", "--check-samples", "20"],

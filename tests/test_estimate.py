@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 from profile_fixtures import tiny_tflite
 
+from edgebnn.devices import qemu
 from edgebnn.errors import EdgebnnError
-from edgebnn.estimate import boards, calibration, counting, emulated, fit, qemu
+from edgebnn.estimate import boards, calibration, counting, emulated, fit
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNNER = Path(os.environ.get("LCE_RUNNER_AARCH64") or ROOT.parent / "shared" / "lce" / "lce_benchmark_model_aarch64")
@@ -54,7 +55,7 @@ def test_counts_are_deterministic_and_per_op_sums_match(small_counts):
     assert all(o["instructions"] > 0.2 * a["instructions"] for o in bconvs)  # the costly layers
     assert all(isinstance(o["index"], int) and o["name"] for o in bconvs)
     # every XNNPACK operator named by the flatbuffer op it ran: together, each op the interpreter did not run once
-    from edgebnn.convert.flatbuffer import read_ops
+    from edgebnn.tflite.describe import read_ops
 
     flat = read_ops(small_tflite().read_bytes())
     delegated = [o for o in a["ops"] if "delegate" in o]
@@ -70,7 +71,7 @@ def test_counts_are_deterministic_and_per_op_sums_match(small_counts):
 @needs_runner
 @pytest.mark.slow
 def test_runner_op_profile_is_parsed():
-    from edgebnn.profile.parse import parse
+    from edgebnn.devices.parse import parse
 
     args = [f"--graph={tiny_tflite()}", "--num_threads=1", "--num_runs=2", "--warmup_runs=0",
             "--warmup_min_secs=0", "--min_secs=0", "--enable_op_profiling=true"]
@@ -84,7 +85,7 @@ def test_runner_op_profile_is_parsed():
 
 
 def emulated_run(args):
-    from edgebnn.estimate import run_emulated
+    from edgebnn.devices.qemu import run_emulated
 
     return run_emulated(RUNNER, args, timeout=300)
 
@@ -99,7 +100,7 @@ def test_run_emulated_moves_files_in_and_out(tmp_path):
 
 
 def emulated_run_files(model):
-    from edgebnn.estimate import run_emulated
+    from edgebnn.devices.qemu import run_emulated
 
     return run_emulated(RUNNER, ["--graph=m.tflite", "--num_runs=1", "--warmup_runs=0", "--min_secs=0",
                                  "--warmup_min_secs=0", "--output_filepath=out.bin"],

@@ -13,8 +13,8 @@ from click.testing import CliRunner
 from profile_fixtures import tiny_tflite
 
 from edgebnn.cli import main
-from edgebnn.convert.flatbuffer import read_ops
 from edgebnn.estimate import budget, calibration, counting, emulated, estimate, fast
+from edgebnn.tflite.describe import read_ops
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNNER = Path(os.environ.get("LCE_RUNNER_AARCH64") or ROOT.parent / "shared" / "lce" / "lce_benchmark_model_aarch64")

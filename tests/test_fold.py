@@ -8,8 +8,8 @@ from model_helpers import randomise_parameters
 
 import edgebnn  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from edgebnn import archs
-from edgebnn.convert.flatbuffer import histogram_of, read_ops
 from edgebnn.convert.fold import deployment_model
+from edgebnn.tflite.describe import histogram_of, read_ops
 
 
 def _built(name, size=32, seed=0):

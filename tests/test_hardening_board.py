@@ -17,8 +17,8 @@ import pytest
 from profile_fixtures import shell_script, started_sshd, tiny_tflite
 
 import edgebnn  # noqa: F401
-from edgebnn.profile import store
-from edgebnn.profile.local import sha256
+from edgebnn import store
+from edgebnn.devices.local import sha256
 
 pytestmark = [pytest.mark.ssh, pytest.mark.slow]
 EDGEBNN = str(Path(sys.executable).with_name("edgebnn"))

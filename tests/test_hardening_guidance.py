@@ -12,10 +12,10 @@ from click.testing import CliRunner
 from profile_fixtures import started_sshd, tiny_tflite
 
 import edgebnn  # noqa: F401
+from edgebnn import store
 from edgebnn.cli import main
+from edgebnn.devices.ssh import Connection, parse_url
 from edgebnn.errors import EdgebnnError
-from edgebnn.profile import store
-from edgebnn.profile.ssh import Connection, parse_url
 
 
 def test_ipv6_urls_round_trip_and_reach_ssh():

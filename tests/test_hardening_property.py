@@ -16,8 +16,8 @@ from profile_fixtures import tiny_tflite
 import edgebnn  # noqa: F401
 from edgebnn import recipe as recipes
 from edgebnn.cli import main
+from edgebnn.devices import config as devices
 from edgebnn.errors import EdgebnnError
-from edgebnn.profile import devices
 
 SETTINGS = dict(deadline=None, suppress_health_check=list(HealthCheck), derandomize=True, database=None)
 RECIPE = recipes.text("bireal-18").encode()
@@ -65,7 +65,7 @@ def model_bytes():
 
 @pytest.mark.slow
 def test_no_tflite_bytes_crash_profile_or_read_ops(model_bytes, tmp_path_factory):
-    from edgebnn.convert.flatbuffer import read_ops
+    from edgebnn.tflite.describe import read_ops
 
     folder = tmp_path_factory.mktemp("tflite")
     seen = {"refused": 0, "read": 0}

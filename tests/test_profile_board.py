@@ -4,10 +4,11 @@ import pytest
 
 import edgebnn  # noqa: F401
 from edgebnn import targets
+from edgebnn.devices import board
+from edgebnn.devices import config as devices
+from edgebnn.devices.remote import pick_target, runner_spec
+from edgebnn.devices.ssh import SshTarget, explain_failure, parse_url
 from edgebnn.errors import EdgebnnError
-from edgebnn.profile import board, devices
-from edgebnn.profile.remote import pick_target, runner_spec
-from edgebnn.profile.ssh import SshTarget, explain_failure, parse_url
 
 
 def _pi(machine="aarch64", long_bit=64, glibc="glibc 2.36", governor="ondemand", throttled="throttled=0x0",

@@ -8,11 +8,13 @@ from click.testing import CliRunner
 from profile_fixtures import tiny_tflite
 
 import edgebnn  # noqa: F401
+from edgebnn import store
 from edgebnn.cli import main
+from edgebnn.devices import local
+from edgebnn.devices.parse import parse
 from edgebnn.errors import EdgebnnError
 from edgebnn.machine import host_label
-from edgebnn.profile import local, profile, store
-from edgebnn.profile.parse import parse
+from edgebnn.profile import profile
 from edgebnn.runner import parse_flags
 
 pytestmark = pytest.mark.slow  # converts one model (about 10 s) per session

@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import edgebnn  # noqa: F401
+from edgebnn.devices.parse import op_totals, parse
 from edgebnn.errors import EdgebnnError
-from edgebnn.profile.parse import op_totals, parse
 
 HEAD = """STARTING!
 Graph: [model.tflite]

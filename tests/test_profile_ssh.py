@@ -11,14 +11,15 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from loopback_sshd import ALIAS, LoopbackSshd, SshdUnavailable
 from profile_fixtures import tiny_tflite
 
 import edgebnn  # noqa: F401
+from edgebnn import store
 from edgebnn.cli import main
+from edgebnn.devices.local import sha256
 from edgebnn.errors import EdgebnnError
-from edgebnn.profile import check_device, profile, store
-from edgebnn.profile.local import sha256
-from edgebnn.profile.testing_sshd import ALIAS, LoopbackSshd, SshdUnavailable
+from edgebnn.profile import check_device, profile
 
 pytestmark = [pytest.mark.ssh, pytest.mark.slow]
 
@@ -323,9 +324,9 @@ def test_aarch64_runner_uploaded_sha256_checked_op_profile_parsed_work_dir_remov
     from arm64_helpers import aarch64_runner, tiny_32
     from test_profile_parse import assert_totals_match_summary
 
-    from edgebnn.profile.devices import resolve
-    from edgebnn.profile.parse import op_totals
-    from edgebnn.profile.remote import BoardSession
+    from edgebnn.devices.config import resolve
+    from edgebnn.devices.parse import op_totals
+    from edgebnn.devices.remote import BoardSession
 
     runner, model = aarch64_runner(), tiny_32()
     before = arm64_board.workdirs()

@@ -5,8 +5,8 @@ import sqlite3
 import pytest
 
 import edgebnn  # noqa: F401
+from edgebnn import store
 from edgebnn.errors import EdgebnnError
-from edgebnn.profile import store
 
 
 def _result(**kw):

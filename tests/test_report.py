@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from edgebnn import report, runs
+from edgebnn import report, runs, store
 from edgebnn.cli import main
-from edgebnn.profile import store
 
 CHROMIUM = "/usr/bin/chromium"
 HOST = "x86_64 Test CPU, 2 cores"

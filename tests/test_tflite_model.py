@@ -1,4 +1,4 @@
-"""One reader of TFLite flatbuffers (edgebnn.tflite_model): the schema check and the op, tensor and metadata readers
+"""One reader of TFLite flatbuffers (edgebnn.tflite.fields): the schema check and the op, tensor and metadata readers
 see a real converted model alike, and refuse the same broken copies of it, in one line."""
 
 import struct
@@ -7,9 +7,9 @@ import pytest
 from profile_fixtures import tiny_tflite
 
 import edgebnn  # noqa: F401
-from edgebnn import tflite_file, tflite_model
-from edgebnn.convert.flatbuffer import embed_metadata, histogram_of, io_tensors, read_metadata, read_ops
+from edgebnn import tflite
 from edgebnn.errors import EdgebnnError
+from edgebnn.tflite.describe import embed_metadata, histogram_of, io_tensors, read_metadata, read_ops
 
 pytestmark = pytest.mark.slow  # converts one model (about 10 s) per session
 
@@ -22,8 +22,8 @@ def data():
 def _refused_by_all(bad: bytes, why: str) -> None:
     """The schema check, read_ops and io_tensors refuse ``bad`` in one line naming ``why``; read_metadata raises
     ValueError (what its callers catch)."""
-    assert why in tflite_file.problem(bad)
-    for reader in (read_ops, io_tensors, tflite_file.check):
+    assert why in tflite.problem(bad)
+    for reader in (read_ops, io_tensors, tflite.check):
         with pytest.raises(EdgebnnError, match="is not a valid TFLite flatbuffer") as err:
             reader(bad)
         assert "\n" not in str(err.value) and why in str(err.value)
@@ -32,7 +32,7 @@ def _refused_by_all(bad: bytes, why: str) -> None:
 
 
 def test_the_check_and_the_readers_see_one_model(data):
-    model = tflite_file.check(data)
+    model = tflite.check(data)
     ops, graph = read_ops(data), model.subgraphs[0]
     assert [op["type"] for op in ops] == ["CONV_2D", "LceQuantize", "LceBconv2d", "LceBconv2d", "MEAN",
                                           "FULLY_CONNECTED"]
@@ -48,7 +48,7 @@ def test_the_check_and_the_readers_see_one_model(data):
 
 def test_metadata_that_is_json_but_not_an_object_is_a_value_error(data, tmp_path):
     """A list where edgebnn writes an object: read_metadata says so, and profile names the file by its stem."""
-    from edgebnn.profile import model_name
+    from edgebnn.tflite.describe import model_name
 
     listed = embed_metadata(data, [1, 2])
     with pytest.raises(ValueError, match="JSON but not an object"):
@@ -59,7 +59,7 @@ def test_metadata_that_is_json_but_not_an_object_is_a_value_error(data, tmp_path
 def test_every_truncation_is_refused_by_all_readers(data):
     for n in [*range(0, len(data), 13), len(data) - 1]:
         bad = data[:n]
-        assert tflite_file.problem(bad), n
+        assert tflite.problem(bad), n
         with pytest.raises(EdgebnnError):
             read_ops(bad)
         with pytest.raises(ValueError):  # never struct.error or IndexError, which its callers do not catch
@@ -90,12 +90,12 @@ def test_offsets_the_generated_schema_reads_past_are_refused(data):
 
 def test_metadata_naming_a_missing_buffer_is_refused(data):
     tagged = embed_metadata(data, {"model": "bireal-18"})
-    r = tflite_model._Reader(tagged)
+    r = tflite.fields._Reader(tagged)
     entry = r.tables(r.table(struct.unpack_from("<I", tagged, 0)[0]), 6)[-1]  # Model.metadata, the last entry
     at = r.field(entry, 1)  # Metadata.buffer
     bad = tagged[:at] + struct.pack("<I", 999) + tagged[at + 4:]
-    n_buffers = len(tflite_file.check(tagged).buffers)
-    assert tflite_file.problem(bad) == f"metadata 'edgebnn' names buffer 999 of {n_buffers}"
+    n_buffers = len(tflite.check(tagged).buffers)
+    assert tflite.problem(bad) == f"metadata 'edgebnn' names buffer 999 of {n_buffers}"
     with pytest.raises(ValueError, match=f"buffer 999 of {n_buffers}"):
         read_metadata(bad)
 
@@ -104,12 +104,12 @@ def test_a_bad_offset_in_tables_the_reader_does_not_model_is_refused(data):
     """Operator options, quantization and the like are read by TensorFlow's generated schema inside the check, so
     an options table past the end is refused too (of 80 bit-flipped copies of this model refused only there, 53
     crashed LCE's interpreter when run in a child)."""
-    r = tflite_model._Reader(data)
+    r = tflite.fields._Reader(data)
     graph = r.tables(r.table(struct.unpack_from("<I", data, 0)[0]), 2)[0]
     conv = r.tables(graph, 3)[0]  # CONV_2D, with Conv2DOptions
     at = r.field(conv, 4)  # Operator.builtin_options
     bad = data[:at] + struct.pack("<I", len(data)) + data[at + 4:]
-    assert at and tflite_model.parse(bad).subgraphs[0].operators[0].opcode == 0  # the fields it models still hold
-    assert tflite_file.problem(bad) == "the flatbuffer cannot be read: an offset past the end"
+    assert at and tflite.fields.parse(bad).subgraphs[0].operators[0].opcode == 0  # the fields it models still hold
+    assert tflite.problem(bad) == "the flatbuffer cannot be read: an offset past the end"
     with pytest.raises(EdgebnnError, match="cannot be read: an offset past the end"):
         read_ops(bad)

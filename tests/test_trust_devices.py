@@ -19,10 +19,11 @@ from arm64_helpers import aarch64_runner
 from profile_fixtures import started_sshd, tiny_tflite
 
 import edgebnn  # noqa: F401
+from edgebnn.devices import config as devices
+from edgebnn.devices import scratch
+from edgebnn.devices.remote import OWNER_HOST, kill_script, own_session
+from edgebnn.devices.ssh import parse_url
 from edgebnn.errors import EdgebnnError
-from edgebnn.profile import cleanup, devices
-from edgebnn.profile.remote import OWNER_HOST, kill_script, own_session
-from edgebnn.profile.ssh import parse_url
 
 EDGEBNN = str(Path(sys.executable).with_name("edgebnn"))
 
@@ -293,7 +294,7 @@ def test_sigkill_of_a_host_profile_leaves_no_benchmark_child(tmp_path):
     deadline = time.monotonic() + 120
     bench = []
     while not bench and time.monotonic() < deadline and proc.poll() is None:
-        bench = [pid for pid, args in _children(proc.pid) if "edgebnn.profile.local" in args]
+        bench = [pid for pid, args in _children(proc.pid) if "edgebnn.devices.local" in args]
         time.sleep(0.05)
     assert bench, proc.communicate()
     proc.kill()
@@ -309,7 +310,7 @@ def test_the_next_run_removes_a_dead_runs_scratch_folders_and_keeps_a_live_ones(
     (dead / "model.tflite").write_bytes(b"x")
     live = Path(tempfile.mkdtemp(prefix=f"edgebnn-count-p{os.getpid()}-"))
     try:
-        with cleanup.owned_tempdir("qemu") as tmp:
+        with scratch.owned_tempdir("qemu") as tmp:
             assert Path(tmp).name.startswith(f"edgebnn-qemu-p{os.getpid()}-")
             assert not dead.exists() and live.is_dir()
     finally:
@@ -405,7 +406,7 @@ def test_a_read_only_cache_builds_the_plugin_in_a_private_temp_folder_or_says_wh
 
 
 def test_die_with_parent_arms_the_signal_in_the_child():
-    arm = cleanup.die_with_parent()
+    arm = scratch.die_with_parent()
     assert arm is not None  # Linux
     child = subprocess.run([sys.executable, "-c", "import ctypes, signal; s = ctypes.c_int(); "
                             "ctypes.CDLL(None).prctl(2, ctypes.byref(s), 0, 0, 0); print(s.value)"],

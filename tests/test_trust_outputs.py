@@ -176,7 +176,7 @@ def test_report_full_at_its_last_file_leaves_the_old_report_as_it_was(tmp_path, 
 # ------------------------------------------------------------------------------------------ silent wrong results
 def test_the_flatbuffer_names_its_run_by_absolute_path(tiny_keras, tmp_path, monkeypatch):
     """Converted from a relative path, then read from another folder: the run is still found."""
-    from edgebnn.convert.flatbuffer import read_metadata
+    from edgebnn.tflite.describe import read_metadata
 
     run = tmp_path / "work" / "runs" / "tiny-run"
     run.mkdir(parents=True)
@@ -291,7 +291,8 @@ Inference timings in us: Init: 2100, First inference: 2100, Warmup (avg): 2030, 
 
 
 def test_negative_timings_are_never_stored(tmp_path):
-    from edgebnn.profile import parse, store
+    from edgebnn import store
+    from edgebnn.devices import parse
 
     assert parse.parse(RUNNER_OUTPUT.format(min=1990))["runs"]["min_us"] == 1990
     with pytest.raises(EdgebnnError, match="min_us=-5.0, not a time"):
@@ -314,7 +315,7 @@ def test_negative_timings_are_never_stored(tmp_path):
 def test_a_sweep_measures_the_valid_models_and_names_the_invalid_one(tmp_path):
     from profile_fixtures import tiny_tflite
 
-    from edgebnn.profile import store
+    from edgebnn import store
 
     good = tiny_tflite()
     bad = tmp_path / "bad.tflite"

@@ -188,7 +188,7 @@ def build(name: str, input_shape=None, num_classes: int | None = None, width: fl
     if padding not in PADDINGS:
         raise EdgebnnError(f"unknown padding convention {padding!r}; choose one of {', '.join(PADDINGS)}")
     check_size(name, input_shape, num_classes, width)
-    from edgebnn.archs.common import Binarization, padding_convention
+    from edgebnn.archs.common import Binarization, padding_convention  # lazy: loads TensorFlow and Larq
 
     if v.family != "resnet":
         kwargs["mode"] = Binarization(binary_weights and v.binary, binary_activations and v.binary)
@@ -218,7 +218,7 @@ def facts(name: str, input_shape=None, num_classes: int | None = None, width: fl
 
 def describe(name: str, input_shape=None, num_classes: int | None = None, width: float = 1.0) -> dict:
     """One variant as a record: its registry facts and the counts of the built model (``stats.model_stats``)."""
-    from edgebnn.archs import stats
+    from edgebnn.archs import stats  # lazy: the architectures load TensorFlow and Larq
 
     model = build(name, input_shape, num_classes, width)
     return {**facts(name, model.input_shape[1:], model.output_shape[-1], width),
@@ -227,9 +227,9 @@ def describe(name: str, input_shape=None, num_classes: int | None = None, width:
 
 def summary(name: str, input_shape=None, num_classes: int | None = None, width: float = 1.0) -> str:
     """Larq's layer-by-layer summary of one variant, followed by the papers' OPs."""
-    import larq as lq
+    import larq as lq  # lazy: Larq loads TensorFlow
 
-    from edgebnn.archs import stats
+    from edgebnn.archs import stats  # lazy: the architectures load TensorFlow and Larq
 
     model = build(name, input_shape, num_classes, width)
     lines: list[str] = []
@@ -258,9 +258,9 @@ def format_table(records: list[dict]) -> str:
 
 def custom_objects() -> dict:
     """Every custom layer and quantizer edgebnn's models use, for ``tf.keras.models.load_model``."""
-    import larq as lq
+    import larq as lq  # lazy: Larq loads TensorFlow
 
-    from edgebnn.archs import common, reactnet, sdbnn, xnorpp
+    from edgebnn.archs import common, reactnet, sdbnn, xnorpp  # lazy: the architectures load TensorFlow and Larq
 
     classes = [common.MagnitudeAwareWeights, common.HardTanh, common.PlacedQuantConv2D, common.ConstantPadding2D,
                sdbnn.PlacedSelfDistributedConv2D, reactnet.RSign, reactnet.RPReLU, xnorpp.LearnedScale,
@@ -298,7 +298,7 @@ def carry_over_weights(source, target, *, skip=()) -> list[str]:
     fine-tuning (``skip``: layers left as they are, a new classifier). Weights are matched by their name within
     the layer (unique, checked); a same-named weight of another shape is an :class:`EdgebnnError` (the two models
     are not the same architecture), never skipped."""
-    from edgebnn.archs import stats
+    from edgebnn.archs import stats  # lazy: the architectures load TensorFlow and Larq
 
     copied = []
     for layer in stats.iter_layers(target):
@@ -326,6 +326,6 @@ def carry_over_weights(source, target, *, skip=()) -> list[str]:
 def set_training_progress(model, fraction: float, *, ede_t_min: float | None = None) -> None:
     """Tell the model how much of training is done (0..1): anneals SD-BNN's EDE backward from ``ede_t_min`` (the
     recipe's; default 1e-3) to 10; others ignore it."""
-    from edgebnn.archs import sdbnn
+    from edgebnn.archs import sdbnn  # lazy: the architectures load TensorFlow and Larq
 
     sdbnn.set_ede_progress(fraction, t_min=sdbnn.EDE_T_MIN if ede_t_min is None else ede_t_min)

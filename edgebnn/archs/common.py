@@ -174,7 +174,7 @@ def padding_of(model) -> str:
     """The convention a built model follows, read from its layers: PyTorch's placement anywhere, "official"; else
     binary convs padded with 0, "zoo"; else "lce". Where no layer needs placing (no stride-2 layer on an even map)
     "official" and "zoo" compute the same function and this says "zoo": a run folder records which was meant."""
-    from edgebnn.archs import stats
+    from edgebnn.archs import stats  # lazy: the architectures load TensorFlow and Larq
 
     placed = any(isinstance(layer, PyTorchPlacement | ConstantPadding2D | tf.keras.layers.ZeroPadding2D)
                  for layer in stats.iter_layers(model))

@@ -14,9 +14,9 @@ import numpy as np
 def randomise_parameters(model, seed: int = 0):
     """The model, its BatchNorms set to gamma ~ U(0.5, 1.5), beta ~ N(0, 0.1), mean ~ N(0, 0.1), var ~ U(0.5, 1.5)
     and every other non-kernel weight w to w * U(0.8, 1.2) + N(0, 0.05), in place."""
-    import tensorflow as tf
+    import tensorflow as tf  # lazy: loads TensorFlow
 
-    from edgebnn.archs import stats
+    from edgebnn.archs import stats  # lazy: the architectures load TensorFlow and Larq
 
     rng = np.random.RandomState(seed)
     for layer in stats.iter_layers(model):

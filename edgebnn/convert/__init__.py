@@ -27,7 +27,12 @@ import types
 
 from edgebnn.convert.baselines import BASELINES, CALIBRATION_SAMPLES, parse_baselines, real_twin
 from edgebnn.convert.conversion import float_flatbuffer, lce_flatbuffer
-from edgebnn.convert.flatbuffer import (
+from edgebnn.convert.formatting import format_report
+from edgebnn.convert.matching import match_binary_convs, other_binary_layers
+from edgebnn.convert.on_device import verify
+from edgebnn.convert.pipeline import DEFAULT_DATASET, convert
+from edgebnn.convert.proof import TIE, TOLERANCE, _keras_outputs, compare, keras_outputs, run_tflite, sign_margins
+from edgebnn.tflite.describe import (
     BINARY_OPS,
     CONVERSION_OPS,
     METADATA_NAME,
@@ -42,11 +47,6 @@ from edgebnn.convert.flatbuffer import (
     read_ops,
     sidecar_path,
 )
-from edgebnn.convert.formatting import format_report
-from edgebnn.convert.matching import match_binary_convs, other_binary_layers
-from edgebnn.convert.on_device import verify
-from edgebnn.convert.pipeline import DEFAULT_DATASET, convert
-from edgebnn.convert.proof import TIE, TOLERANCE, _keras_outputs, compare, keras_outputs, run_tflite, sign_margins
 
 __all__ = [
     "BASELINES", "BINARY_OPS", "CALIBRATION_SAMPLES", "CONVERSION_OPS", "DEFAULT_DATASET", "METADATA_NAME", "TIE",

@@ -9,13 +9,15 @@ serve size and latency comparisons, their accuracy is not a trained twin's.
 from __future__ import annotations
 
 import hashlib
+import tomllib
 from pathlib import Path
 
+from edgebnn import archs, runs
 from edgebnn.convert.conversion import float_flatbuffer, log
-from edgebnn.convert.flatbuffer import op_histogram
 from edgebnn.convert.proof import compare, keras_outputs, run_tflite
 from edgebnn.errors import EdgebnnError
 from edgebnn.outputs import write_atomic
+from edgebnn.tflite.describe import op_histogram
 
 BASELINES = ("float", "int8")
 CALIBRATION_SAMPLES = 100
@@ -34,7 +36,7 @@ def parse_baselines(baselines) -> list[str]:
 
 def _strip_quantizers(model):
     """The same network with every Larq quantizer and kernel constraint removed, weights copied."""
-    import tensorflow as tf
+    import tensorflow as tf  # lazy: loads TensorFlow
 
     def clone(layer):
         config = layer.get_config()
@@ -63,7 +65,6 @@ def real_twin(model, info: dict) -> tuple[object, str]:
     why = ""
     if name:
         try:
-            from edgebnn import archs
 
             kwargs = _arch_kwargs(info)
             twin = archs.build(name, input_shape=tuple(model.input_shape[1:]), num_classes=int(model.output_shape[-1]),
@@ -79,9 +80,7 @@ def real_twin(model, info: dict) -> tuple[object, str]:
 
 def _arch_kwargs(info: dict) -> dict:
     """Builder arguments (width, ...) from the ``[arch]`` table of the run's resolved recipe."""
-    import tomllib
 
-    from edgebnn import runs
 
     path = Path(info.get("run_dir") or "") / runs.RECIPE
     if not info.get("run_dir") or not path.is_file():

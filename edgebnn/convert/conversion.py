@@ -30,7 +30,7 @@ def zero_padding_too_small(layers) -> list[str]:
 
 def lce_flatbuffer(model, lce_target: str) -> tuple[bytes, float]:
     """``(flatbuffer, seconds)`` from LCE's converter."""
-    import larq_compute_engine as lce
+    import larq_compute_engine as lce  # lazy: LCE loads TensorFlow
 
     start = time.perf_counter()
     try:
@@ -45,7 +45,7 @@ def float_flatbuffer(model, samples: np.ndarray | None = None, int8: bool = Fals
     """``(flatbuffer, seconds, note)`` from TensorFlow's own converter: float32, or int8 post-training quantised
     with ``samples`` as the representative data set (fully int8 when every op allows it, else with float
     fallback, said in the note). Larq quantizers stay as float ops."""
-    import tensorflow as tf
+    import tensorflow as tf  # lazy: loads TensorFlow
 
     def make(full_int8: bool):
         converter = tf.lite.TFLiteConverter.from_keras_model(model)

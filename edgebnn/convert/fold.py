@@ -31,6 +31,8 @@ from collections import defaultdict
 
 import numpy as np
 
+from edgebnn.archs import custom_objects
+
 OUTPUT = "<model output>"
 
 
@@ -60,10 +62,10 @@ def _node_items(node) -> list:
 
 
 def _kind(layer) -> str:
-    import tensorflow as tf
+    import tensorflow as tf  # lazy: loads TensorFlow
 
-    from edgebnn.archs import stats
-    from edgebnn.archs.reactnet import RPReLU, RSign
+    from edgebnn.archs import stats  # lazy: the architectures load TensorFlow and Larq
+    from edgebnn.archs.reactnet import RPReLU, RSign  # lazy: the architectures load TensorFlow and Larq
 
     for cls, kind in ((RPReLU, "rprelu"), (RSign, "rsign"), (tf.keras.layers.BatchNormalization, "bn"),
                       (tf.keras.layers.Add, "add"), (tf.keras.layers.Concatenate, "concat"),
@@ -242,10 +244,9 @@ def deployment_model(model) -> tuple[object, dict[str, list[str]]]:
     """A copy of ``model`` with folds 1 to 3 applied; the folds done, by kind, with the layers they touched.
     Fold 1 swaps each BatchNorm for a threshold layer (x - t, the same layer as RSign's) of the same name: a
     unit-scale BatchNorm would still convert to a MUL by one."""
-    import tensorflow as tf
+    import tensorflow as tf  # lazy: loads TensorFlow
 
-    from edgebnn.archs import custom_objects
-    from edgebnn.archs.reactnet import RSign
+    from edgebnn.archs.reactnet import RSign  # lazy: the architectures load TensorFlow and Larq
 
     thresholds = threshold_batchnorms(Graph(model))
 

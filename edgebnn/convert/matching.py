@@ -3,7 +3,7 @@ names, then by shape (kernel, input words of 32 channels, filters, output size).
 
 from __future__ import annotations
 
-from edgebnn.convert.flatbuffer import BINARY_OPS, CONVERSION_OPS
+from edgebnn.tflite.describe import BINARY_OPS, CONVERSION_OPS
 
 
 def _is_binary(layer) -> bool:
@@ -12,7 +12,7 @@ def _is_binary(layer) -> bool:
 
 def other_binary_layers(model, convs) -> list[str]:
     """Layers with both quantizers that no LCE binary op exists for (dense, depthwise, transposed convs)."""
-    from edgebnn.archs import stats
+    from edgebnn.archs import stats  # lazy: the architectures load TensorFlow and Larq
 
     names = {layer.name for layer in convs}
     return [layer.name for layer in stats.iter_layers(model) if _is_binary(layer) and layer.name not in names]

@@ -12,17 +12,20 @@ result to its ``<file>.json`` report under ``device_checks``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
 
+from edgebnn import runs
 from edgebnn.convert.conversion import log
-from edgebnn.convert.flatbuffer import io_tensors, read_metadata, sidecar_path
-from edgebnn.convert.proof import compare, keras_outputs, samples, sign_margins
+from edgebnn.convert.proof import DEFAULT_DATASET, compare, foreign_labels, keras_outputs, samples, sign_margins
+from edgebnn.devices.execute import open_runner
+from edgebnn.devices.scratch import owned_tempdir
 from edgebnn.errors import EdgebnnError
 from edgebnn.outputs import write_atomic
-from edgebnn.profile.cleanup import owned_tempdir
+from edgebnn.tflite.describe import io_tensors, read_metadata, sidecar_path
 
 
 def _flags(name: str, shape: list[int], x_file: str, y_file: str) -> list[str]:
@@ -81,7 +84,6 @@ def prove(tflite, model, layers, x: np.ndarray, y, dataset: str, device: str, ru
           devices_file=None, ssh_config: str | None = None, timeout: float = 600, progress: bool = False,
           warn=None) -> dict:
     """The ``device_checks[device]`` entry: the device runner's outputs on ``x`` against the Keras model's."""
-    from edgebnn.profile.execute import open_runner
 
     with open_runner(device, runner=runner, devices_file=devices_file, ssh_config=ssh_config, timeout=timeout,
                      warn=warn) as host:
@@ -113,14 +115,12 @@ def verify(tflite, device: str, runner: str | None = None, check_samples: int = 
            progress: bool = False, warn=None) -> dict:
     """Prove an existing ``.tflite`` on ``device``'s kernels against the Keras model it was converted from; the
     result is added to its conversion report (``<file>.json``, when it is this file's) under ``device_checks``."""
-    from edgebnn import runs, tflite_file
-    from edgebnn.archs import stats
-    from edgebnn.convert.pipeline import DEFAULT_DATASET, sha256
+    from edgebnn.archs import stats  # lazy: the architectures load TensorFlow and Larq
 
     path = Path(tflite)
     if check_samples < 1:
         raise EdgebnnError(f"--check-samples must be 1 or more, not {check_samples}")
-    data = tflite_file.read(path)  # a folder, a FIFO or a missing file: one line each
+    data = tflite.read(path)  # a folder, a FIFO or a missing file: one line each
     try:
         meta = read_metadata(data) or {}
     except ValueError:  # unreadable, or not a JSON object
@@ -136,7 +136,6 @@ def verify(tflite, device: str, runner: str | None = None, check_samples: int = 
     model, info = runs.load_model(Path(src), which)
     dataset = dataset or meta.get("dataset") or info.get("dataset") or DEFAULT_DATASET
     x, y = samples(dataset, check_samples, [int(d) if d else None for d in model.input_shape[1:]])
-    from edgebnn.convert.pipeline import foreign_labels
 
     facts = {"input_shape": [int(d) if d else None for d in model.input_shape[1:]],
              "num_classes": int(model.output_shape[-1]),
@@ -147,7 +146,8 @@ def verify(tflite, device: str, runner: str | None = None, check_samples: int = 
     y = y if not foreign and int(y.max(initial=0)) < facts["num_classes"] else None
     check = prove(path, model, stats.binary_conv_layers(model), x, y, dataset, device, runner=runner,
                   devices_file=devices_file, ssh_config=ssh_config, timeout=timeout, progress=progress, warn=warn)
-    out = {"file": str(path), "sha256": sha256(data), "source": src, "check": check, "report_file": None}
+    out = {"file": str(path), "sha256": hashlib.sha256(data).hexdigest(), "source": src, "check": check,
+           "report_file": None}
     if report.get("sha256") == out["sha256"]:
         report.setdefault("device_checks", {})[device] = check
         write_atomic(side, json.dumps(report, indent=2, default=str) + "\n", "verify")

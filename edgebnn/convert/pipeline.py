@@ -7,10 +7,25 @@ import json
 import time
 from pathlib import Path
 
-import edgebnn
+from edgebnn import data, machine, runs, targets
 from edgebnn.convert.baselines import CALIBRATION_SAMPLES, baseline, parse_baselines, real_twin
 from edgebnn.convert.conversion import float_flatbuffer, lce_flatbuffer, log, zero_padding_too_small
-from edgebnn.convert.flatbuffer import (
+from edgebnn.convert.fold import deployment_model
+from edgebnn.convert.matching import match_binary_convs, other_binary_layers
+from edgebnn.convert.on_device import prove
+from edgebnn.convert.proof import (
+    DEFAULT_DATASET,
+    compare,
+    foreign_labels,
+    keras_outputs,
+    proof_failure,
+    run_tflite,
+    samples,
+    sign_margins,
+)
+from edgebnn.errors import EdgebnnError
+from edgebnn.outputs import check_name_length, check_new_file, probe_folder, write_atomic
+from edgebnn.tflite.describe import (
     embed_metadata,
     flatbuffer_problems,
     float_op_count,
@@ -19,17 +34,10 @@ from edgebnn.convert.flatbuffer import (
     read_ops,
     sidecar_path,
 )
-from edgebnn.convert.fold import deployment_model
-from edgebnn.convert.matching import match_binary_convs, other_binary_layers
-from edgebnn.convert.proof import compare, keras_outputs, proof_failure, run_tflite, samples, sign_margins
-from edgebnn.errors import EdgebnnError
-from edgebnn.outputs import write_atomic
-
-DEFAULT_DATASET = "digits"
+from edgebnn.version import __version__
 
 
 def _default_output(path: Path, target: str, checkpoint: str | None = None) -> Path:
-    from edgebnn import runs
 
     if runs.is_run_dir(path):
         return path / (f"model-last-{target}.tflite" if checkpoint == "last" else f"model-{target}.tflite")
@@ -57,7 +65,6 @@ def _is_dir(output) -> bool:
 def _check_name_lengths(out: Path) -> None:
     """The flatbuffer's name and the longest names written beside it (its report, its baselines) fit the file
     system, checked in a moment rather than after the conversion."""
-    from edgebnn.outputs import check_name_length
 
     for name in (out, sidecar_path(out), out.with_name(f"{out.stem}.float.tflite")):
         check_name_length(name, "-o")
@@ -67,7 +74,6 @@ def _check_output(output, source: Path) -> None:
     """Where the flatbuffer goes, checked before the model is even loaded (``edgebnn.outputs``): a file given with
     -o that exists is never overwritten (remove it or pick another name); the default output beside the model is
     edgebnn's own and is replaced; either way its folder must be writable."""
-    from edgebnn.outputs import check_new_file, probe_folder
 
     if output is not None and not _is_dir(output):
         _check_name_lengths(Path(output))
@@ -80,7 +86,6 @@ def _check_output(output, source: Path) -> None:
 
 
 def _recipe_ref(info: dict):
-    from edgebnn import runs
 
     if info.get("run_dir") and (Path(info["run_dir"]) / runs.RECIPE).is_file():
         return str(Path(info["run_dir"]) / runs.RECIPE)
@@ -101,13 +106,12 @@ def sha256(data: bytes) -> str:
 def _deployment(model, info: dict, path: Path, profile, dataset: str, need_data: bool) -> dict:
     """The facts embedded in the flatbuffer: target, source, input shape, classes, normalisation, the padding
     convention the model's layers follow (read from the layers themselves)."""
-    from edgebnn.archs.common import padding_of
+    from edgebnn.archs.common import padding_of  # lazy: the architectures load TensorFlow and Larq
 
     input_shape = [int(d) if d else None for d in model.input_shape[1:]]
     num_classes = int(model.output_shape[-1])
     class_names, mean, std, notes = info.get("class_names"), info.get("mean"), info.get("std"), []
     if (class_names is None or mean is None) and need_data:
-        from edgebnn import data
 
         summary = data.describe(dataset, input_size=input_shape[0])
         mean, std = mean or summary["mean"], std or summary["std"]
@@ -116,7 +120,7 @@ def _deployment(model, info: dict, path: Path, profile, dataset: str, need_data:
             class_names = summary["classes"]
             notes.append(f"class names taken from data set {dataset}")
     return {
-        "edgebnn_version": edgebnn.__version__,
+        "edgebnn_version": __version__,
         "target": profile.name, "lce_target": profile.lce_target, "runner": profile.runner,
         "model": info.get("model"), "name": info.get("name") or path.stem,
         "source": str(path), "run_dir": info.get("run_dir"), "checkpoint": info.get("checkpoint"),
@@ -127,19 +131,7 @@ def _deployment(model, info: dict, path: Path, profile, dataset: str, need_data:
     }
 
 
-def foreign_labels(meta: dict, dataset: str) -> str | None:
-    """Why ``dataset``'s labels are not the model's classes (another class count, or other class names than the
-    model records), else None. Images of the right shape still prove that the flatbuffer computes what Keras does;
-    only an accuracy needs the model's own labels, so a foreign data set is used without them."""
-    from edgebnn import data
 
-    summary = data.describe(dataset, input_size=meta["input_shape"][0])
-    if summary["num_classes"] != meta["num_classes"]:
-        return f"data set {dataset} has {summary['num_classes']} classes, the model {meta['num_classes']}"
-    names = meta["class_names"]
-    if names is not None and [str(n) for n in names] != [str(n) for n in summary["classes"]]:
-        return f"data set {dataset}'s classes are not the ones the model was trained on"
-    return None
 
 
 def _conversion_facts(layers, ops: list[dict], model, seconds: float) -> dict:
@@ -165,11 +157,10 @@ def _conversion_facts(layers, ops: list[dict], model, seconds: float) -> dict:
 
 def _report(fb: bytes, float_fb: bytes, float_seconds: float, meta: dict, conversion: dict, model, profile,
             out: Path) -> dict:
-    from edgebnn import machine
-    from edgebnn.archs import stats
+    from edgebnn.archs import stats  # lazy: the architectures load TensorFlow and Larq
 
     return {
-        "edgebnn_version": edgebnn.__version__,
+        "edgebnn_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": machine.host_label(),
         "source": {"path": meta["source"], "kind": "run" if meta["run_dir"] else "model",
@@ -195,7 +186,6 @@ def _report(fb: bytes, float_fb: bytes, float_seconds: float, meta: dict, conver
 
 def _host_proof(fb: bytes, model, layers, x, y, dataset: str, broken: str | None, progress: bool) -> dict:
     """The ``check`` section: LCE's interpreter on this host against Keras (or why the flatbuffer does not load)."""
-    from edgebnn import machine
 
     if broken:
         return {"dataset": dataset, "machine": machine.host_label(), "samples": 0,
@@ -208,7 +198,6 @@ def _host_proof(fb: bytes, model, layers, x, y, dataset: str, broken: str | None
 
 def _check_request(target: str, baselines, check_samples: int, verify_on, output, source):
     """(target profile, baselines wanted), every argument checked before any slow work."""
-    from edgebnn import targets
 
     profile = targets.load(target)
     wanted = parse_baselines(baselines)
@@ -247,8 +236,7 @@ def convert(source, target: str = "arm64", output=None, check_samples: int = 100
     devices.toml name) repeats the proof on that device's ``lce_benchmark_model`` (``runner``; ``ssh_config`` an
     ``ssh -F`` file), see :mod:`edgebnn.convert.on_device`.
     """
-    from edgebnn import runs
-    from edgebnn.archs import stats
+    from edgebnn.archs import stats  # lazy: the architectures load TensorFlow and Larq
 
     profile, wanted = _check_request(target, baselines, check_samples, verify_on, output, source)
     log(progress, f"loading {source}")
@@ -298,7 +286,6 @@ def convert(source, target: str = "arm64", output=None, check_samples: int = 100
             report["baselines"][name] = baseline(name, twin, how, x, y, out, check_samples, progress)
     _write_sidecar(out, report)  # the flatbuffer and its host proof are kept whatever the device does
     if verify_on and not broken:
-        from edgebnn.convert.on_device import prove
 
         labels = None if y is None else y[:check_samples]
         try:

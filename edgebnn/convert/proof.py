@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgebnn import data
 from edgebnn.convert.conversion import log
 from edgebnn.errors import EdgebnnError
+from edgebnn.progress import progress_bar
+
+DEFAULT_DATASET = "digits"  # the embedded data set a model without one is proved on
 
 TOLERANCE = 1e-3  # a flatbuffer output may differ from Keras' by this much of the output scale, max|y_keras|
 TIE = 1e-6  # a sign input closer than this (relative to its tensor's max) to 0 may round either way
@@ -18,7 +22,6 @@ TIE = 1e-6  # a sign input closer than this (relative to its tensor's max) to 0 
 
 def samples(dataset: str, n: int, input_shape) -> tuple[np.ndarray, np.ndarray]:
     """``n`` validation images (normalised, NHWC float32) and labels of ``dataset`` at the model's input size."""
-    from edgebnn import data
 
     size = int(input_shape[0]) if input_shape and input_shape[0] else None
     x, y = data.sample(dataset, n, input_size=size)
@@ -43,15 +46,14 @@ _keras_outputs = keras_outputs  # the name tests and benches used before the pac
 def run_tflite(flatbuffer: bytes, x: np.ndarray, *, lce: bool = True, progress: bool = False,
                desc: str = "checking") -> np.ndarray:
     """Outputs of a flatbuffer on ``x``, one sample at a time, one thread (LCE's interpreter or TFLite's)."""
-    from edgebnn.progress import progress_bar
 
     if lce:
-        from larq_compute_engine.tflite.python.interpreter import Interpreter
+        from larq_compute_engine.tflite.python.interpreter import Interpreter  # lazy: LCE loads TensorFlow
 
         interp = Interpreter(flatbuffer, num_threads=1)
         run = lambda xi: interp.predict(xi)
     else:
-        import tensorflow as tf
+        import tensorflow as tf  # lazy: loads TensorFlow
 
         interp = tf.lite.Interpreter(model_content=flatbuffer, num_threads=1)
         interp.allocate_tensors()
@@ -73,7 +75,7 @@ def sign_margins(model, layers, x: np.ndarray) -> np.ndarray | None:
     A margin under :data:`TIE` means a value sat within float32 rounding of the sign threshold: the converter's
     float ops (fused BN, another conv algorithm) may round it to the other side, flipping one bit.
     """
-    import tensorflow as tf
+    import tensorflow as tf  # lazy: loads TensorFlow
 
     if not layers:
         return None
@@ -137,3 +139,17 @@ def proof_failure(check: dict | None) -> str | None:
         return None
     return (f"{n} of {check['samples']} check samples differ by more than {check['tolerance']:g} of the output "
             f"scale with no sign tie to explain it (max {check['relative_diff']:.2e})")
+
+
+def foreign_labels(meta: dict, dataset: str) -> str | None:
+    """Why ``dataset``'s labels are not the model's classes (another class count, or other class names than the
+    model records), else None. Images of the right shape still prove that the flatbuffer computes what Keras does;
+    only an accuracy needs the model's own labels, so a foreign data set is used without them."""
+
+    summary = data.describe(dataset, input_size=meta["input_shape"][0])
+    if summary["num_classes"] != meta["num_classes"]:
+        return f"data set {dataset} has {summary['num_classes']} classes, the model {meta['num_classes']}"
+    names = meta["class_names"]
+    if names is not None and [str(n) for n in names] != [str(n) for n in summary["classes"]]:
+        return f"data set {dataset}'s classes are not the ones the model was trained on"
+    return None

@@ -16,6 +16,6 @@ published figures, its leave-one-out error beside every estimate.
 a device's kernels reuses it); ``counting.count_model(runner, model)`` counts one flatbuffer.
 """
 
-from edgebnn.estimate.qemu import run_emulated
+from edgebnn.devices.qemu import run_emulated
 
 __all__ = ["run_emulated"]

@@ -14,20 +14,23 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from edgebnn import archs
+from edgebnn.archs.randomise import randomise_parameters
+from edgebnn.convert.conversion import lce_flatbuffer
+from edgebnn.convert.fold import deployment_model
+from edgebnn.devices.scratch import owned_tempdir
 from edgebnn.errors import EdgebnnError
-from edgebnn.profile.cleanup import owned_tempdir
+from edgebnn.estimate import boards, emulated, estimate, fast
+from edgebnn.estimate.estimate import format_ms
+from edgebnn.tflite.describe import read_ops
 
 DEFAULT_WIDTHS = (0.5, 0.75, 1.0)
 
 
 def build_flatbuffer(family: str, width: float, size: int, num_classes: int | None = None) -> bytes:
     """The family at ``width`` and ``size`` x ``size`` input, parameters randomised, folded and converted (arm64)."""
-    import tensorflow as tf
+    import tensorflow as tf  # lazy: loads TensorFlow
 
-    from edgebnn import archs
-    from edgebnn.archs.randomise import randomise_parameters
-    from edgebnn.convert.conversion import lce_flatbuffer
-    from edgebnn.convert.fold import deployment_model
 
     channels = archs.get(family).input_shape[-1]
     model = randomise_parameters(archs.build(family, input_shape=(size, size, channels), num_classes=num_classes,
@@ -48,9 +51,6 @@ def answer(family: str, board: str, budget_ms: float, threads: int = 1, widths=D
            progress=None) -> dict:
     """Every candidate's estimate on ``board`` x ``threads``: {family, board, threads, budget_ms, path, rows:
     [{width, size, ms, range_ms, verdict, path, flags, instructions, seconds}], seconds}."""
-    from edgebnn import archs
-    from edgebnn.convert.flatbuffer import read_ops
-    from edgebnn.estimate import boards, emulated, estimate, fast
 
     variant = archs.get(family)
     boards.get(board)
@@ -87,7 +87,6 @@ def answer(family: str, board: str, budget_ms: float, threads: int = 1, widths=D
 
 def format_answer(result: dict) -> str:
     """The table: width, input, estimate and likely range, verdict, path; then how long it took."""
-    from edgebnn.estimate.estimate import format_ms
 
     lines = [f"{result['family']} on {result['board']} x{result['threads']} within {result['budget_ms']:g} ms "
              "(ESTIMATED; fits: the whole likely range is within; may fit: the estimate is)",

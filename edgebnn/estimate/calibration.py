@@ -13,10 +13,12 @@ import time
 from importlib import resources
 from pathlib import Path
 
+from edgebnn.devices import qemu
+from edgebnn.devices.local import sha256  # noqa: F401  (the runner's sha256, also used by emulated)
 from edgebnn.errors import EdgebnnError
 from edgebnn.estimate import boards as boards_mod
-from edgebnn.estimate import fit
-from edgebnn.profile.local import sha256  # noqa: F401  (the runner's sha256, also used by emulated)
+from edgebnn.estimate import counting, fit, zoo
+from edgebnn.progress import progress_bar
 
 FORMAT = 2  # 2: each board's record states the error of the whole procedure (nested leave-one-out)
 # Models with large dense layers, which no other calibration model has (memory-bound at batch 1). Kept out of
@@ -161,8 +163,6 @@ def calibrate(runner, out: str | os.PathLike | None = None, models_dir: str | os
     """``edgebnn calibrate``: build and convert the Larq Zoo models (cached in ``models_dir``), count each under
     QEMU with ``runner``, fit every board and write the calibration (default: the user's calibration of this
     runner, which estimates then use). Returns the calibration and where it was written."""
-    from edgebnn.estimate import counting, qemu, zoo
-    from edgebnn.progress import progress_bar
 
     runner = qemu.check_runner(runner)
     qemu.build_plugin()

@@ -21,9 +21,10 @@ from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from edgebnn.devices import qemu
+from edgebnn.devices.elf import Symbols, read_symbols
 from edgebnn.errors import EdgebnnError
-from edgebnn.estimate import qemu
-from edgebnn.estimate.elf import Symbols, read_symbols
+from edgebnn.tflite.describe import read_ops
 
 RUNS_LONG, RUNS_SHORT = 11, 1
 # No warm-up, no minimum time, and no maximum either: the tool stops after --max_secs (150 s by default) of
@@ -270,7 +271,6 @@ def count_model(runner, model, threads: int = 1, timeout: float = 1800, per_op: 
     span = RUNS_LONG - RUNS_SHORT
     per_vcpu = {v: (long_c.vcpus.get(v, 0) - short_c.vcpus.get(v, 0)) / span for v in long_c.vcpus}
     cl_long, cl_short = _class_totals(long_c, symbols), _class_totals(short_c, symbols)
-    from edgebnn.convert.flatbuffer import read_ops
 
     warnings, ops, flat_ops = [], [], read_ops(model.read_bytes())
     if per_op and not marks:

@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import os
 
+from edgebnn import store
+from edgebnn.devices import qemu
 from edgebnn.errors import EdgebnnError
 from edgebnn.estimate import calibration as cal_mod
+from edgebnn.estimate import counting, estimate, fast
+from edgebnn.estimate.estimate import op_type_totals
+from edgebnn.tflite.describe import identify, read_ops
 
 RUNNER_HINT = ("pass --runner PATH to an aarch64 lce_benchmark_model (LCE's release asset "
                "lce_benchmark_model_aarch64, github.com/larq/compute-engine/releases)")
@@ -25,7 +30,6 @@ def _pairs(cal: dict, threads: list[int] | None) -> list[tuple[str, int]]:
 
 
 def _fast_plan(threads, calibration, warnings: list[str]) -> dict:
-    from edgebnn.estimate import fast
 
     cal = cal_mod.load(calibration) if calibration else cal_mod.shipped()
     model = fast.shipped_model()
@@ -39,7 +43,6 @@ def plan(runner, threads: list[int] | None = None, calibration: str | None = Non
     calibration, the (board, threads) pairs and the warnings to print. ``fallback``: take the fast path, with a
     warning, when no runner is given or QEMU cannot count (``edgebnn estimate``); else a missing runner is an
     error (``profile -d qemu:aarch64``)."""
-    from edgebnn.estimate import qemu
 
     if fast:
         return _fast_plan(threads, calibration, [])
@@ -64,12 +67,9 @@ def plan(runner, threads: list[int] | None = None, calibration: str | None = Non
 def model_counts(path, job: dict, timeout: float = 1800) -> dict:
     """The model's counts on the job's path: counted under QEMU at 1 thread, or predicted from its op shapes."""
     if job.get("path") == "fast":
-        from edgebnn.convert.flatbuffer import read_ops
-        from edgebnn.estimate import fast
 
         with open(path, "rb") as f:
             return fast.predict(read_ops(f.read()), job["fast_model"])
-    from edgebnn.estimate import counting
 
     return counting.count_model(job["runner"], path, threads=1, timeout=timeout)
 
@@ -77,7 +77,6 @@ def model_counts(path, job: dict, timeout: float = 1800) -> dict:
 def estimate_model(model: dict, job: dict, timeout: float = 1800) -> list[tuple[dict, list[dict]]]:
     """Count or predict ``model`` (a profile model record) and return the estimated rows (row, ops) for the planned
     (board, threads) pairs."""
-    from edgebnn.estimate import estimate
 
     counts = model_counts(model["path"], job, timeout)
     rows = estimate.rows(model, counts, job["calibration"], str(job["runner"]), job["sha"], job["warnings"])
@@ -96,8 +95,6 @@ def estimate_files(models: list[str], runner=None, fast: bool = False, threads: 
     """``edgebnn estimate``: each model estimated for every calibrated board (exact path when a runner and QEMU
     are at hand, else the fast path), stored in ``db`` (kind ``estimate``; a stored estimate is kept unless
     ``force``). Returns the CLI's result records (``format_rows``)."""
-    from edgebnn.estimate.estimate import op_type_totals
-    from edgebnn.profile import _model_info, store
 
     job = plan(runner or default_runner(), threads, calibration, fast=fast, fallback=True)
     for w in job["warnings"]:
@@ -106,7 +103,7 @@ def estimate_files(models: list[str], runner=None, fast: bool = False, threads: 
     conn, out = store.connect(db), []
     try:
         for path in models:
-            info = _model_info(path)
+            info = identify(path)
             stored = [r for r in store.results(conn, info["model_sha256"]) if r.get("kind") == "estimate"
                       and (r["device"], r["threads"]) in job["pairs"]  # an exact estimate serves a fast request
                       and (r.get("estimate") or {}).get("path", "qemu") in (job["path"], "qemu")]

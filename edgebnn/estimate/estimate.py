@@ -11,6 +11,7 @@ the range it implies (``likely_range``).
 
 from __future__ import annotations
 
+from edgebnn.devices.parse import op_kind
 from edgebnn.estimate import boards as boards_mod
 from edgebnn.estimate import calibration as cal_mod
 from edgebnn.estimate import fit
@@ -122,7 +123,6 @@ def rows(model: dict, counts: dict, cal: dict, runner: str, runner_sha: str,
 
 def op_type_totals(ops: list[dict]) -> list[dict]:
     """Per-op estimate rows summed by op type, costliest first: node_type, kind, nodes, instructions, avg_ms, pct."""
-    from edgebnn.profile.parse import op_kind
 
     totals: dict[str, dict] = {}
     for op in ops:

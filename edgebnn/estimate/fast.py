@@ -22,10 +22,13 @@ from __future__ import annotations
 import json
 import math
 from importlib import resources
+from pathlib import Path
 
 import numpy as np
 
 from edgebnn.errors import EdgebnnError
+from edgebnn.estimate.counting import CLASS_NAMES, dense_macs
+from edgebnn.tflite.describe import read_ops
 
 ELEMENTWISE = {"ADD", "SUB", "MUL", "DIV", "MAXIMUM", "MINIMUM", "SQUARED_DIFFERENCE"}
 UNARY = {"LOGISTIC", "TANH", "RELU", "RELU6", "RELU_N1_TO_1", "HARD_SWISH", "ABS", "NEG", "ELU", "LEAKY_RELU"}
@@ -165,7 +168,6 @@ def node_type(op: dict, model: dict) -> str:
 def predict(flat_ops: list[dict], model: dict | None = None) -> dict:
     """Counts like ``counting.count_model``'s, predicted from the flatbuffer's ops (``read_ops``): instructions,
     classes, per-op rows (node_type, index, name, instructions, kernel), dense_macs, and ``path`` = ``fast``."""
-    from edgebnn.estimate.counting import CLASS_NAMES, dense_macs
 
     model = model or shipped_model()
     ops, classes = [], dict.fromkeys(CLASS_NAMES, 0.0)
@@ -201,9 +203,7 @@ def fast_error_pct(model: dict) -> float:
 
 def predict_file(path) -> dict:
     """``predict`` for a .tflite file."""
-    from pathlib import Path
 
-    from edgebnn.convert.flatbuffer import read_ops
 
     return predict(read_ops(Path(path).read_bytes()))
 
@@ -222,7 +222,7 @@ def measured_ops(counts: dict) -> dict[int, float] | None:
 
 
 def _nnls_weighted(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    from scipy.optimize import nnls
+    from scipy.optimize import nnls  # lazy: SciPy's optimiser takes a second
 
     w = 1.0 / np.sqrt(np.maximum(y, 1.0))
     scale = np.maximum(np.abs(x).max(axis=0), 1e-12)
@@ -289,9 +289,8 @@ def class_shares(samples: dict[str, dict], model: dict) -> dict[str, dict[str, f
     over ``counting.CLASSES``. Per counted class c, the models' totals I_c ~ sum_j s_jc * I_j over the parts j whose
     kernel class can run c (``allowed_classes``), I_j the part's instructions (counted, split as predicted), s >= 0
     by NNLS on the relative error; each part's shares then normalised to sum to 1."""
-    from scipy.optimize import nnls
+    from scipy.optimize import nnls  # lazy: SciPy's optimiser takes a second
 
-    from edgebnn.estimate.counting import CLASS_NAMES
 
     parts = [f"{k}|{p}" for k in sorted(model["kernels"]) for p in ("work", "rest")]
     a, targets = [], {c: [] for c in CLASS_NAMES}

@@ -44,7 +44,7 @@ def borrowed_ratio(k: list[float], model: str, source: str) -> tuple[str, list]:
 
 def fit(rows: list[tuple[dict, float]], groups: list[tuple[str, ...]]) -> np.ndarray:
     """k >= 0 minimising the squared relative error over (classes, published ms) rows."""
-    from scipy.optimize import nnls
+    from scipy.optimize import nnls  # lazy: SciPy's optimiser takes a second
 
     a = np.array([features(c, groups) / t for c, t in rows])
     k, _ = nnls(a, np.ones(len(rows)))

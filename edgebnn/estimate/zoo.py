@@ -19,10 +19,9 @@ ZOO = {
 
 
 def _larq_zoo():
-    import edgebnn  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 
     try:
-        import larq_zoo
+        import larq_zoo  # lazy: Larq loads TensorFlow
     except ImportError as err:
         raise EdgebnnError(f"larq-zoo cannot be imported ({err}): pip install 'edgebnn[zoo]' (larq-zoo 2.4.0; "
                            "not in the same environment as the [tfds] extra)") from None
@@ -37,8 +36,8 @@ def convert(name: str, out_dir: str | Path, size: int = 224) -> Path:
     if out.is_file():
         return out
     lqz = _larq_zoo()
-    import larq_compute_engine as lce
-    import tensorflow as tf
+    import larq_compute_engine as lce  # lazy: LCE loads TensorFlow
+    import tensorflow as tf  # lazy: loads TensorFlow
 
     builder = getattr(getattr(lqz, ZOO[name]), name)
     model = builder(input_shape=(size, size, 3), weights=None)

@@ -14,9 +14,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgebnn import archs, data
 from edgebnn.errors import EdgebnnError
 from edgebnn.importing import bireal, reactnet, run_folder, sdbnn, sources, xnorpp, zoo
 from edgebnn.importing.tensors import Mapper
+from edgebnn.machine import host_label
+from edgebnn.version import __version__
 
 KEY_MAPS = {"reactnet-a": reactnet, "reactnet-18": reactnet, "bireal-18": bireal, "bireal-34": bireal,
             "sdbnn-18": sdbnn, "sdbnn-resnet20": sdbnn, "sdbnn-resnet18": sdbnn, "sdbnn-vgg-small": sdbnn,
@@ -62,7 +65,6 @@ def detect(source: sources.Source, log) -> str:
 
 def plan(source: sources.Source, name: str, *, width=None, num_classes=None, input_size=None, step=None) -> Plan:
     """Size and step from the checkpoint's shapes, each overridable by the caller."""
-    from edgebnn import archs
 
     if name not in KEY_MAPS:
         raise EdgebnnError(f"cannot import into {name!r}: importable models are {', '.join(KEY_MAPS)}")
@@ -98,7 +100,6 @@ def plan(source: sources.Source, name: str, *, width=None, num_classes=None, inp
 
 def build_and_fill(source: sources.Source, p: Plan):
     """(model with the checkpoint's weights, tensors used)."""
-    from edgebnn import archs
 
     try:
         model = archs.build(p.name, (p.input_size, p.input_size, 3), p.num_classes, p.width,
@@ -115,9 +116,6 @@ def build_and_fill(source: sources.Source, p: Plan):
 
 def run_info(source: sources.Source, p: Plan, model, used: int) -> dict:
     """``run.json`` of an imported model: the fields ``edgebnn train`` writes, plus where the weights came from."""
-    import edgebnn
-    from edgebnn import archs, data
-    from edgebnn.machine import host_label
 
     variant = archs.get(p.name)
     imagenet = variant.input_shape[0] > SMALL_IMAGE
@@ -139,7 +137,7 @@ def run_info(source: sources.Source, p: Plan, model, used: int) -> dict:
                    "checkpoint_top1": source.reported_top1(),
                    "meta": {k: v for k, v in source.meta.items() if isinstance(v, int | float | str | bool)}},
         "params": int(model.count_params()), "checkpoints": {"best": saved, "last": dict(saved)},
-        "edgebnn_version": edgebnn.__version__, "machine": host_label(), "started": now, "finished": now,
+        "edgebnn_version": __version__, "machine": host_label(), "started": now, "finished": now,
     }
 
 

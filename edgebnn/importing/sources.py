@@ -14,7 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from edgebnn import torch_checkpoint
 from edgebnn.errors import EdgebnnError
+from edgebnn.importing import zoo
 
 DATA_PARALLEL = "module."
 ACCURACY_KEYS = ("best_top1_acc", "best_prec1", "best_acc1")
@@ -57,8 +59,6 @@ def strip_data_parallel(state: dict) -> tuple[dict, bool]:
 
 
 def read(path: str | Path) -> Source:
-    from edgebnn import torch_checkpoint
-    from edgebnn.importing import zoo
 
     path = Path(path)
     if not path.exists():

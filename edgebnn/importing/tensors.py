@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgebnn import archs
 from edgebnn.errors import EdgebnnError
 
 SHOWN = 4  # keys named in an error before "and N more"
@@ -49,8 +50,7 @@ class Mapper:
     """Checkpoint tensors (``state``) into the weights of ``model``, each exactly once."""
 
     def __init__(self, state: dict[str, np.ndarray], model):
-        from edgebnn import archs
-        from edgebnn.archs import stats
+        from edgebnn.archs import stats  # lazy: the architectures load TensorFlow and Larq
 
         self.state = state
         self.taken: set[str] = set()

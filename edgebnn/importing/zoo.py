@@ -48,7 +48,7 @@ def _text(value) -> str:
 
 def read(path: Path) -> tuple[dict[str, np.ndarray], str]:
     """(``{"layer/weight": array}``, sha256) of a Keras HDF5 weight file."""
-    import h5py
+    import h5py  # lazy: h5py is needed only for Keras .h5 files
 
     data = Path(path).read_bytes()
     try:

@@ -8,32 +8,27 @@ figures came from and which LCE kernels ran, warnings, and the per-op totals whe
 
 from __future__ import annotations
 
-import hashlib
-import json
+import os
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
-import edgebnn
+from edgebnn import store, tflite
+from edgebnn.devices import board, load, local
+from edgebnn.devices import config as devmod
+from edgebnn.devices.local import host_facts
+from edgebnn.devices.parse import op_totals
+from edgebnn.devices.remote import BoardSession, RunFailed, pick_target, runner_spec
 from edgebnn.errors import EdgebnnError
-from edgebnn.profile import store
-from edgebnn.profile.parse import op_totals
+from edgebnn.estimate import emulated
+from edgebnn.estimate.estimate import op_type_totals
+from edgebnn.progress import progress_bar
+from edgebnn.version import __version__
 
 __all__ = ["profile", "check_device", "DEFAULT_DB", "ProfileFailed"]
 DEFAULT_DB = store.DEFAULT_DB
 MAX_THREADS = 1024
-
-
-def _model_info(path: str | Path) -> dict:
-    from edgebnn import tflite_file
-
-    p = Path(path)
-    data = tflite_file.read(p)  # checked against the TFLite schema before any interpreter sees it
-    sha = hashlib.sha256(data).hexdigest()
-    return {"path": p, "model_path": str(p.resolve()), "model_name": model_name(p, data, sha),
-            "model_sha256": sha, "model_size_mb": len(data) / 1e6}
 
 
 def _readable_models(models) -> tuple[list[dict], list[str]]:
@@ -42,45 +37,12 @@ def _readable_models(models) -> tuple[list[dict], list[str]]:
     infos, invalid = [], []
     for m in models:
         try:
-            infos.append(_model_info(m))
+            infos.append(tflite.identify(m))
         except EdgebnnError as err:
             invalid.append(str(err))
     if not infos:
         raise EdgebnnError(invalid[0] if len(invalid) == 1 else f"no model can be read: {'; '.join(invalid)}")
     return infos, invalid
-
-
-def _named(meta: dict | None) -> str | None:
-    """``run`` or ``model (run)`` from a flatbuffer's ``edgebnn`` metadata (or its conversion report's source)."""
-    if not meta or not meta.get("name"):
-        return None
-    name, model = str(meta["name"]), meta.get("model")
-    return name if not model or model in name else f"{model} ({name})"
-
-
-def model_name(path: Path, data: bytes, sha: str) -> str:
-    """What a profiled flatbuffer is called: its run (and model) from the ``edgebnn`` metadata ``edgebnn convert``
-    embeds; for a baseline (float/int8 of the twin, no metadata) its run's, from the conversion report beside the
-    binary flatbuffer; else the file stem."""
-    from edgebnn.convert.flatbuffer import read_metadata
-
-    try:
-        named = _named(read_metadata(data))
-    except ValueError:  # unreadable, or metadata that is not edgebnn's JSON object
-        named = None
-    if named:
-        return named
-    stem, _, kind = path.stem.rpartition(".")
-    parent = path.with_name(f"{stem}.tflite.json")
-    if stem and parent.is_file():
-        try:
-            report = json.loads(parent.read_text())
-        except (OSError, ValueError):
-            report = {}
-        if ((report.get("baselines") or {}).get(kind) or {}).get("sha256") == sha:
-            run = _named(report.get("source")) or stem
-            return f"{run} {kind} baseline (real-valued twin)"
-    return path.stem
 
 
 def _stats_from_parsed(parsed: dict) -> dict:
@@ -97,7 +59,7 @@ def _stats_from_parsed(parsed: dict) -> dict:
 
 
 def _versions(extra: dict | None = None) -> dict:
-    out = {"edgebnn": edgebnn.__version__, "python": sys.version.split()[0]}
+    out = {"edgebnn": __version__, "python": sys.version.split()[0]}
     out.update(extra or {})
     return out
 
@@ -126,7 +88,6 @@ class _Sweep:
         self.lock = threading.Lock()
         self.results: list[dict] = []
         self.failures: list[str] = []
-        from edgebnn.progress import progress_bar
 
         self.bar = progress_bar(total=total, desc="profiling", unit="run", enable=progress)
 
@@ -166,7 +127,6 @@ class _Sweep:
 
 
 def _profile_local(sweep, models, threads, runs, warmup, op_profile, timeout) -> None:
-    from edgebnn.profile import local
 
     conn = store.connect(sweep.db)
     try:
@@ -194,7 +154,6 @@ def _profile_local(sweep, models, threads, runs, warmup, op_profile, timeout) ->
 
 def _board_row(session, model, parsed, device, n, fields, op_profile) -> dict:
     """One board measurement as a results row: statistics, board facts, temperatures, load and flags."""
-    from edgebnn.profile import load
 
     board_facts = {**fields["board"], "temp_before_c": parsed["temp_before_c"],
                    "temp_after_c": parsed["temp_after_c"], "throttled_after": parsed["throttled_after"]}
@@ -217,7 +176,6 @@ def _board_row(session, model, parsed, device, n, fields, op_profile) -> dict:
 
 def _profile_ssh(sweep, device, models, threads, runs, warmup, op_profile, runner, target, timeout,
                  connect_timeout) -> None:
-    from edgebnn.profile.remote import BoardSession, RunFailed
 
     conn = store.connect(sweep.db)
     try:
@@ -266,8 +224,6 @@ def _profile_ssh(sweep, device, models, threads, runs, warmup, op_profile, runne
 def _profile_qemu(sweep, models, threads, runner, timeout) -> None:
     """Device qemu:aarch64: count each model under QEMU, store an estimated row per calibrated board x threads
     (never the emulated wall time)."""
-    from edgebnn.estimate import emulated
-    from edgebnn.estimate.estimate import op_type_totals
 
     job = emulated.plan(runner, threads)
     with sweep.lock:  # the sweep counted one row per thread count; qemu:aarch64 gives one per board x threads
@@ -307,7 +263,6 @@ def profile(models, devices=("local",), threads=None, runs=None, warmup=None, op
     ``force``. Each result is committed as soon as it is measured; when a device fails, the others carry on and
     an :class:`EdgebnnError` naming every failure is raised at the end (what finished stays stored).
     """
-    from edgebnn.profile import devices as devmod
 
     warn = warn or (lambda msg: print(f"warning: {msg}", file=sys.stderr))
     _check_numbers([int(t) for t in threads] if threads else None, runs, warmup, timeout)
@@ -322,7 +277,6 @@ def profile(models, devices=("local",), threads=None, runs=None, warmup=None, op
     threads = [int(t) for t in threads] if threads else None
     store.check_writable(db)  # a bad or read-only --db fails here, before anything is measured
     if threads and any(d.kind == "local" for d in resolved):
-        import os
 
         cores = os.cpu_count() or 1
         if max(threads) > cores:
@@ -392,17 +346,12 @@ class ProfileFailed(EdgebnnError):
 def check_device(name: str, runner: str | None = None, target: str | None = None, devices_file=None,
                  ssh_config=None, connect_timeout: int = 10) -> dict:
     """Board facts of one device and the problems/warnings the checks find (nothing is uploaded or run)."""
-    from edgebnn.profile import board
-    from edgebnn.profile import devices as devmod
-    from edgebnn.profile.local import host_facts
-    from edgebnn.profile.remote import BoardSession, pick_target, runner_spec
 
     dev = devmod.resolve(name, devices_file, ssh_config=ssh_config)
     if dev.kind == "local":
         return {"device": "local", "facts": host_facts(), "problems": [], "warnings": [],
                 "target": None, "runner": "LCE Python interpreter (child process)"}
     if dev.kind == "qemu":
-        from edgebnn.estimate import emulated
 
         job = emulated.plan(runner)
         return {"device": dev.name, "facts": {"label": f"{host_facts()['label']}, emulating aarch64 with QEMU"},

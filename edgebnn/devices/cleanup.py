@@ -25,21 +25,19 @@ import os
 import re
 import shlex
 import shutil
-import stat
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
+from edgebnn.devices.remote import OWNER_HOST, RUNS_FUNCTION, kill_script
+from edgebnn.devices.scratch import clean_temp_folders
+from edgebnn.devices.ssh import CONTROL_PREFIX, Connection, _tool
 from edgebnn.errors import EdgebnnError
 from edgebnn.runlock import pid_alive
-
-TEMP_NAME = re.compile(r"edgebnn-([a-z]+)-p(\d+)-\w+")  # a run's scratch folder: kind and owner pid
 
 
 def _list_script() -> str:
     """Lists the board's work folders: path|benchmark provably running (1/0)|age in seconds|owner."""
-    from edgebnn.profile.remote import RUNS_FUNCTION
 
     return (f'{RUNS_FUNCTION}; now=$(date +%s); for d in "${{TMPDIR:-/tmp}}"/edgebnn.*; do '
             '[ -d "$d" ] && [ -O "$d" ] || continue; alive=0; edgebnn_runs "$d" >/dev/null && alive=1; '
@@ -49,7 +47,6 @@ def _list_script() -> str:
 
 def _owner_gone(owner: str) -> bool:
     """Whether an ``owner`` of ``host_pid`` names a process on this host that no longer runs."""
-    from edgebnn.profile.remote import OWNER_HOST
 
     host, _, pid = owner.rpartition("_")
     return host == OWNER_HOST.replace(" ", "_") and pid.isdigit() and not pid_alive(int(pid))
@@ -81,8 +78,6 @@ def board_leftovers(conn, older_than_min: float, kill_running: bool) -> list[dic
 
 def clean_board(device, older_than_min: float = 10, kill_running: bool = False, connect_timeout: int = 10) -> list:
     """Remove the stale work directories of ``device`` (ending their benchmarks first); what was found and done."""
-    from edgebnn.profile.remote import kill_script
-    from edgebnn.profile.ssh import Connection
 
     if older_than_min < 0:
         raise EdgebnnError("--older-than takes minutes of 0 or more")
@@ -98,62 +93,9 @@ def clean_board(device, older_than_min: float = 10, kill_running: bool = False, 
     return found
 
 
-def owned_tempdir(kind: str) -> tempfile.TemporaryDirectory:
-    """A scratch folder ``edgebnn-KIND-pPID-*`` for this process (removed on exit as usual), after removing those
-    of processes that are gone (a run killed outright cannot remove its own)."""
-    clean_temp_folders()
-    return tempfile.TemporaryDirectory(prefix=f"edgebnn-{kind}-p{os.getpid()}-")
-
-
-def clean_temp_folders() -> list[dict]:
-    """Remove this user's ``edgebnn-KIND-pPID-*`` scratch folders whose process is gone; what was found."""
-    out = []
-    for folder in sorted(Path(tempfile.gettempdir()).glob("edgebnn-*-p*-*")):
-        match = TEMP_NAME.fullmatch(folder.name)
-        try:
-            info = folder.lstat()
-        except OSError:
-            continue
-        if not match or not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
-            continue
-        pid = int(match.group(2))
-        if pid_alive(pid):
-            out.append({"path": str(folder), "action": f"kept: edgebnn process {pid} still uses it", "remove": False})
-            continue
-        shutil.rmtree(folder, ignore_errors=True)
-        out.append({"path": str(folder), "action": f"removed: the edgebnn process that made it ({pid}) is gone",
-                    "remove": True})
-    return out
-
-
-def die_with_parent():
-    """A ``preexec_fn`` for ``subprocess`` that makes the child get SIGKILL when this process dies, however
-    (Linux ``prctl(PR_SET_PDEATHSIG, SIGKILL)``); None elsewhere. The signal follows the thread that started the
-    child, so the caller must wait for it in that thread (``subprocess.run`` does)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    import ctypes
-    import signal
-
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-    parent = os.getpid()
-
-    def arm():  # runs in the child between fork and exec: nothing here may import or allocate much
-        prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
-        if os.getppid() != parent:  # the parent died before the signal was armed
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    return arm
-
-
 def clean_local() -> list[dict]:
     """Remove this host's ``edgebnn-ssh-*`` control folders whose owner process is gone (ending their master) and
     the scratch folders of runs that are gone (:func:`clean_temp_folders`)."""
-    from edgebnn.profile.ssh import CONTROL_PREFIX, _tool
 
     out = clean_temp_folders()
     for folder in sorted(Path(tempfile.gettempdir()).glob(f"{CONTROL_PREFIX}*")):

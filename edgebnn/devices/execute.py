@@ -9,8 +9,8 @@
   read back as bytes (one it did not write is left out).
 
 Devices: a board over SSH (``ssh://...`` or a devices.toml name: a
-:class:`~edgebnn.profile.remote.BoardSession`, the runner uploaded and checked by sha256 when the board lacks
-it), and ``qemu:aarch64`` (``qemu-aarch64 RUNNER`` on this host, :func:`edgebnn.estimate.qemu.run_emulated`).
+:class:`~edgebnn.devices.remote.BoardSession`, the runner uploaded and checked by sha256 when the board lacks
+it), and ``qemu:aarch64`` (``qemu-aarch64 RUNNER`` on this host, :func:`edgebnn.devices.qemu.run_emulated`).
 ``local`` runs LCE's Python interpreter, not a runner, and is refused.
 """
 
@@ -18,7 +18,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edgebnn.devices import config as devices
+from edgebnn.devices.qemu import check_runner, find_qemu, run_emulated
+from edgebnn.devices.remote import BoardSession
 from edgebnn.errors import EdgebnnError
+from edgebnn.machine import host_label
 
 RUNNER_HINT = "pass --runner PATH to an lce_benchmark_model_aarch64 (LCE's release asset)"
 
@@ -29,8 +33,6 @@ class QemuRunner:
     emulated = True
 
     def __init__(self, name: str, runner: str | None):
-        from edgebnn.estimate.qemu import check_runner, find_qemu
-        from edgebnn.machine import host_label
 
         if not runner:
             raise EdgebnnError(f"device {name} needs a runner: {RUNNER_HINT}")
@@ -46,7 +48,6 @@ class QemuRunner:
         return None
 
     def run(self, flags: list[str], files_in: dict | None = None, files_out=(), timeout: float = 600) -> dict:
-        from edgebnn.estimate.qemu import run_emulated
 
         return run_emulated(self.runner, flags, files_in=files_in, files_out=files_out, timeout=timeout)
 
@@ -55,7 +56,6 @@ class SshRunner:
     """A board over SSH: one session (facts, checks, work directory) for every run, closed on exit."""
 
     def __init__(self, device, runner: str | None, timeout: float, connect_timeout: int, warn=None):
-        from edgebnn.profile.remote import BoardSession
 
         self.name = device.name
         self.session = BoardSession(device, runner=runner, timeout=timeout, connect_timeout=connect_timeout,
@@ -80,7 +80,6 @@ class SshRunner:
 def open_runner(spec: str, runner: str | None = None, devices_file=None, ssh_config: str | None = None,
                 timeout: float = 600, connect_timeout: int = 10, warn=None):
     """The device ``spec`` (``qemu:aarch64``, ``ssh://user@host[:port]`` or a devices.toml name) as a runner host."""
-    from edgebnn.profile import devices
 
     device = devices.resolve(spec, devices_file, ssh_config=ssh_config)
     if device.kind == "qemu":

@@ -2,15 +2,15 @@
 
 TFLite's C++ interpreter trusts the flatbuffer it is given (LCE builds it with ``BuildFromBuffer``, which skips
 the flatbuffers verifier): an index past the end of a table is a segmentation fault, not an error. So every
-model is read here first, in Python where a bad offset is an exception: its fields by :mod:`edgebnn.tflite_model`
-(every offset, vector and string bounds-checked; the same reader :mod:`edgebnn.convert.flatbuffer` uses), the
+model is read here first, in Python where a bad offset is an exception: its fields by :mod:`edgebnn.tflite.fields`
+(every offset, vector and string bounds-checked; the same reader :mod:`edgebnn.tflite.describe` uses), the
 tables that reader does not model (options, quantization, sparsity, signatures) by TensorFlow's generated schema
 module (loaded on its own: it needs only ``flatbuffers`` and numpy, not TensorFlow). Every index the interpreter
 follows is checked: subgraph, tensor, buffer, metadata and operator-code indices in range, tensor types and
 builtin codes known, constant data as long as its shape says, the file identifier ``TFL3`` and version 3.
 
 :func:`check` raises :class:`EdgebnnError` naming the file and the first problem; it returns the parsed model
-(:class:`edgebnn.tflite_model.Model`) for callers that read it anyway.
+(:class:`edgebnn.tflite.fields.Model`) for callers that read it anyway.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ import struct
 import sys
 from pathlib import Path
 
-from edgebnn import tflite_model
 from edgebnn.errors import EdgebnnError
 from edgebnn.inputs import regular_file
+from edgebnn.tflite import fields
 
 _MODULE = "edgebnn._tflite_schema"
 # Bytes per element of the tensor types with a fixed element size (TensorType values).
@@ -51,7 +51,7 @@ def _enum_values(cls) -> set[int]:
     return {v for k, v in vars(cls).items() if isinstance(v, int) and not k.startswith("_")}
 
 
-def _code_problem(model: tflite_model.Model, s) -> str | None:
+def _code_problem(model: fields.Model, s) -> str | None:
     known = _enum_values(s.BuiltinOperator)
     for i, code in enumerate(model.codes):
         if code.builtin not in known:
@@ -61,7 +61,7 @@ def _code_problem(model: tflite_model.Model, s) -> str | None:
     return None
 
 
-def _index_problem(graph: tflite_model.SubGraph, g: int, n_codes: int) -> str | None:
+def _index_problem(graph: fields.SubGraph, g: int, n_codes: int) -> str | None:
     n_tensors = len(graph.tensors)
     for what, indices in (("inputs", graph.inputs), ("outputs", graph.outputs)):
         bad = [i for i in indices if not 0 <= i < n_tensors]
@@ -77,7 +77,7 @@ def _index_problem(graph: tflite_model.SubGraph, g: int, n_codes: int) -> str | 
     return None
 
 
-def _tensor_problem(model: tflite_model.Model, graph, g: int, size: int, types: set[int]) -> str | None:
+def _tensor_problem(model: fields.Model, graph, g: int, size: int, types: set[int]) -> str | None:
     buffers = model.buffers
     for k, t in enumerate(graph.tensors):
         if t.type not in types:
@@ -100,7 +100,7 @@ def _tensor_problem(model: tflite_model.Model, graph, g: int, size: int, types: 
 
 
 def _unmodelled_problem(data: bytes, s) -> str | None:
-    """What TensorFlow's generated schema cannot read in the tables :mod:`edgebnn.tflite_model` does not model
+    """What TensorFlow's generated schema cannot read in the tables :mod:`edgebnn.tflite.fields` does not model
     whole (operator options, quantization, sparsity, signature defs), which the interpreter follows too. Operator
     codes, buffers and metadata, modelled field by field, are not read again."""
     try:
@@ -117,12 +117,12 @@ def _unmodelled_problem(data: bytes, s) -> str | None:
     return None
 
 
-def _metadata_problem(model: tflite_model.Model) -> str | None:
+def _metadata_problem(model: fields.Model) -> str | None:
     bad = [(name, i) for name, i in model.metadata if not 0 <= i < len(model.buffers)]
     return f"metadata {bad[0][0]!r} names buffer {bad[0][1]} of {len(model.buffers)}" if bad else None
 
 
-def _model_problem(model: tflite_model.Model, size: int) -> str | None:
+def _model_problem(model: fields.Model, size: int) -> str | None:
     """None when every index of ``model`` (parsed from ``size`` bytes) holds and its codes and types are known."""
     if model.version != 3:
         return f"schema version {model.version}, not 3"
@@ -135,10 +135,10 @@ def _model_problem(model: tflite_model.Model, size: int) -> str | None:
     return _code_problem(model, s) or next((found for found in graphs if found), None) or _metadata_problem(model)
 
 
-def _checked(data: bytes) -> tuple[tflite_model.Model | None, str | None]:
+def _checked(data: bytes) -> tuple[fields.Model | None, str | None]:
     try:
-        model = tflite_model.parse(data)
-    except tflite_model.Malformed as err:
+        model = fields.parse(data)
+    except fields.Malformed as err:
         return None, str(err)
     found = _model_problem(model, len(data)) or _unmodelled_problem(data, schema())
     return (None, found) if found else (model, None)
@@ -149,7 +149,7 @@ def problem(data: bytes) -> str | None:
     return _checked(bytes(data))[1]
 
 
-def check(data: bytes, where: str | Path | None = None) -> tflite_model.Model:
+def check(data: bytes, where: str | Path | None = None) -> fields.Model:
     """The parsed model in ``data``; :class:`EdgebnnError` naming the file ``where`` when it is not a sound TFLite
     flatbuffer."""
     model, found = _checked(bytes(data))

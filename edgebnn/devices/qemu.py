@@ -5,7 +5,7 @@
 with the system C compiler into ``$XDG_CACHE_HOME/edgebnn/`` or ``~/.cache/edgebnn/``, keyed by the source's
 sha256 and QEMU's version; where that cannot be written, into a private ``edgebnn-cache-UID`` folder in the temp
 folder) and returns the counts it wrote. The emulator dies with the process that started it, and its scratch
-folders name that process (``edgebnn.profile.cleanup``), so a run killed outright leaves nothing running.
+folders name that process (``edgebnn.devices.cleanup``), so a run killed outright leaves nothing running.
 Only Debian's dynamic ``qemu-aarch64`` loads plugins (``qemu-aarch64-static`` does not). The plugin speaks plugin
 API version 1 (QEMU 7.x and 8.x, checked here on 7.2); other versions are refused in one line.
 """
@@ -23,6 +23,9 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from edgebnn.devices.board import elf_truncated
+from edgebnn.devices.elf import EM_AARCH64
+from edgebnn.devices.scratch import die_with_parent, owned_tempdir
 from edgebnn.errors import EdgebnnError
 from edgebnn.inputs import regular_file
 
@@ -67,7 +70,7 @@ def cache_dir() -> Path:
 
 
 def plugin_source() -> bytes:
-    return resources.files("edgebnn.estimate").joinpath("insn_count.c").read_bytes()
+    return resources.files("edgebnn.devices").joinpath("insn_count.c").read_bytes()
 
 
 def _private_temp_cache() -> Path:
@@ -133,8 +136,6 @@ def build_plugin(version: str | None = None) -> Path:
 def check_runner(runner: str | os.PathLike) -> Path:
     """The runner as a whole aarch64 ELF file, or one clear error (missing, a folder, a FIFO, unreadable, another
     machine's, cut short)."""
-    from edgebnn.estimate.elf import EM_AARCH64
-    from edgebnn.profile.board import elf_truncated
 
     hint = "pass --runner PATH to an lce_benchmark_model_aarch64 (LCE's release asset)"
     path = regular_file(Path(runner).expanduser(), "runner", if_folder=hint, if_missing=hint, if_other=hint)
@@ -159,7 +160,6 @@ def run_emulated(runner, args, files_in=None, files_out=(), timeout: float = 600
     after the run. Returns {stdout, stderr, rc, files: {name: bytes}} (an output file missing is left out).
     Emulated wall time is never latency: nothing here times anything.
     """
-    from edgebnn.profile.cleanup import die_with_parent, owned_tempdir
 
     exe = find_qemu()
     runner = check_runner(runner)
@@ -218,7 +218,6 @@ def run_counted(runner, args, marks: list = (), timeout: float = 600) -> tuple[C
     (address, True) for a secondary marker, logged only at its first hit after a primary one."""
     version = qemu_version()
     plugin = build_plugin(version)
-    from edgebnn.profile.cleanup import owned_tempdir
 
     with owned_tempdir("count") as tmp:
         out = Path(tmp) / "counts.txt"

@@ -32,6 +32,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgebnn.devices.ssh import parse_url
 from edgebnn.errors import EdgebnnError
 from edgebnn.inputs import regular_file
 
@@ -77,7 +78,6 @@ class Device:
     source: str = ""
 
     def ssh_target(self):
-        from edgebnn.profile.ssh import parse_url
 
         target = parse_url(self.ssh, config_file=self.ssh_config)
         target.options = list(self.ssh_options)
@@ -152,7 +152,6 @@ def ssh_options(options, name: str, p: Path, trusted: bool) -> list[str]:
 
 def _device(name: str, item, p: Path, trusted: bool) -> Device:
     """One device's table, checked."""
-    from edgebnn.profile.ssh import parse_url
 
     if not isinstance(item, dict):
         raise EdgebnnError(f"devices file {p}: device {name!r} must be a table")
@@ -225,7 +224,6 @@ def resolve(spec: str, devices_path: str | os.PathLike | None = None, ssh_config
                                "runner under qemu-user, counted and estimated for calibrated boards)")
         return Device(name=QEMU_DEVICE, kind="qemu")
     if spec.startswith("ssh://"):
-        from edgebnn.profile.ssh import parse_url
 
         t = parse_url(spec)
         return Device(name=t.url, kind="ssh", ssh=t.url, ssh_config=ssh_config)

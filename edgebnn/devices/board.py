@@ -14,7 +14,10 @@ shell (QEMU intercepts only ``/proc/self/exe``), and an x86 ``vendor_id`` in ``/
 
 from __future__ import annotations
 
+import os
+import re
 import shlex
+import struct
 
 from edgebnn.errors import EdgebnnError
 
@@ -105,7 +108,6 @@ def temperature_c(text: str | None) -> float | None:
 
 def glibc_version(text: str) -> str:
     """'glibc 2.36' / 'ldd (Debian GLIBC 2.36-9) 2.36' -> '2.36'; '' when none is found (musl, macOS)."""
-    import re
 
     if not text or ("glibc" not in text.lower() and "gnu libc" not in text.lower()):
         return ""
@@ -187,8 +189,6 @@ def elf_machine(head: bytes) -> tuple[int, int] | None:
 def elf_truncated(path) -> str | None:
     """Why the ELF file at ``path`` cannot be whole (a download cut short), or None: its program and section header
     tables and every loadable segment (``PT_LOAD``: ``p_offset + p_filesz``) must lie inside the file."""
-    import os
-    import struct
 
     size = os.path.getsize(path)
     with open(path, "rb") as f:

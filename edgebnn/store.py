@@ -21,10 +21,13 @@ migrated in place to version 2 on first open.
 from __future__ import annotations
 
 import json
+import math
+import os
 import sqlite3
 import time
 from pathlib import Path
 
+from edgebnn.devices.parse import op_kind
 from edgebnn.errors import EdgebnnError
 from edgebnn.outputs import write_atomic
 
@@ -179,7 +182,6 @@ OP_TIMINGS = ("first_ms", "avg_ms")
 
 
 def _not_a_time(value) -> bool:
-    import math
 
     if value is None:
         return False
@@ -203,7 +205,6 @@ def check_timings(result: dict, ops: list[dict] | None = None) -> None:
 def check_writable(path: str | Path = DEFAULT_DB) -> None:
     """Open ``path`` as :func:`connect` does and prove a write goes through, before anything is measured: a
     read-only file or folder is refused up front rather than after minutes of measuring."""
-    import os
 
     path = Path(path)
     conn = connect(path)
@@ -229,7 +230,6 @@ def fallback_path(db: str | Path) -> Path:
 
 def save_fallback(db: str | Path, result: dict, ops: list[dict] | None = None) -> Path:
     """Append one result the database refused to the fallback JSON (a list); returns where it went."""
-    import os
 
     path = fallback_path(db)
     if not os.access(path.resolve().parent, os.W_OK) and not os.access(path, os.W_OK):
@@ -283,7 +283,6 @@ def save(conn: sqlite3.Connection, result: dict, ops: list[dict] | None = None) 
 
 
 def _insert(conn: sqlite3.Connection, row: dict, ops: list[dict] | None) -> int:
-    from edgebnn.profile.parse import op_kind
 
     with conn:
         conn.execute("DELETE FROM results WHERE model_sha256 = ? AND device = ? AND threads = ? AND kind = ?",
@@ -346,7 +345,7 @@ def op_totals(conn: sqlite3.Connection, result_id: int) -> list[dict]:
     """The per-op rows of one result summed by node type (LceBconv2d, LceQuantize, float ops), slowest first.
 
     A row's ``avg_ms`` is per call; a delegate row may stand for several calls (``times_called``), so a type's time
-    is ``sum(avg_ms x times_called)``, as in :func:`edgebnn.profile.parse.op_totals`."""
+    is ``sum(avg_ms x times_called)``, as in :func:`edgebnn.devices.parse.op_totals`."""
     q = ("SELECT node_type, kind, COUNT(*) AS nodes, SUM(COALESCE(times_called, 1)) AS calls, "
          "SUM(avg_ms * COALESCE(times_called, 1)) AS avg_ms, SUM(instructions) AS instructions "
          "FROM op_profile WHERE result_id = ? GROUP BY node_type, kind ORDER BY avg_ms DESC")

@@ -7,7 +7,7 @@ when complete, and reused from the cache folder (``$EDGEBNN_TEST_CACHE/arm64-roo
 and the ``qemu-aarch64`` entry enabled, here when needed; its ``F`` flag lets the interpreter work in a chroot).
 
 :class:`Arm64Sshd` runs the userland's own aarch64 ``/usr/sbin/sshd`` with ``chroot`` (root only) on a random
-port; keys, ``known_hosts`` and the ``ssh -F`` config are :class:`~edgebnn.profile.testing_sshd.LoopbackSshd`'s.
+port; keys, ``known_hosts`` and the ``ssh -F`` config are :class:`~loopback_sshd.LoopbackSshd`'s.
 ``/proc`` is mounted in the userland while any server runs (counted across test sessions, unmounted after the
 last); the device nodes ``debootstrap`` made in its ``/dev`` suffice, so ``/dev`` is not bound. ``stop`` ends
 sshd and every process it started.
@@ -29,7 +29,8 @@ import time
 import uuid
 from pathlib import Path
 
-from edgebnn.profile.testing_sshd import LoopbackSshd, SshdUnavailable
+from loopback_sshd import LoopbackSshd, SshdUnavailable
+
 from edgebnn.runlock import pid_alive
 
 SUITE = "bookworm"

@@ -16,11 +16,13 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgebnn import targets
+from edgebnn.devices import board, load
+from edgebnn.devices.local import kernels_label, sha256
+from edgebnn.devices.parse import parse
+from edgebnn.devices.scratch import owned_tempdir
+from edgebnn.devices.ssh import Connection
 from edgebnn.errors import EdgebnnError
-from edgebnn.profile import board, load
-from edgebnn.profile.local import kernels_label, sha256
-from edgebnn.profile.parse import parse
-from edgebnn.profile.ssh import Connection
 
 
 @dataclass
@@ -65,7 +67,6 @@ def runner_spec(text: str) -> RunnerSpec:
 
 def pick_target(facts: dict, name: str | None):
     """The target profile named, else the one whose machines include the board's ``uname -m``."""
-    from edgebnn import targets
 
     if name:
         return targets.load(name)
@@ -322,7 +323,6 @@ class BoardSession:
         ({name: local path}) uploaded first and checked by sha256, ``files_out`` (names) read back after.
         Returns {stdout, stderr, rc, files: {name: bytes}} (an output the runner did not write is left out);
         the files are removed from the board afterwards."""
-        from edgebnn.profile.cleanup import owned_tempdir
 
         files_in = dict(files_in or {})
         names = [*files_in, *files_out]

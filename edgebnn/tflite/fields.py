@@ -1,7 +1,7 @@
 """The fields of a TFLite flatbuffer, read in plain Python with every offset bounds-checked.
 
-The one reader of ``.tflite`` bytes in edgebnn: the schema check (:mod:`edgebnn.tflite_file`) and the op, tensor and
-metadata readers (:mod:`edgebnn.convert.flatbuffer`) all see a file through :func:`parse`, so they cannot disagree
+The one reader of ``.tflite`` bytes in edgebnn: the schema check (:mod:`edgebnn.tflite.file`) and the op, tensor and
+metadata readers (:mod:`edgebnn.tflite.describe`) all see a file through :func:`parse`, so they cannot disagree
 about it. It follows TFLite's ``schema.fbs`` (version 3) for the fields edgebnn and the interpreter's index checks
 need: Model, SubGraph, Tensor, Operator, OperatorCode, Buffer, Metadata. Every root, vtable, vector and string is
 checked to lie inside the bytes (strings also end in their NUL), so bad bytes raise :class:`Malformed` (a

@@ -8,14 +8,25 @@ std (population, sqrt(mean(t^2) - mean(t)^2) as in TFLite's benchmark), max.
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
+import os
 import platform
+import signal
+import subprocess
 import sys
 import time
+from importlib import metadata
 from pathlib import Path
 
+import numpy as np
+
+from edgebnn import tflite
+from edgebnn.devices import load
+from edgebnn.devices.scratch import die_with_parent
 from edgebnn.errors import EdgebnnError
 from edgebnn.inputs import sha256  # noqa: F401  (a model's sha256 names its results; written once in inputs)
+from edgebnn.machine import cpu_model, host_label
 
 _WRAPPER = "larq_compute_engine.tflite.python.interpreter_wrapper_lite"
 ARM64_MACHINES = ("aarch64", "arm64")
@@ -32,7 +43,6 @@ def kernels_label(machine: str) -> str:
 
 
 def lce_version() -> str:
-    from importlib import metadata
 
     try:
         return metadata.version("larq-compute-engine")
@@ -61,7 +71,7 @@ def _wrapper_module():
                 break
             sys.modules[_WRAPPER] = module
             return module
-    from larq_compute_engine.tflite.python import interpreter_wrapper_lite
+    from larq_compute_engine.tflite.python import interpreter_wrapper_lite  # lazy: LCE loads TensorFlow
 
     return interpreter_wrapper_lite
 
@@ -80,7 +90,6 @@ def open_interpreter(flatbuffer: bytes, threads: int = 1, use_xnnpack: bool = Fa
 
 def random_inputs(interpreter, seed: int = 0) -> list:
     """Random inputs of the model's shapes and types (the benchmark tool feeds random data too)."""
-    import numpy as np
 
     rng = np.random.default_rng(seed)
     out = []
@@ -157,9 +166,7 @@ def stats_ms(samples_us: list[float]) -> dict:
 
 def host_facts() -> dict:
     """This host's facts in the shape board.py records for a board."""
-    import os
 
-    from edgebnn.machine import cpu_model, host_label
 
     return {"machine": platform.machine(), "cpu": cpu_model(), "cores": os.cpu_count(), "label": host_label(),
             "os": platform.platform(), "hostname": platform.node()}
@@ -167,9 +174,7 @@ def host_facts() -> dict:
 
 def _child(path: str, threads: int, runs: int, warmup: int, use_xnnpack: bool) -> dict:
     """In the child process: time the model and record the host's load around it (see ``load``)."""
-    import os
 
-    from edgebnn.profile import load
 
     before, cpu0 = load.snapshot(), os.times()
     m = measure(Path(path).read_bytes(), threads=threads, runs=runs, warmup=warmup, use_xnnpack=use_xnnpack)
@@ -181,12 +186,9 @@ def _child(path: str, threads: int, runs: int, warmup: int, use_xnnpack: bool) -
 def _in_child(path: Path, threads: int, runs: int, warmup: int, use_xnnpack: bool, timeout: float) -> dict:
     """:func:`_child` in a fresh Python: a model that crashes the interpreter (SIGSEGV) ends that process, not
     ours, and becomes one line."""
-    import json
-    import subprocess
 
-    from edgebnn.profile.cleanup import die_with_parent
 
-    args = [sys.executable, "-m", "edgebnn.profile.local", str(path), str(int(threads)), str(int(runs)),
+    args = [sys.executable, "-m", "edgebnn.devices.local", str(path), str(int(threads)), str(int(runs)),
             str(int(warmup)), "1" if use_xnnpack else "0"]
     try:  # the child dies with us (a SIGKILLed profile leaves no benchmark running on)
         proc = subprocess.run(args, capture_output=True, text=True, errors="replace", timeout=timeout,
@@ -195,7 +197,6 @@ def _in_child(path: Path, threads: int, runs: int, warmup: int, use_xnnpack: boo
         raise EdgebnnError(f"LCE's interpreter gave no result for {path} within {timeout:.0f} s (--timeout); "
                            "nothing was stored for it") from None
     if proc.returncode < 0:
-        import signal
 
         name = signal.Signals(-proc.returncode).name if -proc.returncode in signal.valid_signals() else \
             f"signal {-proc.returncode}"
@@ -212,13 +213,10 @@ def _in_child(path: Path, threads: int, runs: int, warmup: int, use_xnnpack: boo
 def profile_file(path: str | Path, threads: int = 1, runs: int = 50, warmup: int = 1,
                  use_xnnpack: bool = False, timeout: float = 600) -> dict:
     """Time one .tflite file here, in a child process, after checking it against the TFLite schema; a result
-    dict for :func:`edgebnn.profile.store.save` (with ``load`` and ``flags``, see ``load``)."""
-    from edgebnn import tflite_file
-    from edgebnn.machine import host_label
-    from edgebnn.profile import load
+    dict for :func:`edgebnn.store.save` (with ``load`` and ``flags``, see ``load``)."""
 
     path = Path(path)
-    flatbuffer = tflite_file.read(path)
+    flatbuffer = tflite.read(path)
     m = _in_child(path, threads, runs, warmup, use_xnnpack, timeout)
     samples = m["samples_us"]
     stats = stats_ms(samples)
@@ -231,7 +229,6 @@ def profile_file(path: str | Path, threads: int = 1, runs: int = 50, warmup: int
 
 
 def _main(argv: list[str]) -> int:
-    import json
 
     try:
         path, threads, runs, warmup, xnnpack = argv
