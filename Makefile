@@ -6,6 +6,9 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.edgebnn-installed
 PYTEST_ARGS ?=
+# The suite runs on two worker processes, a test file each at a time (pytest-xdist): 2 cores, about 1.6x faster than
+# one process (28 min 12 s -> see the README), and each file's module fixtures are built once.
+PYTEST_WORKERS ?= -n 2 --dist loadfile
 
 .PHONY: install demo test lint sshd chromium arm64-tools torch-reference clean
 
@@ -45,7 +48,7 @@ demo: $(STAMP)
 	else \
 	  echo "== no aarch64 runner: set LCE_RUNNER_AARCH64 to LCE's release asset lce_benchmark_model_aarch64 (github.com/larq/compute-engine/releases) for estimated Raspberry Pi 4B latency"; \
 	fi
-	$(EDGEBNN) report --db $(DEMO_DIR)/results.db --runs $(DEMO_DIR)/runs --out $(DEMO_DIR)/report
+	$(EDGEBNN) report --db $(DEMO_DIR)/results.db --runs-dir $(DEMO_DIR)/runs --out $(DEMO_DIR)/report
 	@echo "== done: open $(DEMO_DIR)/report/index.html"
 
 # The SSH tests start a real OpenSSH server on 127.0.0.1; install Debian's when it is missing.
@@ -88,7 +91,7 @@ torch-reference:
 	fi
 
 test: $(STAMP) sshd arm64-tools chromium torch-reference lint
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check edgebnn tests bench

@@ -17,6 +17,7 @@ import argparse
 import json
 import shlex
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +25,8 @@ from pathlib import Path
 from profile_overhead import build_model  # bench/ is on sys.path when a bench script runs
 
 import edgebnn  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # arm64_userland: the tests' aarch64 board
 
 RUNNER = Path(__file__).resolve().parents[1] / ".." / "shared" / "lce" / "lce_benchmark_model_aarch64"
 
@@ -65,7 +68,7 @@ def ssh_rows(board, models: dict[str, Path], runs: int) -> tuple[dict, list[dict
 def proof_rows(model: Path, n: int) -> dict:
     """One batch of n (plus sample 0 alone) against n invocations of one sample, on qemu:aarch64."""
     from edgebnn import data
-    from edgebnn.convert import on_device
+    from edgebnn.conversion import on_device
     from edgebnn.devices.execute import open_runner
     from edgebnn.tflite.describe import io_tensors
 

@@ -38,25 +38,25 @@ def randomise(model, seed: int = 0):
 def measure(name: str) -> dict:
     import tensorflow as tf
 
-    from edgebnn import archs
-    from edgebnn import convert as conv
+    from edgebnn import archs, tflite
+    from edgebnn import conversion as conv
 
     tf.keras.backend.clear_session()
     model = randomise(archs.build(name))  # the paper's ImageNet input and classes
     layers = archs.stats.binary_conv_layers(model)
     fb, seconds = conv.lce_flatbuffer(model, "arm")
-    ops = conv.read_ops(fb)
-    histogram = conv.op_histogram(fb)
+    ops = tflite.read_ops(fb)
+    histogram = tflite.op_histogram(fb)
     matched, lost = conv.match_binary_convs(layers, ops)
-    problems = conv.flatbuffer_problems(ops, matched)
+    problems = tflite.flatbuffer_problems(ops, matched)
     float_fb, float_seconds, _ = conv.float_flatbuffer(model)
     row = {"model": name, "input_shape": list(model.input_shape[1:]), "params": int(model.count_params()),
            "flatbuffer_mb": len(fb) / 1e6, "float_tflite_mb": len(float_fb) / 1e6,
            "ratio": len(float_fb) / len(fb), "seconds": seconds, "float_seconds": float_seconds,
            "binary_convs": len(layers), "lce_bconv2d": histogram.get("LceBconv2d", 0),
            "not_binary": [lost_layer["layer"] for lost_layer in lost], "problems": problems,
-           "loads": conv.load_error(fb) is None,
-           "float_ops": conv.float_op_count(histogram), "ops": histogram}
+           "loads": tflite.load_error(fb) is None,
+           "float_ops": tflite.float_op_count(histogram), "ops": histogram}
     del model, fb, float_fb
     gc.collect()
     return row

@@ -32,8 +32,8 @@ SMALL = ("sdbnn-resnet20", "sdbnn-resnet18", "sdbnn-vgg-small")
 def convert_family(name: str, out_dir: Path, fold: bool, padding: str = "lce") -> tuple[Path, dict]:
     from edgebnn import archs
     from edgebnn.archs.randomise import randomise_parameters
-    from edgebnn.convert.conversion import lce_flatbuffer
-    from edgebnn.convert.fold import deployment_model
+    from edgebnn.conversion.fold import deployment_model
+    from edgebnn.conversion.lce import lce_flatbuffer
 
     size = 32 if name in SMALL else 224
     model = randomise_parameters(archs.build(name, input_shape=(size, size, 3), padding=padding), seed=0)

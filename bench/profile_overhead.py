@@ -22,6 +22,8 @@ from pathlib import Path
 
 import edgebnn  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # loopback_sshd: the tests' throw-away sshd
+
 
 def build_model(arch: str, size: int, width: float, out: Path) -> Path:
     import larq_compute_engine as lce

@@ -25,7 +25,7 @@ TARGET_TOP1, TARGET_SECONDS = 0.90, 300.0
 
 
 def run_one(name: str, out: Path, real: bool, seed: int) -> dict:
-    from edgebnn.train import read_metrics, train
+    from edgebnn.training import read_metrics, train
 
     started = time.perf_counter()
     run_dir = train(name, dataset="digits", real=real, out=out / (name + ("-real" if real else "")), seed=seed,

@@ -16,14 +16,13 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from edgebnn import archs, convert, data, quiet, recipe, report, train
-from edgebnn.convert import formatting, on_device
-from edgebnn.convert.proof import proof_failure
+from edgebnn import archs, conversion, data, quiet, recipe, reporting, training
+from edgebnn.conversion import formatting, on_device
+from edgebnn.conversion.proof import proof_failure
 from edgebnn.devices import cleanup
 from edgebnn.devices import config as devices
-from edgebnn.devices import config as devmod
 from edgebnn.devices.board import describe
-from edgebnn.errors import EdgebnnError
+from edgebnn.errors import EdgebnnError, OptionError
 from edgebnn.estimate import budget as budget_mod
 from edgebnn.estimate import calibration
 from edgebnn.estimate.emulated import estimate_files
@@ -32,7 +31,7 @@ from edgebnn.evaluate import evaluate
 from edgebnn.importing import import_checkpoint
 from edgebnn.machine import host_label
 from edgebnn.outputs import probe_folder
-from edgebnn.profile import ProfileFailed, check_device, profile
+from edgebnn.profiling import ProfileFailed, check_device, profile
 from edgebnn.progress import progress_bar
 from edgebnn.version import __version__
 
@@ -45,7 +44,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except EdgebnnError as err:
-            click.echo(f"error: {err}", err=True)
+            click.echo(f"error: {_in_flags(err, ctx.invoked_subcommand)}", err=True)
             ctx.exit(err.exit_code)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
@@ -54,6 +53,21 @@ class _Group(click.Group):
             if previous is not None:
 
                 signal.signal(signal.SIGTERM, previous)
+
+
+# The library names a parameter by its Python name (OptionError); the command line names it by its flag:
+# --NAME-WITH-DASHES unless listed here.
+_FLAGS = {"output": "-o", "name_or_path": "NAME", "sets": "--set", "real": "--twin", "fold": "--no-fold",
+          "older_than_min": "--older-than", "run_roots": "--runs-dir"}
+_COMMAND_FLAGS = {"report": {"out": "report --out"}}  # the report's own writes have always named their command
+
+
+def _in_flags(err: EdgebnnError, command: str | None) -> str:
+    """The error's message, with the parameters of an :class:`OptionError` written as this command line's flags."""
+    if not isinstance(err, OptionError):
+        return str(err)
+    names = {**_FLAGS, **_COMMAND_FLAGS.get(command, {})}
+    return err.worded({o: names.get(o, "--" + o.replace("_", "-")) for o in err.options})
 
 
 def _raise_interrupt(signum, frame):
@@ -230,7 +244,7 @@ def train_command(name, dataset, epochs, batch_size, out, seed, sets, twin, resu
 
     if resume and name:
         raise EdgebnnError("give either NAME|RECIPE.toml or --resume DIR, not both")
-    run_dir = train.train(name, dataset=dataset, epochs=epochs, batch_size=batch_size, out=out, seed=seed,
+    run_dir = training.train(name, dataset=dataset, epochs=epochs, batch_size=batch_size, out=out, seed=seed,
                           sets=sets, resume=resume, strategy=strategy, real=True if twin else None,
                           progress=not quiet, summary=summary, weights=weights)
     click.echo(f"next: edgebnn convert {_quote(run_dir)} --target arm64")
@@ -286,7 +300,8 @@ def eval_command(source, dataset, checkpoint, as_json):
 @click.argument("source", metavar="RUN|MODEL")
 @click.option("--target", "-t", default="arm64", show_default=True,
               help="Target profile: arm64, armv7, x86_64, xcore (converters/*.toml) or a .toml file.")
-@click.option("--output", "-o", default=None, help="The .tflite to write (default: beside the model).")
+@click.option("--out", "-o", "output", default=None, help="The .tflite to write (default: beside the model).")
+@click.option("--output", "output_alias", default=None, hidden=True, help="The old name of --out.")
 @click.option("--check-samples", type=int, default=100, show_default=True,
               help="Data set samples run through LCE's interpreter and Keras to prove the flatbuffer (0: skip).")
 @click.option("--baselines", default="", help="Also write float and/or int8 TFLite of the real-valued twin.")
@@ -302,21 +317,24 @@ def eval_command(source, dataset, checkpoint, as_json):
 @click.option("--ssh-config", default=None, help="An ssh -F config file for --verify-on.")
 @click.option("--json", "as_json", is_flag=True, help="Print the conversion report as JSON.")
 @verbose_option
-def convert_command(source, target, output, check_samples, baselines, dataset, checkpoint, no_fold, verify_on,
-                    runner, ssh_config, as_json):
+def convert_command(source, target, output, output_alias, check_samples, baselines, dataset, checkpoint, no_fold,
+                    verify_on, runner, ssh_config, as_json):
     """Convert RUN|MODEL into an LCE flatbuffer for --target, and prove it answers like the Keras model.
 
     Writes FILE.tflite and its report FILE.tflite.json (op histogram, binary convs that became LceBconv2d,
     sizes, the proof on real samples, class names and normalisation, sha256).
     """
 
-    report = convert.convert(source, target=target, output=output, check_samples=check_samples,
+    if output is not None and output_alias is not None:
+        raise EdgebnnError("--out and --output are the same option (--output is its old name): give one")
+    output = output if output is not None else output_alias
+    report = conversion.convert(source, target=target, output=output, check_samples=check_samples,
                              baselines=baselines, dataset=dataset, progress=not as_json, checkpoint=checkpoint,
                              fold=not no_fold, verify_on=verify_on, runner=runner, ssh_config=ssh_config)
     if as_json:
         _print_json(report)
         return
-    click.echo(convert.format_report(report))
+    click.echo(conversion.format_report(report))
     click.echo(f"next: edgebnn profile {_quote(report['output'])} --device local   (a board: -d ssh://USER@HOST)")
 
 
@@ -568,7 +586,7 @@ def devices_clean_command(name, older_than, kill_running, devices_file, ssh_conf
     host's SSH control folders whose edgebnn process is gone. A folder whose run is alive is kept."""
 
     _at_least(older_than=(older_than, 0))
-    dev = devmod.resolve(name, devices_file, ssh_config=ssh_config)
+    dev = devices.resolve(name, devices_file, ssh_config=ssh_config)
     found = cleanup.clean_local()
     if dev.kind == "ssh":
         found += [{**f, "path": f"{dev.name}:{f['path']}"}
@@ -580,15 +598,24 @@ def devices_clean_command(name, older_than, kill_running, devices_file, ssh_conf
 
 
 # --------------------------------------------------------------------------------------------- report
-def _check_report_places(ctx, out, run_roots) -> None:
-    """--runs folders named by the user must exist (the default ./runs may be absent); --out must be writable."""
+def _run_roots(ctx, run_roots, old_run_roots) -> tuple[list[str], str | None]:
+    """The folders of --runs-dir and of its old name --runs together, and the flag the user named them with (None:
+    the default ./runs)."""
+    named = ctx.get_parameter_source("run_roots") is not ParameterSource.DEFAULT
+    if not old_run_roots:
+        return list(run_roots), "--runs-dir" if named else None
+    return [*(run_roots if named else ()), *old_run_roots], "--runs-dir" if named else "--runs"
+
+
+def _check_report_places(out, run_roots, flag) -> None:
+    """--runs-dir folders named by the user must exist (the default ./runs may be absent); --out must be writable."""
 
 
 
-    if ctx.get_parameter_source("run_roots") is not ParameterSource.DEFAULT:
+    if flag is not None:
         missing = [r for r in run_roots if not Path(r).is_dir()]
         if missing:
-            raise EdgebnnError(f"--runs {missing[0]} is not a folder: give the folder that holds your run folders")
+            raise EdgebnnError(f"{flag} {missing[0]} is not a folder: give the folder that holds your run folders")
     if Path(out).exists() and not Path(out).is_dir():
         raise EdgebnnError(f"--out {out} is a file; give a folder for the report")
     probe_folder(out, "--out")
@@ -597,7 +624,7 @@ def _check_report_places(ctx, out, run_roots) -> None:
 @main.command("report")
 @click.option("--db", default="results.db", show_default=True, help="The results database.")
 @click.option("--out", default="report", show_default=True, help="Folder for index.html, plots and results.json.")
-@click.option("--runs", "run_roots", multiple=True, default=("runs",), show_default=True,
+@click.option("--runs-dir", "run_roots", multiple=True, default=("runs",), show_default=True,
               help="Folders to search for run folders and conversion reports (repeatable).")
 @click.option("--budget", default=None, metavar="LATENCY", help="A latency budget (30ms, 0.03s): name the most "
               "accurate trained model that meets it on --board, from measured or estimated latency.")
@@ -605,7 +632,8 @@ def _check_report_places(ctx, out, run_roots) -> None:
               "local...).")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows (and the budget's answer) as JSON.")
 @click.pass_context
-def report_command(ctx, db, out, run_roots, budget, board, as_json):
+@click.option("--runs", "old_run_roots", multiple=True, hidden=True, help="The old name of --runs-dir.")
+def report_command(ctx, db, out, run_roots, old_run_roots, budget, board, as_json):
     """Compare every stored result: a table, plots (accuracy against latency with the Pareto front and latency
     against threads, one panel per device and latency kind; latency by op type) and an index.html.
 
@@ -613,24 +641,25 @@ def report_command(ctx, db, out, run_roots, budget, board, as_json):
     With --budget 30ms --board pi4b: the most accurate trained model within 30 ms on pi4b (exit 1 when none is).
     """
 
-    _check_report_places(ctx, out, run_roots)
+    run_roots, flag = _run_roots(ctx, run_roots, old_run_roots)
+    _check_report_places(out, run_roots, flag)
     if bool(budget) != bool(board):
         raise EdgebnnError("--budget and --board go together: edgebnn report --budget 30ms --board pi4b")
-    budget_ms = report.parse_budget(budget) if budget else None
+    budget_ms = reporting.parse_budget(budget) if budget else None
     problems: list[str] = []
-    rows = report.collect(db, run_roots, problems)
+    rows = reporting.collect(db, run_roots, problems)
     for problem in problems:
         click.echo(f"warning: {problem}", err=True)
-    answer = report.best_under_budget(rows, budget_ms, board) if budget else None
-    written = report.write(db, out, run_roots, budget=report.format_budget(answer) if answer else None,
+    answer = reporting.best_under_budget(rows, budget_ms, board) if budget else None
+    written = reporting.write(db, out, run_roots, budget=reporting.format_budget(answer) if answer else None,
                            rows=rows)
     if as_json:
         _print_json({"rows": written["rows"], "budget": answer} if answer else written["rows"])
     else:
-        click.echo(report.format_table(written["rows"]) + "\n")
-        click.echo("\n".join(report.notes(written["rows"])))
+        click.echo(reporting.format_table(written["rows"]) + "\n")
+        click.echo("\n".join(reporting.notes(written["rows"])))
         if answer:
-            click.echo("\n" + report.format_budget(answer))
+            click.echo("\n" + reporting.format_budget(answer))
         click.echo(f"report: {written['index']}")
     if answer and answer["choice"] is None:
         ctx.exit(1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from edgebnn import data, runs
-from edgebnn.errors import EdgebnnError
+from edgebnn.errors import EdgebnnError, OptionError
 from edgebnn.progress import progress_bar
 
 
@@ -20,7 +20,8 @@ def evaluate(run_or_model: str | os.PathLike, dataset: str | None = None, *, bat
     model, info = runs.load_model(run_or_model, checkpoint)
     name = dataset or info.get("dataset")
     if not name:
-        raise EdgebnnError(f"{run_or_model} is a bare model: say which data set to evaluate on with --dataset")
+        raise OptionError("{source} is a bare model: say which data set to evaluate on with {dataset}",
+                          source=run_or_model)
     size = int(model.input_shape[1])
     imported = info.get("status") == "imported" and info.get("mean") and info.get("std")
     ds = data.load(name, input_size=size, batch_size=batch_size, seed=int(info.get("seed") or 0),

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgebnn import archs, runs
-from edgebnn.errors import EdgebnnError
+from edgebnn.errors import OptionError
 from edgebnn.inputs import sha256
 
 LR_FRACTION = 0.2
@@ -79,8 +79,8 @@ def load_pretrained(weights: str | os.PathLike) -> Pretrained:
 def finetune_recipe(recipe: dict, pretrained: Pretrained, *, epochs: int | None = None) -> dict:
     """``recipe`` turned into one fine-tuning step from ``pretrained`` (see the module docstring)."""
     if pretrained.model_name and pretrained.model_name.removesuffix("-real") != recipe["model"]:
-        raise EdgebnnError(f"--weights {pretrained.path} holds a {pretrained.model_name} model, not "
-                           f"{recipe['model']}: give the same model name, or weights of {recipe['model']}")
+        raise OptionError("{weights} {path} holds a {theirs} model, not {ours}: give the same model name, or weights "
+                          "of {ours}", path=pretrained.path, theirs=pretrained.model_name, ours=recipe["model"])
     out = copy.deepcopy(recipe)
     last = out["steps"][-1]
     step = {**last, "name": "finetune", "binary_weights": pretrained.binary_weights,
@@ -135,7 +135,7 @@ def load_weights_into(model, pretrained: Pretrained) -> tuple[list[str], str | N
     expected = [w.name for layer in model.layers if layer.name != new_head for w in layer.weights]
     missing = sorted(set(expected) - set(copied))
     if missing:
-        raise EdgebnnError(f"--weights {pretrained.path} has nothing for {len(missing)} weights of "
-                           f"{model.name} (first: {', '.join(missing[:3])}): not the same architecture, width or "
-                           f"binarization")
+        raise OptionError("{weights} {path} has nothing for {n} weights of {model} (first: {first}): not the same "
+                          "architecture, width or binarization", path=pretrained.path, n=len(missing),
+                          model=model.name, first=", ".join(missing[:3]))
     return copied, new_head

@@ -24,7 +24,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from edgebnn.errors import EdgebnnError
+from edgebnn.errors import EdgebnnError, option_error
 
 
 def _existing_ancestor(path: Path) -> Path:
@@ -35,28 +35,32 @@ def _existing_ancestor(path: Path) -> Path:
 
 
 def probe_folder(folder: str | os.PathLike, what: str) -> None:
-    """Create and remove a file in ``folder`` (or in its nearest existing ancestor when it is not made yet)."""
+    """Create and remove a file in ``folder`` (or in its nearest existing ancestor when it is not made yet).
+
+    ``what`` (here and below) names the output in messages: plain words, or a parameter in braces (``"{out}"``),
+    which makes the error an :class:`~edgebnn.errors.OptionError` about that parameter."""
     folder = Path(folder).expanduser().absolute()
     base = _existing_ancestor(folder)
     if not base.is_dir():
-        raise EdgebnnError(f"{what}: {base} is a file, not a folder; pick another location")
+        raise option_error(what + ": {base} is a file, not a folder; pick another location", base=base)
     try:
         with tempfile.TemporaryFile(dir=base, prefix=".edgebnn-probe-"):
             pass
     except OSError as err:
-        raise EdgebnnError(f"{what}: cannot write in {base} ({err.strerror}); pick a writable location") from None
+        raise option_error(what + ": cannot write in {base} ({why}); pick a writable location", base=base,
+                           why=err.strerror) from None
 
 
-def check_new_file(path: str | os.PathLike, what: str, force: bool = False, flag: str | None = "--force") -> Path:
-    """A file output: not a folder, not an existing file unless ``force`` (``flag`` names the option that says so;
-    None: there is none), in a folder that can be written."""
+def check_new_file(path: str | os.PathLike, what: str, force: bool = False, flag: str | None = "{force}") -> Path:
+    """A file output: not a folder, not an existing file unless ``force`` (``flag`` names the parameter that says so,
+    in braces; None: there is none), in a folder that can be written."""
     p = Path(path).expanduser()
     check_name_length(p, what)
     if p.is_dir():
-        raise EdgebnnError(f"{what} {p} is a folder; give a file name")
+        raise option_error(what + " {p} is a folder; give a file name", p=p)
     if p.exists() and not force:
         how = f"pass {flag} to replace it" if flag else "remove it first"
-        raise EdgebnnError(f"{what} {p} already exists and is not overwritten: {how} or give another name")
+        raise option_error(what + " {p} already exists and is not overwritten: " + how + " or give another name", p=p)
     probe_folder(p.parent if str(p.parent) else Path("."), what)
     return p
 
@@ -75,17 +79,19 @@ def check_name_length(path: str | os.PathLike, what: str) -> None:
     for part in p.parts:
         size = len(os.fsencode(part))
         if size > limit:
-            raise EdgebnnError(f"{what}: the name {part[:40]}... is {size} bytes, over the file system's limit of "
-                               f"{limit}; give a shorter name")
+            raise option_error(what + ": the name {part}... is {size} bytes, over the file system's limit of "
+                               "{limit}; give a shorter name", part=part[:40], size=size, limit=limit)
 
 
-def _error_line(what: str, path: Path, err: OSError) -> str:
+def _write_error(what: str, path: Path, err: OSError) -> EdgebnnError:
     reason = err.strerror or err.__class__.__name__
     if err.errno == errno.ENOSPC:
-        return f"{what}: cannot write {path}: the disk is full (nothing was left behind); free space and run again"
-    if err.errno == errno.ENAMETOOLONG:
-        return f"{what}: cannot write {path}: the name is too long for the file system; give a shorter name"
-    return f"{what}: cannot write {path} ({reason}); pick a writable location"
+        line = ": cannot write {path}: the disk is full (nothing was left behind); free space and run again"
+    elif err.errno == errno.ENAMETOOLONG:
+        line = ": cannot write {path}: the name is too long for the file system; give a shorter name"
+    else:
+        line = ": cannot write {path} ({reason}); pick a writable location"
+    return option_error(what + line, path=path, reason=reason)
 
 
 def write_atomic(path: str | os.PathLike, data: bytes | str, what: str = "output") -> Path:
@@ -109,7 +115,7 @@ def write_atomic(path: str | os.PathLike, data: bytes | str, what: str = "output
         os.replace(tmp, path)
         tmp = None
     except OSError as err:
-        raise EdgebnnError(_error_line(what, path, err)) from None
+        raise _write_error(what, path, err) from None
     finally:
         if tmp is not None:
             try:
@@ -135,7 +141,7 @@ def staged_folder(out: str | os.PathLike, what: str = "output"):
         staging = Path(tempfile.mkdtemp(dir=out if existed else out.parent, prefix=f".{out.name[:40]}.",
                                         suffix=".staging"))
     except OSError as err:
-        raise EdgebnnError(_error_line(what, out, err)) from None
+        raise _write_error(what, out, err) from None
     try:
         yield staging
         try:
@@ -146,7 +152,7 @@ def staged_folder(out: str | os.PathLike, what: str = "output"):
             for item in sorted(staging.iterdir()):
                 os.replace(item, out / item.name)
         except OSError as err:
-            raise EdgebnnError(_error_line(what, out, err)) from None
+            raise _write_error(what, out, err) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

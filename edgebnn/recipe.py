@@ -46,7 +46,7 @@ import tomllib
 from importlib import resources
 from pathlib import Path
 
-from edgebnn.errors import EdgebnnError
+from edgebnn.errors import EdgebnnError, OptionError
 
 OPTIMIZERS = ("adam", "sgd", "adamw")
 SCHEDULES = ("linear", "cosine", "constant", "multistep")
@@ -287,7 +287,8 @@ def apply_set(raw: dict, assignment: str, where: str) -> None:
     key, eq, text = assignment.partition("=")
     key = key.strip()
     if not eq or not key:
-        raise EdgebnnError(f"--set {assignment!r} must look like KEY=VALUE (for example steps.lr=1e-3)")
+        raise OptionError("{sets} {assignment!r} must look like KEY=VALUE (for example steps.lr=1e-3)",
+                          assignment=assignment)
     value = parse_value(text.strip())
     parts = key.split(".")
     if parts[0] == "steps":
@@ -299,15 +300,17 @@ def apply_set(raw: dict, assignment: str, where: str) -> None:
         if len(parts) == 3 and parts[1].isdigit():
             i = int(parts[1])
             if i >= len(steps):
-                raise EdgebnnError(f"--set {key}: {where} has {len(steps)} step(s), numbered from 0")
+                raise OptionError("{sets} {key}: {where} has {n} step(s), numbered from 0", key=key, where=where,
+                                  n=len(steps))
             steps[i][parts[2]] = value
             return
-        raise EdgebnnError(f"--set {key}: use steps.KEY (every step) or steps.N.KEY (step N, from 0)")
+        raise OptionError("{sets} {key}: use steps.KEY (every step) or steps.N.KEY (step N, from 0)", key=key)
     if parts[0] in ("arch", "paper") and len(parts) == 2:
         raw.setdefault(parts[0], {})[parts[1]] = value
         return
     if len(parts) != 1:
-        raise EdgebnnError(f"--set {key}: unknown key; use a top-level key, arch.KEY, paper.KEY or steps[.N].KEY")
+        raise OptionError("{sets} {key}: unknown key; use a top-level key, arch.KEY, paper.KEY or steps[.N].KEY",
+                          key=key)
     raw[key] = value
 
 

@@ -14,7 +14,7 @@ import socket
 import time
 from pathlib import Path
 
-from edgebnn.errors import EdgebnnError
+from edgebnn.errors import EdgebnnError, OptionError
 
 LOCK = "run.lock"
 
@@ -76,10 +76,12 @@ class RunLock:
             if held["pid"] == os.getpid() or not pid_alive(held["pid"]):
                 self.path.unlink(missing_ok=True)  # stale: its process is gone
                 return
-            raise EdgebnnError(f"{self.path.parent} is still being trained (pid {held['pid']} on this host since "
-                               f"{held.get('started', '?')}): wait for it or stop it, then --resume")
-        raise EdgebnnError(f"{self.path.parent} is locked by pid {held['pid']} on {held.get('host')} (since "
-                           f"{held.get('started', '?')}); if that run is dead, delete {self.path} and --resume")
+            raise OptionError("{folder} is still being trained (pid {pid} on this host since {started}): wait for it "
+                              "or stop it, then {resume}", folder=self.path.parent, pid=held["pid"],
+                              started=held.get("started", "?"))
+        raise OptionError("{folder} is locked by pid {pid} on {host} (since {started}); if that run is dead, delete "
+                          "{lock} and {resume}", folder=self.path.parent, pid=held["pid"], host=held.get("host"),
+                          started=held.get("started", "?"), lock=self.path)
 
     def release(self) -> None:
         if self.held:

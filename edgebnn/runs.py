@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from edgebnn import archs
-from edgebnn.errors import EdgebnnError
+from edgebnn.errors import EdgebnnError, OptionError, option_error
 from edgebnn.outputs import probe_folder, write_atomic
 
 RUN_INFO = "run.json"
@@ -48,7 +48,8 @@ def new_run_dir(name: str, out: str | os.PathLike | None = None, root: str | os.
     if out is not None:
         path = Path(out)
         if is_run_dir(path):
-            raise EdgebnnError(f"{path} already holds a run; resume it with --resume {path} or pick another --out")
+            raise OptionError("{path} already holds a run; resume it with {resume:={path}} or pick another {out}",
+                              path=path)
         path.mkdir(parents=True, exist_ok=True)
         return path
     stem = Path(root) / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -128,8 +129,8 @@ def checkpoint_of(info: dict, checkpoint: str | None = None) -> dict:
     if which not in CHECKPOINT_CHOICES:
         raise EdgebnnError(f"unknown checkpoint {which!r}; use one of: {', '.join(CHECKPOINT_CHOICES)}")
     if which not in saved:
-        raise EdgebnnError(f"run {info.get('name')} keeps no {which} model (it predates edgebnn keeping the best "
-                           f"epoch); its model.keras is the last epoch: use --checkpoint last")
+        raise OptionError("run {name} keeps no {which} model (it predates edgebnn keeping the best epoch); its "
+                          "model.keras is the last epoch: use {checkpoint:=last}", name=info.get("name"), which=which)
     return {"which": which, **saved[which]}
 
 
@@ -151,7 +152,7 @@ def model_file(path: str | os.PathLike, checkpoint: str | None = None) -> Path:
             return path
         raise EdgebnnError(f"{path} is neither a run folder nor a SavedModel folder")
     if checkpoint:
-        raise EdgebnnError(f"--checkpoint picks a model within a run folder; {path} is a model file")
+        raise OptionError("{checkpoint} picks a model within a run folder; {path} is a model file", path=path)
     if path.suffix.lower() not in MODEL_SUFFIXES:
         raise EdgebnnError(f"{path} is not a Keras model file (expected {', '.join(MODEL_SUFFIXES)})")
     if not path.is_file():  # a FIFO would block Keras' read
@@ -187,13 +188,15 @@ def load_model(path: str | os.PathLike, checkpoint: str | None = None):
     }
 
 
-def check_run_folder(path: str | os.PathLike, what: str = "--out") -> Path:
-    """A new run folder: not a file, not an existing run (continued with --resume, never overwritten), writable."""
+def check_run_folder(path: str | os.PathLike, what: str = "{out}") -> Path:
+    """A new run folder: not a file, not an existing run (continued with ``resume``, never overwritten), writable.
+    ``what`` names the folder in messages, as in :mod:`edgebnn.outputs`."""
 
     p = Path(path).expanduser()
     if p.exists() and not p.is_dir():
-        raise EdgebnnError(f"{what} {p} is a file; give a folder for the run")
+        raise option_error(what + " {p} is a file; give a folder for the run", p=p)
     if is_run_dir(p):
-        raise EdgebnnError(f"{what} {p} already holds a run; resume it with --resume {p} or pick another {what}")
+        raise option_error(what + " {p} already holds a run; resume it with {resume:={p}} or pick another " + what,
+                           p=p)
     probe_folder(p, what)
     return p

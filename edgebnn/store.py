@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from edgebnn.devices.parse import op_kind
-from edgebnn.errors import EdgebnnError
+from edgebnn.errors import EdgebnnError, OptionError
 from edgebnn.outputs import write_atomic
 
 SCHEMA_VERSION = 2
@@ -138,7 +138,8 @@ def connect(path: str | Path = DEFAULT_DB) -> sqlite3.Connection:
     foreign schema."""
     path = Path(path)
     if path.parent and not path.parent.exists():
-        raise EdgebnnError(f"results database folder {path.parent} does not exist: create it or pass another --db")
+        raise OptionError("results database folder {folder} does not exist: create it or pass another {db}",
+                          folder=path.parent)
     try:
         conn = sqlite3.connect(str(path), timeout=30)
         try:
@@ -146,8 +147,8 @@ def connect(path: str | Path = DEFAULT_DB) -> sqlite3.Connection:
             if version == 1:
                 _migrate_v1(conn)
             elif version not in (None, SCHEMA_VERSION):
-                raise EdgebnnError(f"has schema version {version}, this edgebnn reads {SCHEMA_VERSION}: use another "
-                                   "--db or the matching edgebnn version")
+                raise OptionError("has schema version {version}, this edgebnn reads {ours}: use another {db} or the "
+                                  "matching edgebnn version", version=version, ours=SCHEMA_VERSION)
             conn.executescript(_SCHEMA)
             if version is None:  # a new database; an existing one is not written on open (a read-only one reads)
                 with conn:
@@ -158,12 +159,15 @@ def connect(path: str | Path = DEFAULT_DB) -> sqlite3.Connection:
             conn.close()
             raise
     except EdgebnnError as err:
-        raise EdgebnnError(f"results database {path} {err}: pass another --db") from None
+        template, values = (err.template, err.values) if isinstance(err, OptionError) else ("{why}", {"why": err})
+        raise OptionError("results database {path} " + template + ": pass another {db}", path=path,
+                          **values) from None
     except sqlite3.DatabaseError as err:
         if "readonly" in str(err):
-            raise EdgebnnError(f"results database {path} cannot be written ({err}): make it writable or pass "
-                               "another --db") from None
-        raise EdgebnnError(f"results database {path} cannot be opened ({err}): pass another --db") from None
+            raise OptionError("results database {path} cannot be written ({why}): make it writable or pass "
+                              "another {db}", path=path, why=err) from None
+        raise OptionError("results database {path} cannot be opened ({why}): pass another {db}", path=path,
+                          why=err) from None
     conn.execute("PRAGMA foreign_keys = ON")
     conn.row_factory = sqlite3.Row
     return conn
@@ -212,14 +216,14 @@ def check_writable(path: str | Path = DEFAULT_DB) -> None:
         with conn:
             conn.execute("INSERT OR REPLACE INTO meta VALUES ('last_opened', ?)", (time.strftime("%Y-%m-%dT%H:%M:%S"),))
     except sqlite3.DatabaseError as err:
-        raise EdgebnnError(f"results database {path} cannot be written ({err}): make it writable or pass "
-                           "another --db") from None
+        raise OptionError("results database {path} cannot be written ({why}): make it writable or pass another "
+                          "{db}", path=path, why=err) from None
     finally:
         conn.close()
     folder = path.resolve().parent
     if not os.access(folder, os.W_OK):
-        raise EdgebnnError(f"results database {path} lies in a folder that cannot be written ({folder}; SQLite "
-                           "needs it for its journal): pass another --db")
+        raise OptionError("results database {path} lies in a folder that cannot be written ({folder}; SQLite "
+                          "needs it for its journal): pass another {db}", path=path, folder=folder)
 
 
 def fallback_path(db: str | Path) -> Path:
@@ -239,7 +243,7 @@ def save_fallback(db: str | Path, result: dict, ops: list[dict] | None = None) -
     except (json.JSONDecodeError, UnicodeDecodeError, OSError):
         kept = []
     kept.append({"result": {k: v for k, v in result.items() if k != "path"}, "ops": ops or []})
-    write_atomic(path, json.dumps(kept, indent=1, default=str), "--db fallback")
+    write_atomic(path, json.dumps(kept, indent=1, default=str), "{db} fallback")
     return path
 
 

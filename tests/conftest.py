@@ -4,6 +4,7 @@ import larq and tensorflow in any order (ruff sorts third-party imports before o
 import sys
 
 import pytest
+from machine_needs import pytest_runtest_makereport  # noqa: F401  (the hook: CI=true fails ssh/qemu/root skips)
 
 import edgebnn  # noqa: F401  (neither sys nor pytest imports TensorFlow)
 

@@ -15,7 +15,7 @@ def converted_variant(name: str) -> tuple:
     import tensorflow as tf
 
     from edgebnn import archs
-    from edgebnn import convert as conv
+    from edgebnn import conversion as conv
 
     tf.keras.utils.set_random_seed(7)  # the same random model whatever ran before
     model = randomise_parameters(archs.build(name, input_shape=(32, 32, 3), num_classes=10, width=0.125), seed=3)

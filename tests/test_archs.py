@@ -392,17 +392,18 @@ def test_every_binary_variant_converts_to_binary_ops_with_the_same_answers(name,
     LCE's interpreter and Keras: the same top-1 on all 100; a sample beyond 1e-3 of the output scale must be
     explained by a sign input within float rounding of 0 (the two runtimes may round such a tie to different
     sides). The model is seeded: unseeded, a tie flipped one top-1 of reactnet-18 (98 of 100 agreed) in CI."""
-    from edgebnn import convert as conv
+    from edgebnn import conversion as conv
+    from edgebnn import tflite
 
     tf.keras.utils.set_random_seed(7)  # the same random model whatever ran before
     model = randomise_parameters(archs.build(name, input_shape=(32, 32, 3), num_classes=10, width=0.125), seed=3)
     layers = stats.binary_conv_layers(model)
     flatbuffer, _ = conv.lce_flatbuffer(model, "arm")
-    ops = conv.read_ops(flatbuffer)
+    ops = tflite.read_ops(flatbuffer)
     matched, lost = conv.match_binary_convs(layers, ops)
-    histogram = conv.op_histogram(flatbuffer)
+    histogram = tflite.op_histogram(flatbuffer)
     assert layers and lost == [] and histogram["LceBconv2d"] == len(layers)
-    assert conv.flatbuffer_problems(ops, matched) == [] and conv.load_error(flatbuffer) is None
+    assert tflite.flatbuffer_problems(ops, matched) == [] and tflite.load_error(flatbuffer) is None
     head = {
         "MEAN": sum(isinstance(layer, tf.keras.layers.GlobalAveragePooling2D) for layer in model.layers),
         "FULLY_CONNECTED": sum(isinstance(layer, tf.keras.layers.Dense) for layer in model.layers),

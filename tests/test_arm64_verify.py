@@ -9,15 +9,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from arm64_helpers import aarch64_runner
+from cli_checks import assert_one_error_line
 from click.testing import CliRunner
 from model_helpers import converted_variant, randomise_parameters
 
 import edgebnn  # noqa: F401
-from edgebnn import archs
-from edgebnn import convert as conv
+from edgebnn import archs, tflite
+from edgebnn import conversion as conv
 from edgebnn.archs import stats
 from edgebnn.cli import main
-from edgebnn.convert import on_device
+from edgebnn.conversion import on_device
 from edgebnn.devices.execute import open_runner
 
 pytestmark = pytest.mark.slow
@@ -38,6 +39,7 @@ def digits_100():
     return data.sample("digits", 100, input_size=32)
 
 
+@pytest.mark.qemu
 @pytest.mark.parametrize("name", BINARY_VARIANTS)
 def test_every_binary_variant_answers_like_keras_on_the_aarch64_kernels(name, digits_100, tmp_path):
     """Width 1/8, 32x32x3, every non-kernel parameter moved off its init (seeded as test_archs' host sweep); the 100
@@ -73,6 +75,24 @@ def tiny_model(tmp_path_factory):
     return folder / "reactnet.keras"
 
 
+@pytest.fixture(scope="module")
+def qemu_runner():
+    """The aarch64 runner, the test skipped without it or qemu-aarch64 (before any conversion is paid for)."""
+    return _qemu_ready()
+
+
+@pytest.fixture(scope="module")
+def tiny_flatbuffer(tiny_model):
+    """tiny_model converted on this host as the board test converts it (40 check samples), without a device proof:
+    the verify tests' own flatbuffer, whatever ran before them."""
+    out = tiny_model.with_name("reactnet-host.tflite")
+    if not out.is_file():
+        conv.convert(tiny_model, "arm64", output=out, check_samples=40)
+    return out
+
+
+@pytest.mark.root
+@pytest.mark.qemu
 def test_convert_verify_on_the_ssh_board_then_verify_the_file_on_qemu(tiny_model, arm64_board):
     runner = _qemu_ready()
     out = tiny_model.with_name("reactnet.tflite")
@@ -83,7 +103,7 @@ def test_convert_verify_on_the_ssh_board_then_verify_the_file_on_qemu(tiny_model
     assert res.exit_code == 0, res.output
     assert arm64_board.workdirs() == before  # nothing left in the board's /tmp
     assert f"proof on {arm64_board.url}" in res.output and "[emulated]" in res.output
-    report = json.loads(conv.sidecar_path(out).read_text())
+    report = json.loads(tflite.sidecar_path(out).read_text())
     check = report["device_checks"][arm64_board.url]
     assert check["samples"] == 40 and check["top1_agreement"] == 1.0 and check["unexplained"] == 0
     assert check["emulated"] is True and check["runner"] == runner.name and "aarch64" in check["machine"]
@@ -94,66 +114,55 @@ def test_convert_verify_on_the_ssh_board_then_verify_the_file_on_qemu(tiny_model
     assert res.exit_code == 0, res.output
     result = json.loads(res.output[res.output.index("{"):])
     assert result["check"]["top1_agreement"] == 1.0 and result["check"]["device"] == "qemu:aarch64"
-    assert result["source"] == str(tiny_model) and result["report_file"] == str(conv.sidecar_path(out))
-    both = json.loads(conv.sidecar_path(out).read_text())["device_checks"]
+    assert result["source"] == str(tiny_model) and result["report_file"] == str(tflite.sidecar_path(out))
+    both = json.loads(tflite.sidecar_path(out).read_text())["device_checks"]
     assert set(both) == {arm64_board.url, "qemu:aarch64"}  # the board's proof is kept
     assert both[arm64_board.url] == check
 
 
-def _error_line(result) -> str:
-    lines = [ln for ln in result.output.strip().splitlines() if ln.strip()]
-    assert result.exit_code == 2, result.output
-    assert lines and lines[-1].startswith("error: ") and "Traceback" not in result.output
-    return lines[-1]
-
-
-def test_verify_bad_input_is_one_line(tiny_model, tmp_path):
-    runner = _qemu_ready()
-    tflite = tiny_model.with_name("reactnet.tflite")
-    if not tflite.is_file():
-        pytest.skip("needs the flatbuffer converted by the test above")
-    args = ["verify", str(tflite), "-d"]
-    assert "runs no lce_benchmark_model" in _error_line(CliRunner().invoke(main, args + ["local"]))
-    assert "needs a runner" in _error_line(CliRunner().invoke(main, args + ["qemu:aarch64"]))
-    assert "not an aarch64 Linux program" in _error_line(CliRunner().invoke(
-        main, args + ["qemu:aarch64", "--runner", shutil.which("true")]))
-    assert "does not exist" in _error_line(CliRunner().invoke(main, ["verify", str(tmp_path / "no.tflite"), "-d",
-                                                                     "qemu:aarch64"]))
+@pytest.mark.qemu
+def test_verify_bad_input_is_one_line(qemu_runner, tiny_flatbuffer, tiny_model, tmp_path):
+    runner = qemu_runner
+    args = ["verify", str(tiny_flatbuffer), "-d"]
+    assert_one_error_line(CliRunner().invoke(main, args + ["local"]), "runs no lce_benchmark_model")
+    assert_one_error_line(CliRunner().invoke(main, args + ["qemu:aarch64"]), "needs a runner")
+    assert_one_error_line(CliRunner().invoke(main, args + ["qemu:aarch64", "--runner", shutil.which("true")]),
+                          "not an aarch64 Linux program")
+    assert_one_error_line(CliRunner().invoke(main, ["verify", str(tmp_path / "no.tflite"), "-d", "qemu:aarch64"]),
+                          "does not exist")
     bare = tmp_path / "bare.tflite"
     bare.write_bytes(conv.lce_flatbuffer(tf.keras.models.load_model(tiny_model, custom_objects=archs.custom_objects()),
                                          "arm")[0])
-    line = _error_line(CliRunner().invoke(main, ["verify", str(bare), "-d", "qemu:aarch64", "--runner", str(runner)]))
-    assert "names no Keras model" in line and "--source" in line
-    line = _error_line(CliRunner().invoke(main, ["convert", str(tiny_model), "-o", str(tmp_path / "x.tflite"),
-                                                 "--check-samples", "0", "--verify-on", "qemu:aarch64"]))
-    assert "--verify-on needs check samples" in line
+    assert_one_error_line(CliRunner().invoke(main, ["verify", str(bare), "-d", "qemu:aarch64", "--runner",
+                                                    str(runner)]), "names no Keras model", "--source")
+    assert_one_error_line(CliRunner().invoke(main, ["convert", str(tiny_model), "-o", str(tmp_path / "x.tflite"),
+                                                    "--check-samples", "0", "--verify-on", "qemu:aarch64"]),
+                          "--verify-on needs check samples")
 
 
 def test_a_failed_device_proof_keeps_the_flatbuffer_and_its_host_proof(tiny_model, tmp_path):
     out = tmp_path / "kept.tflite"
-    line = _error_line(CliRunner().invoke(main, ["convert", str(tiny_model), "-o", str(out), "--check-samples", "10",
-                                                 "--verify-on", "qemu:aarch64", "--runner", shutil.which("true")]))
-    assert "not an aarch64 Linux program" in line and f"{out} and its host proof are saved" in line
-    report = json.loads(conv.sidecar_path(out).read_text())
+    assert_one_error_line(CliRunner().invoke(main, ["convert", str(tiny_model), "-o", str(out), "--check-samples", "10",
+                                                    "--verify-on", "qemu:aarch64", "--runner", shutil.which("true")]),
+                          "not an aarch64 Linux program", f"{out} and its host proof are saved")
+    report = json.loads(tflite.sidecar_path(out).read_text())
     assert out.is_file() and report["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
     assert report["check"]["samples"] == 10 and report["check"]["top1_agreement"] == 1.0
     assert "not an aarch64 Linux program" in report["device_checks"]["qemu:aarch64"]["error"]
 
 
-def test_verify_against_another_model_is_one_line_after_the_table(tiny_model, tmp_path):
+@pytest.mark.qemu
+def test_verify_against_another_model_is_one_line_after_the_table(qemu_runner, tiny_flatbuffer, tmp_path):
     """The flatbuffer proved against a model it was not converted from (--source, another seed): samples differ
     with no sign tie (digits' flat backgrounds tie some), so verify prints its table and exits non-zero in one
     line."""
-    runner = _qemu_ready()
-    tflite = tiny_model.with_name("reactnet.tflite")
-    if not tflite.is_file():
-        pytest.skip("needs the flatbuffer converted by the test above")
+    runner = qemu_runner
     tf.keras.utils.set_random_seed(8)
     other = randomise_parameters(archs.build("reactnet-18", input_shape=(32, 32, 3), num_classes=10, width=0.125),
                                  seed=4)
     other.save(tmp_path / "other.keras")
-    result = CliRunner().invoke(main, ["verify", str(tflite), "-d", "qemu:aarch64", "--runner", str(runner),
+    result = CliRunner().invoke(main, ["verify", str(tiny_flatbuffer), "-d", "qemu:aarch64", "--runner", str(runner),
                                        "--check-samples", "5", "--source", str(tmp_path / "other.keras")])
-    line = _error_line(result)
-    assert "does not give the Keras model's answers on qemu:aarch64: " in line and " of 5 check samples differ" in line
+    assert_one_error_line(result, "does not give the Keras model's answers on qemu:aarch64: ",
+                          " of 5 check samples differ")
     assert "top-1 agreement" in result.output  # the table came first

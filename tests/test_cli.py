@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_checks import assert_one_error_line
 from click.testing import CliRunner
 
 import edgebnn
@@ -59,9 +60,7 @@ def test_data_command_json():
 def test_bad_input_is_one_line_and_non_zero(tmp_path):
     for args in (["data", "imagenette"], ["data", f"folder:{tmp_path / 'missing'}"]):
         proc = subprocess.run([EDGEBNN, *args], capture_output=True, text=True)
-        assert proc.returncode == 2
-        assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: ")
-        assert "Traceback" not in proc.stderr + proc.stdout
+        assert_one_error_line(proc, only=True)
 
 
 def test_models_json_record_has_the_counts():
@@ -168,7 +167,7 @@ def test_reading_the_metadata_does_not_import_tensorflow(tmp_path):
 
     path = tmp_path / "m.tflite"
     path.write_bytes(embed_metadata(tiny_tflite().read_bytes(), {"model": "bireal-18", "name": "run", "n": [1, 2]}))
-    code = ("import sys; from edgebnn.convert import read_metadata\n"
+    code = ("import sys; from edgebnn.tflite import read_metadata\n"
             f"print(read_metadata({str(path)!r}), read_metadata({str(path)!r}, 'other'), 'tensorflow' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "{'model': 'bireal-18', 'n': [1, 2], 'name': 'run'} None False"
@@ -209,8 +208,7 @@ def test_model_keras_is_the_best_epoch_and_the_last_is_kept(tmp_path, monkeypatc
     to what that epoch really measured."""
     import numpy as np
 
-    from edgebnn import runs
-    from edgebnn import train as training
+    from edgebnn import runs, training
 
     scripted = {1: 0.5, 2: 0.8, 3: 0.6, 4: 0.4}
     measured, weights = {}, {}

@@ -5,12 +5,13 @@ import json
 
 import numpy as np
 import pytest
+from cli_checks import assert_one_error_line
 from click.testing import CliRunner
 from model_helpers import randomise_parameters
 
 import edgebnn  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from edgebnn import convert as conv
-from edgebnn import runs
+from edgebnn import conversion as conv
+from edgebnn import runs, tflite
 from edgebnn.cli import main
 
 BINARY = dict(input_quantizer="ste_sign", kernel_quantizer="ste_sign", kernel_constraint="weight_clip",
@@ -45,14 +46,6 @@ def _tiny_float():
     x = tf.keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inp)
     x = tf.keras.layers.GlobalAveragePooling2D()(x)
     return tf.keras.Model(inp, tf.keras.layers.Dense(10)(x), name="tiny_float")
-
-
-def _error_line(result) -> str:
-    lines = [line for line in result.output.strip().splitlines() if line.strip()]
-    assert result.exit_code == 2, result.output
-    assert lines and lines[-1].startswith("error: "), result.output
-    assert "Traceback" not in result.output
-    return lines[-1]
 
 
 # ------------------------------------------------------------------------------------------ a model file
@@ -94,16 +87,16 @@ def test_files_sha256_and_deployment_metadata(tiny):
     folder, report = tiny
     fb = (folder / "tiny.tflite").read_bytes()
     assert report["sha256"] == hashlib.sha256(fb).hexdigest() and report["bytes"] == len(fb)
-    sidecar = json.loads(conv.sidecar_path(folder / "tiny.tflite").read_text())
+    sidecar = json.loads(tflite.sidecar_path(folder / "tiny.tflite").read_text())
     assert sidecar["sha256"] == report["sha256"]
     assert sidecar["conversion"]["ops"] == report["conversion"]["ops"]
-    meta = conv.read_metadata(folder / "tiny.tflite")
+    meta = tflite.read_metadata(folder / "tiny.tflite")
     assert meta["class_names"] == [str(i) for i in range(10)]
     assert meta["input_shape"] == [32, 32, 3] and meta["num_classes"] == 10
     assert meta["mean"] == pytest.approx([0.3058] * 3) and meta["std"] == pytest.approx([0.3764] * 3)
     assert meta["target"] == "arm64" and meta["lce_target"] == "arm" and meta["edgebnn_version"]
     # The metadata rides in the flatbuffer the interpreter ran: the op histogram is the converter's.
-    assert conv.op_histogram(fb) == report["conversion"]["ops"]
+    assert tflite.op_histogram(fb) == report["conversion"]["ops"]
 
 
 def test_smaller_than_the_float_tflite_of_the_same_model(tiny):
@@ -137,8 +130,10 @@ def test_format_report_names_every_figure(tiny):
         assert needle in text, needle
 
 
-def test_edgebnn_convert_is_callable_as_the_package_attribute():
-    assert edgebnn.convert is conv and callable(edgebnn.convert)  # the module, callable like its function
+def test_edgebnn_convert_is_the_front_doors():
+    from edgebnn import api
+
+    assert edgebnn.convert is api.convert and edgebnn.conversion is conv
     with pytest.raises(edgebnn.EdgebnnError, match="unknown target"):
         edgebnn.convert("nowhere", target="riscv")
 
@@ -171,7 +166,7 @@ def test_run_folder_converts_beside_the_run_with_its_facts(run_folder):
     c = report["conversion"]
     assert c["binary_convs"] == 16 and c["lce_bconv2d"] == 16 and c["binary_fraction"] == 1.0
     assert report["check"]["top1_agreement"] == 1.0 and report["check"]["unexplained"] == 0
-    meta = conv.read_metadata(folder / "model-arm64.tflite")
+    meta = tflite.read_metadata(folder / "model-arm64.tflite")
     assert meta["model"] == "bireal-18" and meta["run_dir"] == str(folder) and meta["dataset"] == "digits"
     twin = report["baselines"]["float"]
     assert twin["twin"].startswith("archs.build('bireal-18'")
@@ -206,11 +201,11 @@ def test_a_sign_lce_does_not_recognise_is_reported_by_layer_name():
     layers = archs.stats.binary_conv_layers(model)
     assert [layer.name for layer in layers] == ["good_binary_conv", "raw_sign_conv", "another_binary_conv"]
     fb, _ = conv.lce_flatbuffer(model, "arm")
-    ops = conv.read_ops(fb)
+    ops = tflite.read_ops(fb)
     matched, lost = conv.match_binary_convs(layers, ops)
     assert sorted(matched) == ["another_binary_conv", "good_binary_conv"]
     assert lost == [{"layer": "raw_sign_conv", "became": "CONV_2D, PADV2, SIGN"}]
-    assert conv.op_histogram(fb)["LceBconv2d"] == 2
+    assert tflite.op_histogram(fb)["LceBconv2d"] == 2
 
 
 def test_a_flatbuffer_lce_cannot_load_is_written_reported_and_a_clear_error(tmp_path):
@@ -230,7 +225,7 @@ def test_a_flatbuffer_lce_cannot_load_is_written_reported_and_a_clear_error(tmp_
     model.get_layer("gamma").set_weights([np.random.RandomState(0).uniform(0.5, 1.5, (8, 8, 32))])
     model.save(tmp_path / "gamma2.keras")
     result = CliRunner().invoke(main, ["convert", str(tmp_path / "gamma2.keras"), "--check-samples", "5"])
-    line = _error_line(result)
+    line = assert_one_error_line(result)
     assert "does not load in LCE's interpreter" in line and "layer bconv" in line and "[8, 8, 32]" in line
     report = json.loads((tmp_path / "gamma2-arm64.tflite.json").read_text())
     assert report["conversion"]["binary_fraction"] == 1.0 and len(report["conversion"]["problems"]) == 1
@@ -244,7 +239,7 @@ def test_a_flatbuffer_that_answers_otherwise_is_kept_and_a_clear_error(tmp_path,
     and exits non-zero in one line."""
     import tensorflow as tf
 
-    from edgebnn.convert import pipeline
+    from edgebnn.conversion import pipeline
 
     def wrong_fold(model):
         copy = tf.keras.models.clone_model(model)
@@ -256,7 +251,7 @@ def test_a_flatbuffer_that_answers_otherwise_is_kept_and_a_clear_error(tmp_path,
     _tiny_float().save(tmp_path / "float.keras")
     monkeypatch.setattr(pipeline, "deployment_model", wrong_fold)
     result = CliRunner().invoke(main, ["convert", str(tmp_path / "float.keras"), "--check-samples", "10"])
-    line = _error_line(result)
+    line = assert_one_error_line(result)
     assert "does not give the Keras model's answers: 10 of 10 check samples differ" in line
     report = json.loads((tmp_path / "float-arm64.tflite.json").read_text())
     assert report["check"]["within_tolerance"] == 0 and list(report["conversion"]["folds"]) == ["wrong"]
@@ -276,29 +271,29 @@ def test_a_model_with_no_binary_layers_converts_and_says_0_percent(tmp_path):
 
 # ------------------------------------------------------------------------------------------ bad input
 def test_unknown_target_is_one_line_listing_targets(tmp_path):
-    line = _error_line(CliRunner().invoke(main, ["convert", str(tmp_path), "--target", "riscv"]))
+    line = assert_one_error_line(CliRunner().invoke(main, ["convert", str(tmp_path), "--target", "riscv"]))
     assert "unknown target 'riscv'" in line and "arm64" in line and "xcore" in line
 
 
 def test_missing_run_is_one_line(tmp_path):
-    line = _error_line(CliRunner().invoke(main, ["convert", str(tmp_path / "runs" / "nope")]))
+    line = assert_one_error_line(CliRunner().invoke(main, ["convert", str(tmp_path / "runs" / "nope")]))
     assert "does not exist" in line and "nope" in line
 
 
 def test_a_file_that_is_not_a_keras_model_is_one_line(tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
-    line = _error_line(CliRunner().invoke(main, ["convert", str(tmp_path / "notes.txt")]))
+    line = assert_one_error_line(CliRunner().invoke(main, ["convert", str(tmp_path / "notes.txt")]))
     assert "not a Keras model file" in line
     (tmp_path / "broken.keras").write_text("not a zip")
-    line = _error_line(CliRunner().invoke(main, ["convert", str(tmp_path / "broken.keras")]))
+    line = assert_one_error_line(CliRunner().invoke(main, ["convert", str(tmp_path / "broken.keras")]))
     assert "broken.keras" in line and "not a Keras model" in line
 
 
 def test_output_in_a_missing_folder_is_one_line(tmp_path):
-    line = _error_line(CliRunner().invoke(main, ["convert", str(tmp_path), "-o", str(tmp_path / "no" / "m.tflite")]))
-    assert "output folder" in line and "does not exist" in line
+    assert_one_error_line(CliRunner().invoke(main, ["convert", str(tmp_path), "-o", str(tmp_path / "no" / "m.tflite")]),
+                          "output folder", "does not exist")
 
 
 def test_unknown_baseline_is_one_line(tmp_path):
-    line = _error_line(CliRunner().invoke(main, ["convert", str(tmp_path), "--baselines", "float,fp16"]))
+    line = assert_one_error_line(CliRunner().invoke(main, ["convert", str(tmp_path), "--baselines", "float,fp16"]))
     assert "unknown baseline 'fp16'" in line

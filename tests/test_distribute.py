@@ -18,7 +18,7 @@ ARGS = ["bireal-18", "--dataset", "digits", "--epochs", "1", "--set", "input_siz
 
 
 def _rows(run_dir):
-    from edgebnn.train import read_metrics
+    from edgebnn.training import read_metrics
 
     return read_metrics(run_dir)
 
@@ -30,7 +30,7 @@ def test_mirrored_on_two_logical_cpus_with_synchronized_batchnorm(tmp_path):
         "import edgebnn, tensorflow as tf\n"
         "cpu = tf.config.list_physical_devices('CPU')[0]\n"
         "tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)\n"
-        "from edgebnn.train import train\n"
+        "from edgebnn.training import train\n"
         f"train('bireal-18', dataset='digits', epochs=1, out={str(out)!r}, strategy='mirrored',\n"
         "      sets=['input_size=16', 'sync_batchnorm=true'], progress=False, summary=False)\n"
     )

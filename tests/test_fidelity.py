@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from edgebnn import archs, recipe, train
+from edgebnn import archs, recipe
+from edgebnn import training as train
 from edgebnn.archs import stats
 
 SMALL = {"input_shape": (32, 32, 3), "num_classes": 10, "width": 0.25}
@@ -128,7 +129,7 @@ def test_ede_progress_reaches_a_traced_training_step():
 
 @pytest.mark.slow
 def test_training_loop_anneals_ede_per_epoch_from_the_recipe(tmp_path):
-    """edgebnn.train on digits, 3 epochs of sdbnn-vgg-small: the loop sets p = epoch / epochs before each epoch
+    """edgebnn.training on digits, 3 epochs of sdbnn-vgg-small: the loop sets p = epoch / epochs before each epoch
     and T_min from the recipe (0.1), so after training p = 2/3 and T_min = 0.1."""
     from edgebnn.archs import sdbnn
 

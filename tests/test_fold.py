@@ -1,4 +1,4 @@
-"""Deployment folds (edgebnn.convert.fold): the folded copy computes the same function, LCE's converter emits the
+"""Deployment folds (edgebnn.conversion.fold): the folded copy computes the same function, LCE's converter emits the
 minimal op sequence for it, and the folded flatbuffer agrees with the original Keras model on digits through LCE's
 interpreter (the parity check `edgebnn convert` runs)."""
 
@@ -8,7 +8,7 @@ from model_helpers import randomise_parameters
 
 import edgebnn  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from edgebnn import archs
-from edgebnn.convert.fold import deployment_model
+from edgebnn.conversion.fold import deployment_model
 from edgebnn.tflite.describe import histogram_of, read_ops
 
 
@@ -52,9 +52,9 @@ def test_folds_keep_the_function_and_leave_the_minimal_ops(name, folds, ops, dig
     threshold (a tie the two runtimes may break differently), and so may its top-1."""
     import tensorflow as tf
 
-    from edgebnn import convert as conv
+    from edgebnn import conversion as conv
     from edgebnn.archs import stats
-    from edgebnn.convert.proof import TIE
+    from edgebnn.conversion.proof import TIE
 
     tf.keras.utils.set_random_seed(11)  # the same random model whatever ran before
     model = _built(name)

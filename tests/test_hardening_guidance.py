@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from cli_checks import assert_one_error_line
 from click.testing import CliRunner
 from profile_fixtures import started_sshd, tiny_tflite
 
@@ -42,8 +43,7 @@ def test_changed_host_key_names_the_bracketed_known_hosts_entry(tmp_path):
         res = CliRunner().invoke(main, ["devices", "check", server.url, "--ssh-config", server.config])
     finally:
         server.stop()
-    assert res.exit_code == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
-    assert f"`ssh-keygen -R '[127.0.0.1]:{server.port}'`" in res.stderr
+    assert_one_error_line(res, f"`ssh-keygen -R '[127.0.0.1]:{server.port}'`", only=True)
 
 
 def test_threads_above_the_cores_and_op_profile_on_the_host_warn(tmp_path):
@@ -87,6 +87,5 @@ def test_devices_file_values_of_the_wrong_type_are_one_line_and_never_dialled(tm
         path.write_text(f"[devices.pi]\n{body}\n")
         for args in (["devices", "list"], ["devices", "check", "pi"], ["profile", str(tiny_tflite()), "-d", "pi"]):
             res = CliRunner().invoke(main, [*args, "--devices-file", str(path)])
-            assert res.exit_code == 2 and len(res.stderr.strip().splitlines()) == 1, (body, args, res.output)
-            assert res.stderr.startswith(f"error: devices file {path}: device 'pi'") and needle in res.stderr, \
-                (body, args, res.stderr)
+            line = assert_one_error_line(res, needle, only=True)
+            assert line.startswith(f"error: devices file {path}: device 'pi'"), (body, args, line)

@@ -8,6 +8,7 @@ import json
 import tomllib
 
 import pytest
+from cli_checks import assert_one_error_line
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -53,9 +54,7 @@ def _one_line_or_ok(result):
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
     if result.exit_code != 0:
-        assert result.exit_code == 2, result.output
-        lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
-        assert lines[-1].startswith("error: ") and sum(ln.startswith("error:") for ln in lines) == 1, result.stderr
+        assert_one_error_line(result)
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_checks import assert_one_error_line
 
 import edgebnn  # noqa: F401
 from edgebnn import runs
@@ -23,17 +24,6 @@ ARGS = ["bireal-18", "--dataset", "digits", "--epochs", "3", "--set", "input_siz
 
 def _cli(*args, **kw):
     return subprocess.run([EDGEBNN, *args], capture_output=True, text=True, **kw)
-
-
-def _one_line(proc, *needles):
-    """Exit 2, the last stderr line is the one `error:` line (TensorFlow's C++ log may come before it)."""
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    lines = proc.stderr.strip().splitlines()
-    assert lines[-1].startswith("error: ") and "Traceback" not in proc.stderr, proc.stderr[-2000:]
-    assert sum(ln.startswith("error:") for ln in lines) == 1
-    for needle in needles:
-        assert needle in lines[-1], lines[-1]
-    return lines[-1]
 
 
 def _snapshot(run_dir: Path) -> dict:
@@ -64,8 +54,7 @@ def test_values_that_would_train_to_nonsense_are_refused_up_front(tmp_path):
     ]
     for args, needle in cases:
         proc = _cli(*args)
-        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, (args, proc.stderr[-1500:])
-        assert proc.stderr.startswith("error: ") and (needle is None or needle in proc.stderr), (args, proc.stderr)
+        assert_one_error_line(proc, needle, only=True)
 
 
 def test_bad_cifar10_files_are_one_line_before_an_epoch(tmp_path):
@@ -100,7 +89,7 @@ def test_image_folders_that_cannot_train_are_one_line(tmp_path):
     for c in ("a", "b"):
         (tiny / c).mkdir(parents=True)
         Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tiny / c / "0.png")
-    _one_line(_cli("data", f"folder:{tiny}"), "validation split of", "is empty")
+    assert_one_error_line(_cli("data", f"folder:{tiny}"), "validation split of", "is empty")
     cut = tmp_path / "cut"  # a JPEG truncated after its header: readable header, no end marker
     for c in ("a", "b"):
         (cut / c).mkdir(parents=True)
@@ -109,7 +98,7 @@ def test_image_folders_that_cannot_train_are_one_line(tmp_path):
             Image.fromarray(noise).save(cut / c / f"{i}.jpg")
     whole = (cut / "b" / "3.jpg").read_bytes()
     (cut / "b" / "3.jpg").write_bytes(whole[: len(whole) // 2])
-    _one_line(_cli("data", f"folder:{cut}"), "3.jpg is truncated (its JPEG end marker is missing)")
+    assert_one_error_line(_cli("data", f"folder:{cut}"), "3.jpg is truncated (its JPEG end marker is missing)")
 
 
 # -------------------------------------------------------------------------------------------- output checks
@@ -117,7 +106,7 @@ def test_train_out_is_checked_before_training(tmp_path):
     existing = tmp_path / "taken.txt"
     existing.write_text("mine")
     start = time.monotonic()
-    _one_line(_cli("train", *ARGS, "--out", str(existing)), f"--out {existing} is a file")
+    assert_one_error_line(_cli("train", *ARGS, "--out", str(existing)), f"--out {existing} is a file")
     assert existing.read_text() == "mine" and time.monotonic() - start < 30  # refused before TensorFlow loaded
     locked = tmp_path / "read-only"
     locked.mkdir()
@@ -128,7 +117,7 @@ def test_train_out_is_checked_before_training(tmp_path):
     else:
         locked.chmod(0o555)
     try:
-        _one_line(_cli("train", *ARGS, "--out", str(locked / "run")), f"cannot write in {locked}")
+        assert_one_error_line(_cli("train", *ARGS, "--out", str(locked / "run")), f"cannot write in {locked}")
     finally:
         subprocess.run(["chattr", "-i", str(locked)]) if immutable else locked.chmod(0o755)
     assert list(locked.iterdir()) == []
@@ -138,11 +127,11 @@ def test_convert_and_report_outputs_are_checked_before_the_work(tmp_path):
     mine = tmp_path / "mine.tflite"
     mine.write_bytes(b"not to be lost")
     start = time.monotonic()
-    _one_line(_cli("convert", str(tmp_path / "any-run"), "-o", str(mine)),
-              f"-o {mine} already exists and is not overwritten: remove it first")
+    assert_one_error_line(_cli("convert", str(tmp_path / "any-run"), "-o", str(mine)),
+                          f"-o {mine} already exists and is not overwritten: remove it first")
     assert mine.read_bytes() == b"not to be lost" and time.monotonic() - start < 30  # before any model is loaded
-    _one_line(_cli("report", "--runs", str(tmp_path / "no-such-runs")), "--runs", "is not a folder")
-    _one_line(_cli("report", "--out", str(mine)), f"--out {mine} is a file")
+    assert_one_error_line(_cli("report", "--runs", str(tmp_path / "no-such-runs")), "--runs", "is not a folder")
+    assert_one_error_line(_cli("report", "--out", str(mine)), f"--out {mine} is a file")
     assert mine.read_bytes() == b"not to be lost"
 
 
@@ -162,7 +151,7 @@ def test_resume_refuses_a_running_run_and_a_missing_or_corrupt_checkpoint_keepin
             break
         time.sleep(0.1)
     assert proc.poll() is None, "the run ended before the test could resume it"
-    _one_line(_cli("train", "--resume", str(out), "--quiet"), "is still being trained", f"pid {proc.pid}")
+    assert_one_error_line(_cli("train", "--resume", str(out), "--quiet"), "is still being trained", f"pid {proc.pid}")
     assert runs.read_info(out)["status"] == "running"  # not flipped by the refused resume
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -170,14 +159,15 @@ def test_resume_refuses_a_running_run_and_a_missing_or_corrupt_checkpoint_keepin
     done = runs.read_info(out)["epochs_done"]
     assert done >= 1
     shutil.move(last, tmp_path / "last-backup")
-    _one_line(_cli("train", "--resume", str(out), "--quiet"), "holds no checkpoint", f"finished {done} epoch(s)")
+    assert_one_error_line(_cli("train", "--resume", str(out), "--quiet"), "holds no checkpoint",
+                          f"finished {done} epoch(s)")
     shutil.copytree(tmp_path / "last-backup", last)
     assert _snapshot(out) == kept
     data = next(last.glob("*.data-*"))
     data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
-    _one_line(_cli("train", "--resume", str(out), "--quiet"), "is corrupt", "nothing was changed")
+    assert_one_error_line(_cli("train", "--resume", str(out), "--quiet"), "is corrupt", "nothing was changed")
     (out / runs.METRICS).write_bytes(b"\xff\xfe garbage \x00")
-    _one_line(_cli("train", "--resume", str(out), "--quiet"), "metrics.csv is corrupt")
+    assert_one_error_line(_cli("train", "--resume", str(out), "--quiet"), "metrics.csv is corrupt")
     assert {k: v for k, v in _snapshot(out).items() if "data-" not in k and k != runs.METRICS} == \
         {k: v for k, v in kept.items() if "data-" not in k and k != runs.METRICS}
     shutil.rmtree(last)

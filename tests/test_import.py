@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_checks import assert_one_error_line
 from click.testing import CliRunner
 
 from edgebnn import runs
@@ -239,9 +240,7 @@ def test_cli_bad_input_is_one_line(tmp_path):
     bad = tmp_path / "weights.pth.tar"
     bad.write_bytes(b"\x80\x02not a checkpoint at all" * 10)
     proc = subprocess.run([EDGEBNN, "import", str(bad)], capture_output=True, text=True)
-    assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: ")
-    assert "Traceback" not in proc.stderr + proc.stdout
+    assert_one_error_line(proc, only=True)
 
 
 def test_out_through_a_symlink_or_onto_files_is_refused(references, tmp_path):

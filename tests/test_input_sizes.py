@@ -55,16 +55,17 @@ def test_odd_sizes_convert_to_binary_ops_and_agree_with_keras(name):
     1e-3 of the output scale, except where a sign input was within float rounding of 0 (a tie the two runtimes
     may round to different sides: sdbnn-resnet18 at 97 px has one such input, 4e-8 of its tensor's max, whose
     output differs by 21% of the scale)."""
-    from edgebnn import convert as conv
+    from edgebnn import conversion as conv
+    from edgebnn import tflite
 
     size = ODD_SIZES[FAMILIES.index(name) % len(ODD_SIZES)]
     model = _tiny(name, size)
     layers = stats.binary_conv_layers(model)
     flatbuffer, _ = conv.lce_flatbuffer(model, "arm")
-    ops = conv.read_ops(flatbuffer)
+    ops = tflite.read_ops(flatbuffer)
     matched, lost = conv.match_binary_convs(layers, ops)
-    assert layers and lost == [] and conv.op_histogram(flatbuffer)["LceBconv2d"] == len(layers)
-    assert conv.flatbuffer_problems(ops, matched) == [] and conv.load_error(flatbuffer) is None
+    assert layers and lost == [] and tflite.op_histogram(flatbuffer)["LceBconv2d"] == len(layers)
+    assert tflite.flatbuffer_problems(ops, matched) == [] and tflite.load_error(flatbuffer) is None
     x = np.random.default_rng(size).normal(size=(16, size, size, 3)).astype(np.float32)
     reference, outputs = conv.keras_outputs(model, x), conv.run_tflite(flatbuffer, x)
     margins = conv.sign_margins(model, layers, x)

@@ -179,26 +179,27 @@ def test_unknown_convention_is_a_clear_error():
 def test_official_models_convert_to_binary_ops_with_the_same_answers(name, size):
     """Every binary conv an LceBconv2d, one REVERSE_V2 pair per flipped conv, LCE's interpreter within 1e-4 of the
     output scale of Keras on random inputs (sign ties aside: none at these margins)."""
-    from edgebnn import convert as conv
+    from edgebnn import conversion as conv
+    from edgebnn import tflite
 
     tf.keras.utils.set_random_seed(7)
     model = randomise_parameters(archs.build(name, (size, size, 3), 10, 0.125, padding="official"), seed=3)
     layers = stats.binary_conv_layers(model)
     fb, _ = conv.lce_flatbuffer(model, "arm")
-    ops = conv.read_ops(fb)
+    ops = tflite.read_ops(fb)
     matched, lost = conv.match_binary_convs(layers, ops)
-    histogram = conv.op_histogram(fb)
+    histogram = tflite.op_histogram(fb)
     flipped = sum(bool(layer._flip) for layer in layers if isinstance(layer, common.PyTorchPlacement))
     assert lost == [] and histogram["LceBconv2d"] == len(layers) and flipped >= 1
     assert histogram.get("REVERSE_V2", 0) == 2 * flipped
-    assert conv.flatbuffer_problems(ops, matched) == [] and conv.load_error(fb) is None
+    assert tflite.flatbuffer_problems(ops, matched) == [] and tflite.load_error(fb) is None
     x = np.random.RandomState(1).randn(20, size, size, 3).astype(np.float32)
     ref, out = conv._keras_outputs(model, x), conv.run_tflite(fb, x)
     assert np.abs(ref - out).max() < 1e-4 * np.abs(ref).max()
 
 
 def test_convert_refuses_zero_padded_binary_convs_on_maps_smaller_than_their_kernel():
-    from edgebnn.convert.conversion import zero_padding_too_small
+    from edgebnn.conversion.lce import zero_padding_too_small
 
     small = archs.build("bireal-18", (32, 32, 3), 10, 0.125, padding="official", small=False)
     big = archs.build("bireal-18", (72, 72, 3), 10, 0.125, padding="official")

@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pytest
+from cli_checks import assert_one_error_line
 from click.testing import CliRunner
 from profile_fixtures import tiny_tflite
 
@@ -14,7 +15,7 @@ from edgebnn.devices import local
 from edgebnn.devices.parse import parse
 from edgebnn.errors import EdgebnnError
 from edgebnn.machine import host_label
-from edgebnn.profile import profile
+from edgebnn.profiling import profile
 from edgebnn.runner import parse_flags
 
 pytestmark = pytest.mark.slow  # converts one model (about 10 s) per session
@@ -130,6 +131,6 @@ def test_cli_local_json_and_errors(model, tmp_path):
     [r] = json.loads(res.output)
     assert r["device"] == "local" and r["runs"] == 5 and r["mean_ms"] > 0
     res = CliRunner().invoke(main, ["profile", str(model), "--threads", "1,x", "--db", str(db)])
-    assert res.exit_code == 2 and "error: --threads '1,x'" in res.output and "Traceback" not in res.output
+    assert_one_error_line(res, "error: --threads '1,x'")
     res = CliRunner().invoke(main, ["profile", str(model), "-d", "nosuch", "--db", str(db)])
     assert res.exit_code == 2 and "unknown device 'nosuch'" in res.output

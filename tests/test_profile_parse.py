@@ -211,11 +211,13 @@ def assert_totals_match_summary(parsed: dict) -> None:
     assert whole == pytest.approx(sum(r["avg_ms"] for r in summary.values()), rel=0.01)
 
 
+@pytest.mark.qemu
 @pytest.mark.parametrize("name", SAMPLE_MODELS)
 def test_op_totals_equal_the_runners_summary_on_real_output(name):
     assert_totals_match_summary(parse(_sample(name, "op_profile")))
 
 
+@pytest.mark.qemu
 @pytest.mark.parametrize("name", SAMPLE_MODELS)
 def test_op_totals_add_up_to_the_measured_inference(name):
     out = parse(_sample(name, "op_profile"))
@@ -223,6 +225,7 @@ def test_op_totals_add_up_to_the_measured_inference(name):
     assert whole == pytest.approx(out["runs"]["avg_us"] / 1000, rel=0.01)
 
 
+@pytest.mark.qemu
 def test_a_delegate_row_standing_for_16_calls_counts_16_times():
     out = parse(_sample("QuickNet", "op_profile"))
     (add,) = [op for op in out["ops"] if op["node_type"] == "Add (ND, F32)"]
@@ -234,6 +237,7 @@ def test_a_delegate_row_standing_for_16_calls_counts_16_times():
     assert totals["LceBconv2d"]["calls"] == 16 and totals["Convolution (NHWC, F32) GEMM"]["calls"] == 4
 
 
+@pytest.mark.qemu
 def test_real_output_without_op_profiling():
     out = parse(_sample("small_bnn_32x32", "run"))
     assert out["runs"] == {"count": 39, "first_us": 25592, "curr_us": 26332, "min_us": 24667, "max_us": 28308,
@@ -242,6 +246,7 @@ def test_real_output_without_op_profiling():
     assert out["memory_mb"] == {"init": 3.48828, "overall": 6.66406} and out["ops"] == []
 
 
+@pytest.mark.qemu
 def test_real_output_init_tables_are_not_per_op_rows():
     out = parse(_sample("small_bnn_32x32", "op_profile"))
     assert len(out["ops"]) == 12 and not any(op["node_type"] == "AllocateTensors" for op in out["ops"])

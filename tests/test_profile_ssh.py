@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_checks import assert_one_error_line
 from click.testing import CliRunner
 from loopback_sshd import ALIAS, LoopbackSshd, SshdUnavailable
 from profile_fixtures import tiny_tflite
@@ -19,7 +20,7 @@ from edgebnn import store
 from edgebnn.cli import main
 from edgebnn.devices.local import sha256
 from edgebnn.errors import EdgebnnError
-from edgebnn.profile import check_device, profile
+from edgebnn.profiling import check_device, profile
 
 pytestmark = [pytest.mark.ssh, pytest.mark.slow]
 
@@ -285,9 +286,7 @@ def test_board_that_stops_answering(db, model, sshd, board_bin):
 def test_cli_fault_is_one_line_exit_2(db, model, sshd):
     res = CliRunner().invoke(main, ["profile", str(model), "-d", sshd.url, "--ssh-config", sshd.config,
                                     "--runner", "/nonexistent/runner", "--db", str(db), "--force"])
-    assert res.exit_code == 2
-    lines = [ln for ln in res.output.splitlines() if ln.startswith("error:")]
-    assert len(lines) == 1 and "not found on" in lines[0] and "Traceback" not in res.output
+    assert_one_error_line(res, "not found on")
 
 
 def test_interrupted_sweep_keeps_what_it_finished(model, sshd, board_bin, tmp_path):
@@ -308,6 +307,8 @@ def test_interrupted_sweep_keeps_what_it_finished(model, sshd, board_bin, tmp_pa
 # ------------------------------------------------------------------------------------------ a 64-bit ARM board
 # The aarch64 Debian userland over its own sshd (conftest's arm64_board), running LCE's real aarch64 runner under
 # qemu-user. Its timings are emulated: these tests check the path and the answers, never speed.
+@pytest.mark.root
+@pytest.mark.qemu
 def test_aarch64_board_facts_say_aarch64_debian_12_glibc_236_and_emulated(arm64_board):
     from arm64_helpers import aarch64_runner
 
@@ -320,6 +321,8 @@ def test_aarch64_board_facts_say_aarch64_debian_12_glibc_236_and_emulated(arm64_
     assert any("emulated wall time" in w and "not aarch64 latency" in w for w in report["warnings"])
 
 
+@pytest.mark.root
+@pytest.mark.qemu
 def test_aarch64_runner_uploaded_sha256_checked_op_profile_parsed_work_dir_removed(arm64_board, tmp_path):
     from arm64_helpers import aarch64_runner, tiny_32
     from test_profile_parse import assert_totals_match_summary
@@ -348,6 +351,8 @@ def test_aarch64_runner_uploaded_sha256_checked_op_profile_parsed_work_dir_remov
     assert fields["kernels"].startswith("LCE optimized kernels (ARM64)") and fields["target"] == "arm64"
 
 
+@pytest.mark.root
+@pytest.mark.qemu
 def test_aarch64_profile_is_stored_as_emulated_never_as_board_latency(arm64_board, tmp_path):
     from arm64_helpers import aarch64_runner, tiny_32
 
@@ -372,6 +377,7 @@ def test_aarch64_profile_is_stored_as_emulated_never_as_board_latency(arm64_boar
         assert stored[name]["avg_ms"] == pytest.approx(t["avg_ms"]) and stored[name]["calls"] == t["calls"]
 
 
+@pytest.mark.root
 def test_aarch64_board_refuses_an_x86_64_runner(arm64_board, tmp_path):
     from arm64_helpers import tiny_32
 

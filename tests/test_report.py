@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from edgebnn import report, runs, store
+from edgebnn import reporting as report
+from edgebnn import runs, store
 from edgebnn.cli import main
 
 CHROMIUM = "/usr/bin/chromium"
@@ -268,7 +269,7 @@ def test_last_epoch_and_second_runs_are_told_apart(tmp_path):
 
 
 def test_gap_to_float_uses_the_twins_deployed_best_checkpoint():
-    from edgebnn import report as rep
+    from edgebnn import reporting as rep
 
     runs = {"a": {"model": "bireal-18", "real": True, "status": "done", "dataset": "digits", "finished": "1",
                   "best_val_top1": 0.9916, "final_val_top1": 0.9889},

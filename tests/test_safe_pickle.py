@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_checks import assert_one_error_line
 
 from edgebnn import data, safe_pickle
 from edgebnn.errors import EdgebnnError
@@ -368,8 +369,6 @@ def test_cli_refuses_a_planted_cifar_batch_in_one_line(tmp_path):
     for what in ("a valid CIFAR dict after the payload", "builtins.eval", "posix.system via STACK_GLOBAL"):
         root = _cifar_folder(tmp_path / what.replace(" ", "_"), first_batch=_hostile(marker)[what])
         proc = subprocess.run([EDGEBNN, "data", f"cifar10:{root}"], capture_output=True, text=True, cwd=tmp_path)
-        assert proc.returncode == 2, proc.stderr[-2000:]
-        assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: cifar10: "), proc.stderr
-        assert "refused to load: the pickle names" in proc.stderr and "which would run code" in proc.stderr
-        assert "Traceback" not in proc.stderr + proc.stdout
+        line = assert_one_error_line(proc, "refused to load: the pickle names", "which would run code", only=True)
+        assert line.startswith("error: cifar10: "), line
         assert not marker.exists(), what

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_checks import assert_one_error_line
 
 import edgebnn  # noqa: F401
 from edgebnn import runs
@@ -22,14 +23,14 @@ ARGS = ["bireal-18", "--dataset", "digits", "--epochs", "3", "--set", "input_siz
 
 
 def _rows(run_dir):
-    from edgebnn.train import read_metrics
+    from edgebnn.training import read_metrics
 
     return read_metrics(run_dir)
 
 
 @pytest.fixture(scope="module")
 def bireal_run(tmp_path_factory):
-    from edgebnn.train import train
+    from edgebnn.training import train
 
     out = tmp_path_factory.mktemp("runs") / "bireal"
     return train("bireal-18", dataset="digits", epochs=3, sets=["input_size=16"], out=out, progress=False,
@@ -143,7 +144,7 @@ def test_two_step_handover_starts_from_step_one_with_a_run_folder_teacher(bireal
     import tensorflow as tf
 
     from edgebnn import archs
-    from edgebnn.train import train
+    from edgebnn.training import train
 
     path = tmp_path / "two.toml"
     path.write_text(TWO_STEPS.format(teacher=bireal_run))
@@ -171,33 +172,23 @@ def _cli(*args):
     return subprocess.run([EDGEBNN, *args], capture_output=True, text=True)
 
 
-def _one_line_error(proc, *needles, before_tensorflow=True):
-    """Exit 2 and one ``error:`` line; errors found after TensorFlow loaded may follow its C++ log lines."""
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    lines = proc.stderr.splitlines()
-    assert lines[-1].startswith("error: ") and "Traceback" not in proc.stderr, proc.stderr[-2000:]
-    if before_tensorflow:
-        assert len(lines) == 1, proc.stderr[-2000:]
-    for needle in needles:
-        assert needle in lines[-1]
-
-
 def test_unknown_model_is_one_clear_line():
-    _one_line_error(_cli("train", "bireal-99", "--dataset", "digits"), "unknown model 'bireal-99'", "bireal-18")
+    assert_one_error_line(_cli("train", "bireal-99", "--dataset", "digits"), "unknown model 'bireal-99'", "bireal-18",
+                          only=True)
 
 
 def test_misspelled_and_ill_typed_recipe_keys_name_key_and_file(tmp_path):
     path = tmp_path / "mine.toml"
     path.write_text('model = "bireal-18"\n[[steps]]\nepochs = 1\nbatch_size = 32\nlr = 1e-3\nlabel_smoothin = 0.1\n')
-    _one_line_error(_cli("train", str(path)), str(path), "label_smoothin")
+    assert_one_error_line(_cli("train", str(path)), str(path), "label_smoothin", only=True)
     path.write_text('model = "bireal-18"\n[[steps]]\nepochs = "one"\nbatch_size = 32\nlr = 1e-3\n')
-    _one_line_error(_cli("train", str(path)), str(path), "steps.0.epochs must be an integer")
+    assert_one_error_line(_cli("train", str(path)), str(path), "steps.0.epochs must be an integer", only=True)
     path.write_text('model = "bireal-99"\n[[steps]]\nepochs = 1\nbatch_size = 32\nlr = 1e-3\n')
-    _one_line_error(_cli("train", str(path)), "unknown model 'bireal-99'")
+    assert_one_error_line(_cli("train", str(path)), "unknown model 'bireal-99'", only=True)
 
 
 def test_missing_teacher_is_an_error(tmp_path):
-    from edgebnn.train import train
+    from edgebnn.training import train
 
     path = tmp_path / "two.toml"
     path.write_text(TWO_STEPS.format(teacher=tmp_path / "no-such-run"))
@@ -206,8 +197,8 @@ def test_missing_teacher_is_an_error(tmp_path):
 
 
 def test_resume_needs_a_run_folder(tmp_path):
-    _one_line_error(_cli("train", "--resume", str(tmp_path)), "not a run folder", before_tensorflow=False)
-    _one_line_error(_cli("eval", str(tmp_path / "nothing")), "does not exist", before_tensorflow=False)
+    assert_one_error_line(_cli("train", "--resume", str(tmp_path)), "not a run folder")  # after TensorFlow's log
+    assert_one_error_line(_cli("eval", str(tmp_path / "nothing")), "does not exist")
 
 
 def test_batch_not_divisible_by_replicas(tmp_path):
@@ -215,7 +206,7 @@ def test_batch_not_divisible_by_replicas(tmp_path):
         "import edgebnn, tensorflow as tf\n"
         "cpu = tf.config.list_physical_devices('CPU')[0]\n"
         "tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)\n"
-        "from edgebnn.train import train\n"
+        "from edgebnn.training import train\n"
         "try:\n"
         f"    train('bireal-18', dataset='digits', batch_size=33, strategy='mirrored', out={str(tmp_path)!r})\n"
         "except edgebnn.EdgebnnError as err:\n"
@@ -252,8 +243,8 @@ def test_nan_loss_stops_with_a_clear_message_keeping_the_last_good_checkpoint(tm
     path.write_text(NAN)
     out = tmp_path / "run"
     proc = _cli("train", str(path), "--out", str(out), "--quiet")
-    _one_line_error(proc, "loss became", "in epoch 2 (explodes", "Last good checkpoint", "lower the learning rate",
-                    before_tensorflow=False)
+    assert_one_error_line(proc, "loss became", "in epoch 2 (explodes", "Last good checkpoint",
+                          "lower the learning rate")
     assert [int(r["epoch"]) for r in _rows(out)] == [1]
     assert runs.read_info(out)["status"] == "diverged" and not (out / "model.keras").exists()
     reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(out / "checkpoints" / "last")))
@@ -261,7 +252,7 @@ def test_nan_loss_stops_with_a_clear_message_keeping_the_last_good_checkpoint(tm
 
 
 def test_resume_refuses_recipe_changes(tmp_path):
-    from edgebnn.train import train
+    from edgebnn.training import train
 
-    with pytest.raises(EdgebnnError, match=r"--resume continues a run with its own recipe; drop --epochs, --set"):
+    with pytest.raises(EdgebnnError, match=r"resume continues a run with its own recipe; drop epochs, sets"):
         train(resume=tmp_path, epochs=2, sets=["steps.lr=1"])

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from arm64_helpers import aarch64_runner
+from cli_checks import assert_one_error_line
 from profile_fixtures import started_sshd, tiny_tflite
 
 import edgebnn  # noqa: F401
@@ -30,17 +31,6 @@ EDGEBNN = str(Path(sys.executable).with_name("edgebnn"))
 
 def _cli(*args, timeout=120, **kw):
     return subprocess.run([EDGEBNN, *map(str, args)], capture_output=True, text=True, timeout=timeout, **kw)
-
-
-def _one_line(proc, *needles):
-    """Exit 2, one `error:` line on stderr (the last), no traceback; the line holds every needle."""
-    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
-    lines = proc.stderr.strip().splitlines()
-    assert lines[-1].startswith("error: ") and "Traceback" not in proc.stderr, proc.stderr[-2000:]
-    assert sum(ln.startswith("error:") for ln in lines) == 1, proc.stderr
-    for needle in needles:
-        assert needle in lines[-1], lines[-1]
-    return lines[-1]
 
 
 def _home(tmp_path: Path) -> dict:
@@ -64,8 +54,8 @@ def test_a_devices_toml_in_the_working_folder_is_never_read_and_its_proxy_comman
     env = _home(tmp_path)
     for args in (["profile", tiny_tflite(), "-d", "pi4", "--db", tmp_path / "r.db"], ["devices", "check", "pi4"],
                  ["devices", "clean", "pi4"]):
-        _one_line(_cli(*args, cwd=checkout, env=env), "unknown device 'pi4'",
-                  "./devices.toml here is not read (a checkout's file could run commands): pass --devices-file")
+        assert_one_error_line(_cli(*args, cwd=checkout, env=env), "unknown device 'pi4'", "./devices.toml here is not "
+                              "read (a checkout's file could run commands): pass --devices-file")
     listed = _cli("devices", "list", cwd=checkout, env=env)
     assert listed.returncode == 0 and "pi4" not in listed.stdout.replace("./devices.toml", "")
     assert not marker.exists()  # the planted command never ran
@@ -74,7 +64,7 @@ def test_a_devices_toml_in_the_working_folder_is_never_read_and_its_proxy_comman
     own = Path(env["HOME"]) / ".config" / "edgebnn" / "devices.toml"
     own.parent.mkdir(parents=True)
     own.write_text((checkout / "devices.toml").read_text())
-    _one_line(_cli("devices", "check", "pi4", cwd=checkout, env=env))  # ssh fails after its proxy ran
+    assert_one_error_line(_cli("devices", "check", "pi4", cwd=checkout, env=env))  # ssh fails after its proxy ran
     assert marker.exists()
 
 
@@ -103,9 +93,9 @@ def test_a_named_devices_file_that_is_not_yours_cannot_run_commands(tmp_path, op
     named.write_text(_planted(marker, ["ConnectTimeout=2", option.format(m=marker)]))
     env = _home(tmp_path)
     for args in (["profile", tiny_tflite(), "-d", "pi4", "--db", tmp_path / "r.db"], ["devices", "list"]):
-        _one_line(_cli(*args, "--devices-file", named, env=env, cwd=tmp_path),
-                  f"devices file {named}: device 'pi4': ssh_options {REFUSED[option]}",
-                  "is not your own devices file", "move the device there or drop the option")
+        assert_one_error_line(_cli(*args, "--devices-file", named, env=env, cwd=tmp_path),
+                              f"devices file {named}: device 'pi4': ssh_options {REFUSED[option]}",
+                              "is not your own devices file", "move the device there or drop the option")
     assert not marker.exists() and not (tmp_path / "r.db").exists()
 
 
@@ -115,9 +105,9 @@ def test_a_named_file_may_not_set_an_ssh_config_but_the_users_own_may_set_anythi
     named = tmp_path / "devices.toml"
     named.write_text(_planted(marker, ["ConnectTimeout=2"], 'ssh_config = "evil_ssh_config"\n'))
     env = _home(tmp_path)
-    _one_line(_cli("devices", "check", "pi4", "--devices-file", named, env=env, cwd=tmp_path),
-              "ssh_config is refused: an ssh -F file can run local commands (ProxyCommand)",
-              "pass --ssh-config FILE yourself")
+    assert_one_error_line(_cli("devices", "check", "pi4", "--devices-file", named, env=env, cwd=tmp_path),
+                          "ssh_config is refused: an ssh -F file can run local commands (ProxyCommand)",
+                          "pass --ssh-config FILE yourself")
     assert not marker.exists()
     # ProxyJump to [user@]host[:port] words is read from any file: OpenSSH runs only itself to the jump host.
     named.write_text(_planted(marker, ["ProxyJump=pi@gateway.local:2222,[::1]:22", "StrictHostKeyChecking=yes"]))
@@ -254,6 +244,7 @@ def _children(pid: int) -> list[tuple[int, str]]:
     return [(child, args) for child, parent, args in _all() if parent == pid]
 
 
+@pytest.mark.qemu
 def test_sigkill_of_a_qemu_profile_leaves_no_emulator_and_clean_up_removes_its_folders(tmp_path):
     runner = aarch64_runner()
     model = tiny_tflite(128, 128)  # about 20 s under QEMU: long enough to be killed mid-run
@@ -336,8 +327,8 @@ def test_folders_and_fifos_are_named_as_such_and_never_read(tmp_path):
              (["devices", "list", "--devices-file", folder], f"devices file {folder} is a folder"),
              (["devices", "list", "--devices-file", fifo], f"devices file {fifo} is not a regular file")]
     for args, needle in cases:
-        line = _one_line(_cli(*args, "--db", db, timeout=60) if args[0] != "devices" else _cli(*args, timeout=60),
-                         needle)
+        line = assert_one_error_line(_cli(*args, "--db", db, timeout=60) if args[0] != "devices"
+                                     else _cli(*args, timeout=60), needle)
         assert "does not exist" not in line
     assert folder.is_dir() and fifo.is_fifo()  # both left as they were
     for graph in (folder, fifo):  # edgebnn's stand-in runner, as lce_benchmark_model would, never blocks on a FIFO
@@ -347,24 +338,27 @@ def test_folders_and_fifos_are_named_as_such_and_never_read(tmp_path):
 
 
 # --------------------------------------------------------------------- a truncated runner, a read-only ~/.cache
+@pytest.mark.qemu
 def test_a_truncated_runner_is_one_line_before_anything_runs(tmp_path):
     whole = aarch64_runner().read_bytes()
     for size in (40, 4096, len(whole) // 2, len(whole) - 1):
         cut = tmp_path / "lce_benchmark_model_aarch64"
         cut.write_bytes(whole[:size])
         for args in (["profile", tiny_tflite(), "-d", "qemu:aarch64"], ["estimate", tiny_tflite()]):
-            _one_line(_cli(*args, "--runner", cut, "--db", tmp_path / "r.db"), f"runner {cut} is cut short ",
-                      "download lce_benchmark_model_aarch64 again")
+            assert_one_error_line(_cli(*args, "--runner", cut, "--db", tmp_path / "r.db"),
+                                  f"runner {cut} is cut short ", "download lce_benchmark_model_aarch64 again")
 
 
 @pytest.mark.ssh
+@pytest.mark.qemu
 @pytest.mark.slow
 def test_a_truncated_runner_is_never_uploaded_to_a_board(sshd, tmp_path):
     cut = tmp_path / "lce_benchmark_model_aarch64"
     cut.write_bytes(aarch64_runner().read_bytes()[:100_000])
     before = set(glob.glob(os.path.join(tempfile.gettempdir(), "edgebnn.*")))
-    _one_line(_cli("profile", tiny_tflite(), "-d", sshd.url, "--ssh-config", sshd.config, "--runner", cut,
-                   "--db", tmp_path / "r.db"), f"runner {cut} is cut short (100000 bytes; its ELF headers need")
+    assert_one_error_line(_cli("profile", tiny_tflite(), "-d", sshd.url, "--ssh-config", sshd.config, "--runner", cut,
+                               "--db", tmp_path / "r.db"),
+                          f"runner {cut} is cut short (100000 bytes; its ELF headers need")
     assert set(glob.glob(os.path.join(tempfile.gettempdir(), "edgebnn.*"))) <= before
 
 
@@ -380,6 +374,7 @@ def _read_only(folder: Path) -> list[str]:
     return ["unshare", "--mount", "--", "sh", "-c", script, str(folder)]
 
 
+@pytest.mark.qemu
 def test_a_read_only_cache_builds_the_plugin_in_a_private_temp_folder_or_says_why_not(tmp_path):
     home, tmpdir = tmp_path / "home", tmp_path / "tmp"
     (home / ".cache").mkdir(parents=True)
@@ -399,8 +394,8 @@ def test_a_read_only_cache_builds_the_plugin_in_a_private_temp_folder_or_says_wh
     fallback.chmod(0o777)
     run = [*_read_only(home / ".cache"), EDGEBNN, "profile", str(tiny_tflite()), "-d", "qemu:aarch64", "--runner",
            str(aarch64_runner()), "--db", str(tmp_path / "r2.db")]
-    _one_line(subprocess.run(run, capture_output=True, text=True, env=env, timeout=300),
-              f"{fallback} is not a private folder of yours", "set XDG_CACHE_HOME")
+    assert_one_error_line(subprocess.run(run, capture_output=True, text=True, env=env, timeout=300),
+                          f"{fallback} is not a private folder of yours", "set XDG_CACHE_HOME")
     assert not list(tmp_path.rglob("*.so"))
     (home / ".cache").chmod(0o755)
 
@@ -423,5 +418,5 @@ def test_convert_and_verify_name_folders_and_fifos_and_never_read_them(tmp_path)
              (["verify", fifo, "-d", "qemu:aarch64"], f"model file {fifo} is not a regular file"),
              (["convert", keras_fifo], f"{keras_fifo} is not a regular file (a FIFO, socket or device)")]
     for args, needle in cases:
-        assert "does not exist" not in _one_line(_cli(*args, timeout=60), needle)
+        assert "does not exist" not in assert_one_error_line(_cli(*args, timeout=60), needle)
     assert folder.is_dir() and fifo.is_fifo() and keras_fifo.is_fifo()

@@ -9,22 +9,12 @@ import time
 from pathlib import Path
 
 import pytest
+from cli_checks import assert_one_error_line
 from click.testing import CliRunner
 
 from edgebnn import outputs, runs
 from edgebnn.cli import main
 from edgebnn.errors import EdgebnnError
-
-
-def _one_error_line(result, *needles) -> str:
-    """Exit 2, one `error:` line and no traceback; returns the line."""
-    assert result.exit_code == 2, result.output
-    lines = [ln for ln in result.output.strip().splitlines() if ln.strip()]
-    assert lines[-1].startswith("error: ") and sum(ln.startswith("error:") for ln in lines) == 1, result.output
-    assert "Traceback" not in result.output
-    for needle in needles:
-        assert needle in lines[-1], lines[-1]
-    return lines[-1]
 
 
 def _full_disk(monkeypatch):
@@ -110,7 +100,7 @@ def test_convert_writes_around_links_and_refuses_a_long_name_at_once(tiny_keras,
 
     start = time.monotonic()
     long = CliRunner().invoke(main, ["convert", str(tiny_keras), "-o", str(tmp_path / ("b" * 300 + ".tflite"))])
-    _one_error_line(long, "over the file system's limit")
+    assert_one_error_line(long, "over the file system's limit")
     assert time.monotonic() - start < 5
 
 
@@ -118,7 +108,7 @@ def test_convert_on_a_full_disk_leaves_no_partial_flatbuffer(tiny_keras, tmp_pat
     _full_disk(monkeypatch)
     result = CliRunner().invoke(main, ["convert", str(tiny_keras), "-o", str(tmp_path / "m.tflite"),
                                        "--check-samples", "0"])
-    _one_error_line(result, "the disk is full")
+    assert_one_error_line(result, "the disk is full")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -140,7 +130,7 @@ def test_report_writes_around_links_and_keeps_files_whole_on_a_full_disk(tmp_pat
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     _full_disk(monkeypatch)
     full = CliRunner().invoke(main, ["report", "--db", str(db), "--out", str(out), "--runs", str(root)])
-    _one_error_line(full, "the disk is full")
+    assert_one_error_line(full, "the disk is full")
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
@@ -166,7 +156,7 @@ def test_report_full_at_its_last_file_leaves_the_old_report_as_it_was(tmp_path, 
     monkeypatch.setattr(outputs.os, "fsync", fsync_until_index)
     for target in (out, tmp_path / "new"):
         full = CliRunner().invoke(main, ["report", "--db", str(db), "--out", str(target), "--runs", str(root)])
-        _one_error_line(full, "the disk is full")
+        assert_one_error_line(full, "the disk is full")
     assert len(writes) > 2 and ".index.html." in writes[-1]
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert not (tmp_path / "new").exists()
@@ -193,7 +183,7 @@ def test_the_flatbuffer_names_its_run_by_absolute_path(tiny_keras, tmp_path, mon
 
 
 def test_gap_to_float_pairs_only_a_twin_of_the_same_width(tmp_path):
-    from edgebnn import report
+    from edgebnn import reporting as report
 
     def run(name, real, width, top1, shape=(32, 32, 3)):
         path = tmp_path / name
@@ -215,7 +205,7 @@ def test_gap_to_float_pairs_only_a_twin_of_the_same_width(tmp_path):
 
 
 def test_a_recipe_width_counts_when_run_json_has_none(tmp_path):
-    from edgebnn import report
+    from edgebnn import reporting as report
 
     (tmp_path / "r").mkdir()
     (tmp_path / "r" / runs.RECIPE).write_text('model = "bireal-18"\n[arch]\nwidth = 0.25\n')
@@ -256,7 +246,7 @@ def test_report_names_a_damaged_row_and_run_and_reports_the_rest(tmp_path):
 def test_a_damaged_schema_version_is_one_line(tmp_path):
     db, _ = _damaged_results(tmp_path, "UPDATE meta SET value = 'two' WHERE key = 'schema_version'")
     result = CliRunner().invoke(main, ["report", "--db", str(db), "--out", str(tmp_path / "r")])
-    _one_error_line(result, "schema version is 'two'")
+    assert_one_error_line(result, "schema version is 'two'")
     assert not (tmp_path / "r").exists()
 
 
@@ -323,7 +313,7 @@ def test_a_sweep_measures_the_valid_models_and_names_the_invalid_one(tmp_path):
     db = tmp_path / "r.db"
     result = CliRunner().invoke(main, ["profile", str(bad), str(good), "--db", str(db), "--runs", "2",
                                        "--warmup", "0", "--op-profile"])
-    line = _one_error_line(result, "bad.tflite", "1 other result(s) measured and stored")
+    line = assert_one_error_line(result, "bad.tflite", "1 other result(s) measured and stored")
     assert "tiny" not in line.split("bad.tflite")[0]
     assert "warning: --op-profile: device local cannot profile per op" in result.stderr
     conn = store.connect(db)
@@ -334,7 +324,7 @@ def test_a_sweep_measures_the_valid_models_and_names_the_invalid_one(tmp_path):
 # ------------------------------------------------------------------------------------------ a run's state
 @pytest.mark.slow
 def test_a_run_records_failed_interrupted_and_running_as_they_happen(tmp_path, monkeypatch):
-    from edgebnn import train as training
+    from edgebnn import training
 
     original = training._Trainer._end_epoch
     seen = []
@@ -389,10 +379,10 @@ def test_a_huge_width_or_input_size_is_refused_before_allocating(tmp_path):
     archs.check_size("bireal-18", (224, 224, 3), 1000, 4.0)  # about 0.7 GiB of weights: this fits
     result = CliRunner().invoke(main, ["train", "bireal-18", "--dataset", "digits", "--epochs", "1", "--set",
                                        "arch.width=1e6", "--out", str(tmp_path / "run"), "--quiet"])
-    _one_error_line(result, "over edgebnn's limit of 2 GiB")
+    assert_one_error_line(result, "over edgebnn's limit of 2 GiB")
     result = CliRunner().invoke(main, ["train", "bireal-18", "--dataset", "digits", "--epochs", "1", "--set",
                                        "input_size=100000", "--out", str(tmp_path / "run"), "--quiet"])
-    _one_error_line(result, "input size 100000 with batch size", "over edgebnn's limit of 2 GiB")
+    assert_one_error_line(result, "input size 100000 with batch size", "over edgebnn's limit of 2 GiB")
     assert not (tmp_path / "run").exists()
 
 
@@ -447,7 +437,7 @@ def test_a_cifar_folder_with_an_empty_test_batch_fails_at_load(tmp_path):
     start = time.monotonic()
     result = CliRunner().invoke(main, ["train", "bireal-18", "--dataset", f"cifar10:{tmp_path}", "--epochs", "1",
                                        "--out", str(tmp_path / "run"), "--quiet"])
-    _one_error_line(result, "test_batch holds no images")
+    assert_one_error_line(result, "test_batch holds no images")
     assert time.monotonic() - start < 30 and not (tmp_path / "run").exists()
     with pytest.raises(EdgebnnError, match="test_batch holds no images"):
         data.find_source(f"cifar10:{tmp_path}")
@@ -456,7 +446,7 @@ def test_a_cifar_folder_with_an_empty_test_batch_fails_at_load(tmp_path):
 def test_a_conversion_report_of_the_wrong_types_costs_only_its_rows(tmp_path):
     from test_report import make_results
 
-    from edgebnn import report
+    from edgebnn import reporting as report
 
     db, root = make_results(tmp_path)
     sidecar = root / "reactnet-18-a" / "reactnet.tflite.json"

@@ -32,7 +32,7 @@ from pathlib import Path
 from edgebnn.devices.remote import OWNER_HOST, RUNS_FUNCTION, kill_script
 from edgebnn.devices.scratch import clean_temp_folders
 from edgebnn.devices.ssh import CONTROL_PREFIX, Connection, _tool
-from edgebnn.errors import EdgebnnError
+from edgebnn.errors import OptionError
 from edgebnn.runlock import pid_alive
 
 
@@ -80,7 +80,7 @@ def clean_board(device, older_than_min: float = 10, kill_running: bool = False, 
     """Remove the stale work directories of ``device`` (ending their benchmarks first); what was found and done."""
 
     if older_than_min < 0:
-        raise EdgebnnError("--older-than takes minutes of 0 or more")
+        raise OptionError("{older_than_min} takes minutes of 0 or more")
     conn = Connection(device.ssh_target(), connect_timeout=connect_timeout)
     try:
         found = board_leftovers(conn, older_than_min, kill_running)

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgebnn.devices.ssh import parse_url
-from edgebnn.errors import EdgebnnError
+from edgebnn.errors import EdgebnnError, OptionError
 from edgebnn.inputs import regular_file
 
 USER_FILE = "~/.config/edgebnn/devices.toml"  # the user's own devices file: the only one read unasked
@@ -172,9 +172,9 @@ def _device(name: str, item, p: Path, trusted: bool) -> Device:
     options = ssh_options(item.get("ssh_options", []), name, p, trusted)
     cfg = item.get("ssh_config")
     if cfg and not trusted:
-        raise EdgebnnError(f"devices file {p}: device {name!r}: ssh_config is refused: an ssh -F file can run local "
-                           f"commands (ProxyCommand), and {p} is not your own devices file ({user_file()}): pass "
-                           "--ssh-config FILE yourself or move the device there")
+        raise OptionError("devices file {p}: device {name!r}: ssh_config is refused: an ssh -F file can run local "
+                          "commands (ProxyCommand), and {p} is not your own devices file ({own}): pass "
+                          "{ssh_config:=FILE} yourself or move the device there", p=p, name=name, own=user_file())
     if cfg:
         cfg = str((p.parent / Path(cfg).expanduser()).resolve())
     return Device(name=name, kind="ssh", ssh=str(ssh), runner=item.get("runner"), target=item.get("target"),

@@ -21,10 +21,10 @@ from pathlib import Path
 from edgebnn.devices import config as devices
 from edgebnn.devices.qemu import check_runner, find_qemu, run_emulated
 from edgebnn.devices.remote import BoardSession
-from edgebnn.errors import EdgebnnError
+from edgebnn.errors import EdgebnnError, OptionError
 from edgebnn.machine import host_label
 
-RUNNER_HINT = "pass --runner PATH to an lce_benchmark_model_aarch64 (LCE's release asset)"
+RUNNER_HINT = "pass {runner:=PATH} to an lce_benchmark_model_aarch64 (LCE's release asset)"
 
 
 class QemuRunner:
@@ -35,7 +35,7 @@ class QemuRunner:
     def __init__(self, name: str, runner: str | None):
 
         if not runner:
-            raise EdgebnnError(f"device {name} needs a runner: {RUNNER_HINT}")
+            raise OptionError("device {name} needs a runner: " + RUNNER_HINT, name=name)
         self.runner = check_runner(runner)
         self.qemu = find_qemu()
         self.name = name

@@ -24,7 +24,7 @@ import numpy as np
 from edgebnn import tflite
 from edgebnn.devices import load
 from edgebnn.devices.scratch import die_with_parent
-from edgebnn.errors import EdgebnnError
+from edgebnn.errors import EdgebnnError, OptionError
 from edgebnn.inputs import sha256  # noqa: F401  (a model's sha256 names its results; written once in inputs)
 from edgebnn.machine import cpu_model, host_label
 
@@ -194,8 +194,8 @@ def _in_child(path: Path, threads: int, runs: int, warmup: int, use_xnnpack: boo
         proc = subprocess.run(args, capture_output=True, text=True, errors="replace", timeout=timeout,
                               stdin=subprocess.DEVNULL, preexec_fn=die_with_parent())
     except subprocess.TimeoutExpired:
-        raise EdgebnnError(f"LCE's interpreter gave no result for {path} within {timeout:.0f} s (--timeout); "
-                           "nothing was stored for it") from None
+        raise OptionError("LCE's interpreter gave no result for {path} within {limit:.0f} s ({timeout}); nothing "
+                          "was stored for it", path=path, limit=timeout) from None
     if proc.returncode < 0:
 
         name = signal.Signals(-proc.returncode).name if -proc.returncode in signal.valid_signals() else \

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 
-from edgebnn.errors import EdgebnnError
+from edgebnn.errors import EdgebnnError, OptionError
 
 _PREFIX = re.compile(
     r"^(?:(?:INFO|WARNING|WARN|ERROR|DEBUG|VERBOSE): "
@@ -173,7 +173,7 @@ def _assign_counts(result: dict, counts: list[dict], text: str) -> None:
         raise EdgebnnError(f"benchmark output has no {what}; the runner printed {len(lines)} line(s), "
                            f"the last: {last!r}; check the runner and model on the board")
     if result["runs"]["count"] <= 0:
-        raise EdgebnnError("benchmark output reports count=0 measured runs: pass --runs 1 or more")
+        raise OptionError("benchmark output reports count=0 measured runs: pass {runs:=1} or more")
     times = {**{k: v for k, v in result["runs"].items() if k != "count"}, **result["percentiles_us"]}
     bad = [f"{k}={v}" for k, v in times.items() if not (math.isfinite(v) and v >= 0)]
     if bad:

@@ -26,7 +26,7 @@ from pathlib import Path
 from edgebnn.devices.board import elf_truncated
 from edgebnn.devices.elf import EM_AARCH64
 from edgebnn.devices.scratch import die_with_parent, owned_tempdir
-from edgebnn.errors import EdgebnnError
+from edgebnn.errors import EdgebnnError, OptionError
 from edgebnn.inputs import regular_file
 
 QEMU = "qemu-aarch64"
@@ -174,8 +174,8 @@ def run_emulated(runner, args, files_in=None, files_out=(), timeout: float = 600
             proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=timeout,
                                   errors="replace", stdin=subprocess.DEVNULL, preexec_fn=die_with_parent())
         except subprocess.TimeoutExpired:
-            raise EdgebnnError(f"{runner.name} under {QEMU} did not finish in {timeout:.0f} s: pass a longer "
-                               "--timeout or a smaller model") from None
+            raise OptionError("{name} under {qemu} did not finish in {limit:.0f} s: pass a longer {timeout} or a "
+                              "smaller model", name=runner.name, qemu=QEMU, limit=timeout) from None
         files = {n: (work / n).read_bytes() for n in files_out if (work / n).is_file()}
     return {"stdout": proc.stdout, "stderr": proc.stderr, "rc": proc.returncode, "files": files}
 

@@ -22,7 +22,7 @@ from edgebnn.devices.local import kernels_label, sha256
 from edgebnn.devices.parse import parse
 from edgebnn.devices.scratch import owned_tempdir
 from edgebnn.devices.ssh import Connection
-from edgebnn.errors import EdgebnnError
+from edgebnn.errors import EdgebnnError, OptionError
 
 
 @dataclass
@@ -47,8 +47,8 @@ def runner_spec(text: str) -> RunnerSpec:
     command on the board (``lce_benchmark_model``, ``~/bin/lce_benchmark_model``, ``python3 -m edgebnn.runner``)."""
     text = (text or "").strip()
     if not text:
-        raise EdgebnnError("no runner given: pass --runner PATH (lce_benchmark_model for the board) or set "
-                           "runner in devices.toml")
+        raise OptionError("no runner given: pass {runner:=PATH} (lce_benchmark_model for the board) or set "
+                          "runner in devices.toml")
     local = Path(text).expanduser()
     if not text.startswith("~") and local.is_file():
         return RunnerSpec([text], local_file=local.resolve())
@@ -217,8 +217,8 @@ class BoardSession:
                     raise EdgebnnError(f"runner {spec.local_file} {cut}: the copy is incomplete; copy or download "
                                        "it again")
         elif not on_board:
-            raise EdgebnnError(f"runner {spec.words[0]} not found on {self.url}: install it there, or pass "
-                               "--runner PATH to a local build (e.g. lce_benchmark_model_aarch64) to upload")
+            raise OptionError("runner {name} not found on {url}: install it there, or pass {runner:=PATH} to a local "
+                              "build (e.g. lce_benchmark_model_aarch64) to upload", name=spec.words[0], url=self.url)
         else:
             self.command = list(spec.words)
         problems, self.warnings = board.check(facts, self.target, head if spec.checks_elf else None,

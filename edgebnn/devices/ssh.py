@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from edgebnn.errors import EdgebnnError
+from edgebnn.errors import EdgebnnError, OptionError
 
 CONTROL_PREFIX = "edgebnn-ssh-"  # local folders of the shared connection's control socket
 
@@ -231,8 +231,8 @@ class Connection:
             proc = subprocess.run(self.ssh_args(command), capture_output=True, text=True, timeout=timeout,
                                   stdin=subprocess.DEVNULL, errors="replace")
         except subprocess.TimeoutExpired:
-            raise EdgebnnError(f"{self.target.url} stopped answering while {what}: no reply within {timeout:.0f} s "
-                               "(raise --timeout for slow models)") from None
+            raise OptionError("{url} stopped answering while {what}: no reply within {limit:.0f} s (raise {timeout} "
+                              "for slow models)", url=self.target.url, what=what, limit=timeout) from None
         if proc.returncode == 255:
             raise EdgebnnError(explain_failure(proc.stderr, self.target, what))
         if check and proc.returncode != 0:

@@ -2,8 +2,6 @@
 instructions counted by a TCG plugin, and turned into an estimate per named board with a calibration made on
 published figures, its leave-one-out error beside every estimate.
 
-- ``qemu``: running the runner emulated (``run_emulated``), building and loading the counting plugin;
-- ``elf``: the runner's own symbol table;
 - ``counting``: instructions per inference, per vCPU, per kernel class and per op;
 - ``boards``: the boards and their published latencies (``boards.toml``);
 - ``fit``: the board model and its leave-one-out error;
@@ -12,10 +10,6 @@ published figures, its leave-one-out error beside every estimate.
 - ``estimate``: estimated result rows for the results database, and their table;
 - ``emulated``: the ``qemu:aarch64`` device of ``edgebnn profile``.
 
-``run_emulated(runner, args, files_in, files_out, timeout)`` runs any aarch64 program under QEMU (the proof on
-a device's kernels reuses it); ``counting.count_model(runner, model)`` counts one flatbuffer.
+The emulator itself, its plugin and the runner's symbol table are the device layer's (``edgebnn.devices.qemu``,
+``edgebnn.devices.elf``); ``counting.count_model(runner, model)`` counts one flatbuffer.
 """
-
-from edgebnn.devices.qemu import run_emulated
-
-__all__ = ["run_emulated"]

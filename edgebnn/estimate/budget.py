@@ -16,8 +16,8 @@ from pathlib import Path
 
 from edgebnn import archs
 from edgebnn.archs.randomise import randomise_parameters
-from edgebnn.convert.conversion import lce_flatbuffer
-from edgebnn.convert.fold import deployment_model
+from edgebnn.conversion.fold import deployment_model
+from edgebnn.conversion.lce import lce_flatbuffer
 from edgebnn.devices.scratch import owned_tempdir
 from edgebnn.errors import EdgebnnError
 from edgebnn.estimate import boards, emulated, estimate, fast

@@ -11,13 +11,13 @@ import os
 
 from edgebnn import store
 from edgebnn.devices import qemu
-from edgebnn.errors import EdgebnnError
+from edgebnn.errors import EdgebnnError, OptionError
 from edgebnn.estimate import calibration as cal_mod
 from edgebnn.estimate import counting, estimate, fast
 from edgebnn.estimate.estimate import op_type_totals
 from edgebnn.tflite.describe import identify, read_ops
 
-RUNNER_HINT = ("pass --runner PATH to an aarch64 lce_benchmark_model (LCE's release asset "
+RUNNER_HINT = ("pass {runner:=PATH} to an aarch64 lce_benchmark_model (LCE's release asset "
                "lce_benchmark_model_aarch64, github.com/larq/compute-engine/releases)")
 
 
@@ -25,7 +25,8 @@ def _pairs(cal: dict, threads: list[int] | None) -> list[tuple[str, int]]:
     pairs = [(b, int(n)) for b, per in cal["boards"].items() for n in per if not threads or int(n) in threads]
     if not pairs:
         have = ", ".join(f"{b} x{n}" for b, per in cal["boards"].items() for n in per)
-        raise EdgebnnError(f"calibration {cal['name']!r} has no board at --threads {threads}: it has {have}")
+        raise OptionError("calibration {name!r} has no board at {threads:={given}}: it has {have}", name=cal["name"],
+                          given=threads, have=have)
     return pairs
 
 
@@ -50,7 +51,7 @@ def plan(runner, threads: list[int] | None = None, calibration: str | None = Non
         if fallback:
             return _fast_plan(threads, calibration, ["no aarch64 runner given (--runner or LCE_RUNNER_AARCH64): "
                                                      "instructions predicted from op shapes (fast path)"])
-        raise EdgebnnError(f"device qemu:aarch64 needs a runner: {RUNNER_HINT}")
+        raise OptionError("device qemu:aarch64 needs a runner: " + RUNNER_HINT)
     path = qemu.check_runner(runner)
     try:
         qemu.build_plugin()  # an unsupported QEMU or no compiler fails here, before any model is counted

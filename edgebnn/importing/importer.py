@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgebnn import archs, data
-from edgebnn.errors import EdgebnnError
+from edgebnn.errors import EdgebnnError, OptionError
 from edgebnn.importing import bireal, reactnet, run_folder, sdbnn, sources, xnorpp, zoo
 from edgebnn.importing.tensors import Mapper
 from edgebnn.machine import host_label
@@ -53,8 +53,8 @@ def detect(source: sources.Source, log) -> str:
     found = [f for f in found if f]
     if not found:
         keys = ", ".join(list(source.state)[:4])
-        raise EdgebnnError(f"{source.path.name}: keys of no known official layout ({keys}...); pass --model NAME "
-                           f"({', '.join(KEY_MAPS)})")
+        raise OptionError("{file}: keys of no known official layout ({keys}...); pass {model:=NAME} ({names})",
+                          file=source.path.name, keys=keys, names=", ".join(KEY_MAPS))
     if len(found) > 1:
         log(f"the keys fit {' and '.join(found)}: importing as {found[0]} (pass --model to choose)")
     if found[0] not in KEY_MAPS:
@@ -76,13 +76,14 @@ def plan(source: sources.Source, name: str, *, width=None, num_classes=None, inp
     size = int(input_size or facts.get("input_size") or variant.input_shape[0])
     imagenet_layout = variant.input_shape[0] > SMALL_IMAGE
     if imagenet_layout and size <= SMALL_IMAGE:
-        raise EdgebnnError(f"--input-size {size}: {name}'s official stem needs inputs over {SMALL_IMAGE} px (edgebnn "
-                           f"gives smaller inputs its own small-image stem, which no checkpoint has)")
+        raise OptionError("{input_size} {size}: {name}'s official stem needs inputs over {small} px (edgebnn gives "
+                          "smaller inputs its own small-image stem, which no checkpoint has)", size=size, name=name,
+                          small=SMALL_IMAGE)
     if name == "sdbnn-resnet18" and size != 32:
-        raise EdgebnnError(f"--input-size {size}: the official CIFAR ResNet-18 pools 4x4 windows at its head, the "
-                           f"whole map only at 32 px; import it at 32")
+        raise OptionError("{input_size} {size}: the official CIFAR ResNet-18 pools 4x4 windows at its head, the "
+                          "whole map only at 32 px; import it at 32", size=size)
     if step not in (None, 1, 2):
-        raise EdgebnnError(f"--step must be 1 or 2, not {step}")
+        raise OptionError("{step} must be 1 or 2, not {value}", value=step)
     if name in TWO_STEPS and not source.is_zoo:
         found, why = key_map.step_of(source.state, name)
         why = why if step in (None, found) else f"--step {step} (the layout suggested step {found})"
@@ -93,7 +94,7 @@ def plan(source: sources.Source, name: str, *, width=None, num_classes=None, inp
         step, why = 2, "binary weights"
     width = float(width if width is not None else facts.get("width") or 1.0)
     if width <= 0:
-        raise EdgebnnError(f"--width must be positive, not {width:g}")
+        raise OptionError("{width} must be positive, not {value:g}", value=width)
     classes = int(num_classes or facts.get("num_classes") or variant.num_classes)
     return Plan(name, width, classes, size, step, why, ZOO_PADDING if source.is_zoo else "official")
 

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from edgebnn import runs
-from edgebnn.errors import EdgebnnError
+from edgebnn.errors import EdgebnnError, OptionError
 
 
 def destination(name: str, out: str | os.PathLike | None, root: str = "runs") -> Path:
@@ -22,10 +22,10 @@ def destination(name: str, out: str | os.PathLike | None, root: str = "runs") ->
     if out is not None:
         path = Path(out)
         if path.is_symlink():
-            raise EdgebnnError(f"--out {path} is a symlink; edgebnn writes run folders only at real paths")
+            raise OptionError("{out} {path} is a symlink; edgebnn writes run folders only at real paths", path=path)
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
             what = "a run" if runs.is_run_dir(path) else "files" if path.is_dir() else "a file"
-            raise EdgebnnError(f"--out {path} already holds {what}; pick a new folder")
+            raise OptionError("{out} {path} already holds {what}; pick a new folder", path=path, what=what)
         return path
     stem = Path(root) / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     path, n = stem, 1

@@ -34,7 +34,7 @@ import tomllib
 from pathlib import Path
 
 from edgebnn import archs, runs, store
-from edgebnn.errors import EdgebnnError
+from edgebnn.errors import EdgebnnError, OptionError
 from edgebnn.estimate.estimate import PATHS, error_figures
 from edgebnn.outputs import staged_folder, write_atomic
 
@@ -181,7 +181,7 @@ def _source(r: dict, conversions: dict, run_index: dict) -> dict:
     if info is None and run_dir and runs.is_run_dir(run_dir):
         try:
             info = runs.read_info(run_dir)
-        except EdgebnnError:  # named once by collect's problems when under --runs; the row keeps its latency
+        except EdgebnnError:  # named once by collect's problems when under --runs-dir; the row keeps its latency
             info = None
     return {"report": report, "kind": conv.get("kind", "binary"), "baseline": conv.get("baseline"),
             "run_dir": run_dir, "info": info}
@@ -252,7 +252,8 @@ def collect(db: str | os.PathLike = "results.db", run_roots=("runs",), problems:
     or run is left out and named, one line each, in ``problems``."""
 
     if not Path(db).is_file():
-        raise EdgebnnError(f"no results database at {db}: run `edgebnn profile ... --db {db}` first, or pass --db")
+        raise OptionError("no results database at {path}: run `edgebnn profile ... --db {path}` first, or pass {db}",
+                          path=db)
     conn = store.connect(db)
     try:
         results = store.results(conn)
@@ -377,9 +378,9 @@ def parse_budget(text: str) -> float:
     try:
         value = float(t.removesuffix("ms").removesuffix("s")) * scale
     except ValueError:
-        raise EdgebnnError(f"--budget {text!r} is not a latency like 30ms or 0.03s") from None
+        raise OptionError("{budget} {text!r} is not a latency like 30ms or 0.03s", text=text) from None
     if not value > 0:
-        raise EdgebnnError(f"--budget must be above 0 ms, got {text!r}")
+        raise OptionError("{budget} must be above 0 ms, got {text!r}", text=text)
     return value
 
 
@@ -552,7 +553,7 @@ def _save_figure(fig, path: Path) -> None:
 
     buffer = io.BytesIO()
     fig.savefig(buffer, dpi=100, format="png")
-    write_atomic(path, buffer.getvalue(), "report --out")
+    write_atomic(path, buffer.getvalue(), "{out}")
 
 
 def plot_threads(rows: list[dict], path: Path) -> None:
@@ -666,12 +667,12 @@ def write(db: str | os.PathLike = "results.db", out: str | os.PathLike = "report
     rows = collect(db, run_roots) if rows is None else rows
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise EdgebnnError(f"report --out {out} is a file; give a folder for the report")
+        raise OptionError("{out} {path} is a file; give a folder for the report", path=out)
     import matplotlib  # lazy: matplotlib takes a second to import, and only the report draws
 
     matplotlib.use("Agg")
     plots = []
-    with staged_folder(out, "report --out") as staging:
+    with staged_folder(out, "{out}") as staging:
         for (device, kind), group in _panels(rows).items():
             name = f"accuracy_latency-{_slug(device)}-{kind}.png"
             plot_accuracy_latency(rows, group, staging / name)
@@ -679,6 +680,6 @@ def write(db: str | os.PathLike = "results.db", out: str | os.PathLike = "report
         plot_threads(rows, staging / "threads.png")
         plot_op_types(rows, staging / "op_types.png")
         plots += ["threads.png", "op_types.png"]
-        write_atomic(staging / "results.json", json.dumps(rows, indent=2, default=str) + "\n", "report --out")
-        write_atomic(staging / "index.html", render_html(rows, plots, budget), "report --out")
+        write_atomic(staging / "results.json", json.dumps(rows, indent=2, default=str) + "\n", "{out}")
+        write_atomic(staging / "index.html", render_html(rows, plots, budget), "{out}")
     return {"rows": rows, "index": str(out / "index.html"), "plots": [str(out / p) for p in plots]}

@@ -13,8 +13,8 @@ import tomllib
 from pathlib import Path
 
 from edgebnn import archs, runs
-from edgebnn.convert.conversion import float_flatbuffer, log
-from edgebnn.convert.proof import compare, keras_outputs, run_tflite
+from edgebnn.conversion.lce import float_flatbuffer, log
+from edgebnn.conversion.proof import compare, keras_outputs, run_tflite
 from edgebnn.errors import EdgebnnError
 from edgebnn.outputs import write_atomic
 from edgebnn.tflite.describe import op_histogram

@@ -8,12 +8,12 @@ import time
 from pathlib import Path
 
 from edgebnn import data, machine, runs, targets
-from edgebnn.convert.baselines import CALIBRATION_SAMPLES, baseline, parse_baselines, real_twin
-from edgebnn.convert.conversion import float_flatbuffer, lce_flatbuffer, log, zero_padding_too_small
-from edgebnn.convert.fold import deployment_model
-from edgebnn.convert.matching import match_binary_convs, other_binary_layers
-from edgebnn.convert.on_device import prove
-from edgebnn.convert.proof import (
+from edgebnn.conversion.baselines import CALIBRATION_SAMPLES, baseline, parse_baselines, real_twin
+from edgebnn.conversion.fold import deployment_model
+from edgebnn.conversion.lce import float_flatbuffer, lce_flatbuffer, log, zero_padding_too_small
+from edgebnn.conversion.matching import match_binary_convs, other_binary_layers
+from edgebnn.conversion.on_device import prove
+from edgebnn.conversion.proof import (
     DEFAULT_DATASET,
     compare,
     foreign_labels,
@@ -23,7 +23,7 @@ from edgebnn.convert.proof import (
     samples,
     sign_margins,
 )
-from edgebnn.errors import EdgebnnError
+from edgebnn.errors import EdgebnnError, OptionError, composed
 from edgebnn.outputs import check_name_length, check_new_file, probe_folder, write_atomic
 from edgebnn.tflite.describe import (
     embed_metadata,
@@ -67,7 +67,7 @@ def _check_name_lengths(out: Path) -> None:
     system, checked in a moment rather than after the conversion."""
 
     for name in (out, sidecar_path(out), out.with_name(f"{out.stem}.float.tflite")):
-        check_name_length(name, "-o")
+        check_name_length(name, "{output}")
 
 
 def _check_output(output, source: Path) -> None:
@@ -80,9 +80,9 @@ def _check_output(output, source: Path) -> None:
     if output is None:
         probe_folder(source if source.is_dir() else source.parent, "convert")
     elif Path(output).is_dir():
-        probe_folder(output, "-o")
+        probe_folder(output, "{output}")
     else:
-        check_new_file(output, "-o", flag=None)
+        check_new_file(output, "{output}", flag=None)
 
 
 def _recipe_ref(info: dict):
@@ -95,7 +95,7 @@ def _recipe_ref(info: dict):
 
 def _write_sidecar(out: Path, report: dict) -> None:
     report["report_file"] = str(sidecar_path(out))
-    write_atomic(sidecar_path(out), json.dumps(report, indent=2, default=str) + "\n", "-o")
+    write_atomic(sidecar_path(out), json.dumps(report, indent=2, default=str) + "\n", "{output}")
 
 
 def sha256(data: bytes) -> str:
@@ -202,14 +202,14 @@ def _check_request(target: str, baselines, check_samples: int, verify_on, output
     profile = targets.load(target)
     wanted = parse_baselines(baselines)
     if check_samples < 0:
-        raise EdgebnnError(f"--check-samples must be 0 or more, not {check_samples}")
+        raise OptionError("{check_samples} must be 0 or more, not {value}", value=check_samples)
     if verify_on and not check_samples:
-        raise EdgebnnError("--verify-on needs check samples: drop --check-samples 0")
+        raise OptionError("{verify_on} needs check samples: drop {check_samples:=0}")
     if output is not None and not _is_dir(output):
         _check_name_lengths(Path(output))
     if output is not None and not _is_dir(output) and not Path(output).parent.is_dir():
-        raise EdgebnnError(f"output folder {Path(output).parent} does not exist; create it or pass -o in an "
-                           f"existing folder")
+        raise OptionError("output folder {folder} does not exist; create it or pass {output} in an existing folder",
+                          folder=Path(output).parent)
     _check_output(output, Path(source))
     return profile, wanted
 
@@ -231,10 +231,10 @@ def convert(source, target: str = "arm64", output=None, check_samples: int = 100
     Returns the conversion report (the same dict the JSON file holds). ``check_samples=0`` skips the proof;
     ``baselines`` is any of ``("float", "int8")`` (or ``"float,int8"``); ``dataset`` overrides the run's data set
     (a bare model file defaults to ``digits``); ``checkpoint`` picks a run's best (default) or last model;
-    ``fold=False`` converts the model as it is, without the deployment folds of :mod:`edgebnn.convert.fold` (the
+    ``fold=False`` converts the model as it is, without the deployment folds of :mod:`edgebnn.conversion.fold` (the
     proof always compares against the unfolded model). ``verify_on`` (a device: ``qemu:aarch64``, ``ssh://...`` or a
     devices.toml name) repeats the proof on that device's ``lce_benchmark_model`` (``runner``; ``ssh_config`` an
-    ``ssh -F`` file), see :mod:`edgebnn.convert.on_device`.
+    ``ssh -F`` file), see :mod:`edgebnn.conversion.on_device`.
     """
     from edgebnn.archs import stats  # lazy: the architectures load TensorFlow and Larq
 
@@ -265,38 +265,55 @@ def convert(source, target: str = "arm64", output=None, check_samples: int = 100
 
     x = y = None
     if check_samples or wanted:
-        x, y = samples(dataset, max(check_samples, CALIBRATION_SAMPLES if "int8" in wanted else 0),
-                       meta["input_shape"])
-        foreign = foreign_labels(meta, dataset)
-        if foreign:
-            log(True, f"note: {foreign}: the proof compares Keras and the flatbuffer on its images without labels "
-                      "(no accuracy is stored)")
-            report["deployment"]["notes"].append(foreign)
-        labels_ok = not foreign and (meta["class_names"] is None or len(meta["class_names"]) == meta["num_classes"])
-        y = y if labels_ok and int(y.max(initial=0)) < meta["num_classes"] else None
+        x, y = _proof_samples(dataset, max(check_samples, CALIBRATION_SAMPLES if "int8" in wanted else 0), meta,
+                              report)
     broken = load_error(fb)
     if broken or check_samples:
         report["check"] = _host_proof(fb, model, layers, None if x is None else x[:check_samples],
                                       None if y is None else y[:check_samples], dataset, broken, progress)
 
-    write_atomic(out, fb, "-o")
+    write_atomic(out, fb, "{output}")
     if wanted:
         twin, how = real_twin(model, info)
         for name in wanted:
             report["baselines"][name] = baseline(name, twin, how, x, y, out, check_samples, progress)
     _write_sidecar(out, report)  # the flatbuffer and its host proof are kept whatever the device does
     if verify_on and not broken:
-
         labels = None if y is None else y[:check_samples]
-        try:
-            report["device_checks"] = {verify_on: prove(out, model, layers, x[:check_samples], labels, dataset,
-                                                        verify_on, runner=runner, ssh_config=ssh_config,
-                                                        progress=progress)}
-        except EdgebnnError as err:
-            report["device_checks"] = {verify_on: {"error": str(err)}}
-            _write_sidecar(out, report)
-            raise EdgebnnError(f"{err} ({out} and its host proof are saved in {sidecar_path(out)})") from None
+        _prove_on_device(report, out, model, layers, x[:check_samples], labels, dataset, verify_on, runner=runner,
+                         ssh_config=ssh_config, progress=progress)
+    _refuse_failed_proofs(report, out, broken)
+    return report
+
+
+def _proof_samples(dataset: str, n: int, meta: dict, report: dict):
+    """``n`` samples of ``dataset`` for the proofs and baselines; the labels only when they are the model's classes
+    (else None, and the report's notes say why)."""
+    x, y = samples(dataset, n, meta["input_shape"])
+    foreign = foreign_labels(meta, dataset)
+    if foreign:
+        log(True, f"note: {foreign}: the proof compares Keras and the flatbuffer on its images without labels "
+                  "(no accuracy is stored)")
+        report["deployment"]["notes"].append(foreign)
+    labels_ok = not foreign and (meta["class_names"] is None or len(meta["class_names"]) == meta["num_classes"])
+    return x, (y if labels_ok and int(y.max(initial=0)) < meta["num_classes"] else None)
+
+
+def _prove_on_device(report: dict, out: Path, model, layers, x, labels, dataset: str, verify_on: str,
+                     **how) -> None:
+    """The proof on ``verify_on``'s own kernels, into the report's ``device_checks`` (a failure to run it too, then
+    raised, with the flatbuffer and its host proof kept)."""
+    try:
+        report["device_checks"] = {verify_on: prove(out, model, layers, x, labels, dataset, verify_on, **how)}
+    except EdgebnnError as err:
+        report["device_checks"] = {verify_on: {"error": str(err)}}
         _write_sidecar(out, report)
+        raise composed(err, f" ({out} and its host proof are saved in {sidecar_path(out)})") from None
+    _write_sidecar(out, report)
+
+
+def _refuse_failed_proofs(report: dict, out: Path, broken: str | None) -> None:
+    """Refuse a flatbuffer LCE cannot load, or one whose answers (on this host or a device) are not the model's."""
     if broken:
         why = (report["conversion"]["problems"] or [report["check"]["error"]])[0]
         raise EdgebnnError(f"{out} does not load in LCE's interpreter: {why}; the report is in {sidecar_path(out)}")
@@ -305,5 +322,4 @@ def convert(source, target: str = "arm64", output=None, check_samples: int = 100
         if wrong:
             raise EdgebnnError(f"{out} does not give the Keras model's answers{where}: {wrong}; the flatbuffer and "
                                f"its report ({sidecar_path(out)}) are kept")
-    return report
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from edgebnn import data
-from edgebnn.convert.conversion import log
-from edgebnn.errors import EdgebnnError
+from edgebnn.conversion.lce import log
+from edgebnn.errors import OptionError
 from edgebnn.progress import progress_bar
 
 DEFAULT_DATASET = "digits"  # the embedded data set a model without one is proved on
@@ -27,8 +27,8 @@ def samples(dataset: str, n: int, input_shape) -> tuple[np.ndarray, np.ndarray]:
     x, y = data.sample(dataset, n, input_size=size)
     channels = input_shape[-1] if input_shape else None
     if channels and x.shape[-1] != channels:
-        raise EdgebnnError(f"data set {dataset} gives {x.shape[-1]}-channel images but the model takes {channels} "
-                           f"channels; pass --dataset with matching images")
+        raise OptionError("data set {name} gives {got}-channel images but the model takes {channels} channels; pass "
+                          "{dataset} with matching images", name=dataset, got=x.shape[-1], channels=channels)
     if len(x) < n:
         log(True, f"note: data set {dataset} has only {len(x)} validation images; checking on those")
     return x, y

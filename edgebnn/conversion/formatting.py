@@ -79,7 +79,7 @@ def _checkpoint(c: dict) -> str:
 
 
 def device_check_rows(check: dict) -> list[tuple[str, str]]:
-    """Rows for one proof on a device's runner (:mod:`edgebnn.convert.on_device`)."""
+    """Rows for one proof on a device's runner (:mod:`edgebnn.conversion.on_device`)."""
     fed = (f"one batch of {check['batch']}" + (f", sample 0 alone within {check['batch1_max_abs_diff']:.2g}"
                                                if "batch1_max_abs_diff" in check else "")
            if check.get("batch", 1) > 1 else f"{check.get('invocations')} invocations of one sample")

@@ -20,7 +20,7 @@ from edgebnn.devices import config as devmod
 from edgebnn.devices.local import host_facts
 from edgebnn.devices.parse import op_totals
 from edgebnn.devices.remote import BoardSession, RunFailed, pick_target, runner_spec
-from edgebnn.errors import EdgebnnError
+from edgebnn.errors import EdgebnnError, OptionError, composed
 from edgebnn.estimate import emulated
 from edgebnn.estimate.estimate import op_type_totals
 from edgebnn.progress import progress_bar
@@ -87,7 +87,7 @@ class _Sweep:
         self.db, self.force, self.warn = db, force, warn
         self.lock = threading.Lock()
         self.results: list[dict] = []
-        self.failures: list[str] = []
+        self.failures: list[str | EdgebnnError] = []
 
         self.bar = progress_bar(total=total, desc="profiling", unit="run", enable=progress)
 
@@ -108,7 +108,7 @@ class _Sweep:
             self.results.append(result)
             self.bar.update(1)
 
-    def fail(self, message: str) -> None:
+    def fail(self, message: str | EdgebnnError) -> None:
         with self.lock:
             self.failures.append(message)
 
@@ -137,7 +137,7 @@ def _profile_local(sweep, models, threads, runs, warmup, op_profile, timeout) ->
                 try:
                     r = local.profile_file(model["path"], threads=n, runs=runs, warmup=warmup, timeout=timeout)
                 except EdgebnnError as err:  # one model's failure (even a crash) ends neither the sweep nor the device
-                    sweep.fail(str(err))
+                    sweep.fail(err)
                     break
                 warnings = []
                 if op_profile:
@@ -241,7 +241,7 @@ def _profile_qemu(sweep, models, threads, runner, timeout) -> None:
             try:
                 rows = emulated.estimate_model(model, job, timeout=timeout)
             except EdgebnnError as err:  # one model's failure does not end the sweep
-                failed.append(f"{model['model_name']} on qemu:aarch64: {err}")
+                failed.append(composed(f"{model['model_name']} on qemu:aarch64: ", err))
                 continue
             for row, ops in rows:
                 store.save(conn, row, ops)
@@ -250,7 +250,7 @@ def _profile_qemu(sweep, models, threads, runner, timeout) -> None:
     finally:
         conn.close()
     if failed:
-        raise EdgebnnError("; ".join(failed))
+        raise composed(*[part for i, f in enumerate(failed) for part in ([f] if i == 0 else ["; ", f])])
 
 
 def profile(models, devices=("local",), threads=None, runs=None, warmup=None, op_profile=False,
@@ -304,7 +304,7 @@ def profile(models, devices=("local",), threads=None, runs=None, warmup=None, op
                 _profile_ssh(sweep, dev, infos, threads, runs, warmup, op_profile, runner, target, timeout,
                              connect_timeout)
         except EdgebnnError as err:
-            sweep.fail(str(err))
+            sweep.fail(err)
 
     started = time.monotonic()
     if len(resolved) == 1:
@@ -323,24 +323,33 @@ def profile(models, devices=("local",), threads=None, runs=None, warmup=None, op
 def _check_numbers(threads, runs, warmup, timeout) -> None:
     """Counts and seconds a user gives, refused before anything runs."""
     if threads is not None and any(not 1 <= t <= MAX_THREADS for t in threads):
-        raise EdgebnnError(f"--threads takes counts from 1 to {MAX_THREADS}, e.g. --threads 1,4")
+        raise OptionError("{threads} takes counts from 1 to {most}, e.g. {threads:=1,4}", most=MAX_THREADS)
     if runs is not None and not 1 <= runs <= 1_000_000:
-        raise EdgebnnError("--runs must be from 1 to 1000000")
+        raise OptionError("{runs} must be from 1 to 1000000")
     if warmup is not None and not 0 <= warmup <= 1_000_000:
-        raise EdgebnnError("--warmup must be from 0 to 1000000")
+        raise OptionError("{warmup} must be from 0 to 1000000")
     if timeout is not None and not 0 < timeout <= 7 * 24 * 3600:
-        raise EdgebnnError("--timeout must be a number of seconds above 0 (and at most a week)")
+        raise OptionError("{timeout} must be a number of seconds above 0 (and at most a week)")
 
 
-class ProfileFailed(EdgebnnError):
-    """Some runs failed; the others were measured and stored (``results``), and the message names every failure."""
+class ProfileFailed(OptionError):
+    """Some runs failed; the others were measured and stored (``results``), and the message names every failure
+    (``failures``, one line each), keeping the parameters the failures name (an :class:`OptionError`'s)."""
 
-    def __init__(self, failures: list[str], results: list[dict], db):
+    def __init__(self, failures: list[str | EdgebnnError], results: list[dict], db):
         done = sum(1 for r in results if r["status"] == "measured")
         kept = f" ({done} other result(s) measured and stored in {db})" if done else ""
-        text = failures[0] if len(failures) == 1 else f"{len(failures)} runs failed: " + "; ".join(failures)
-        super().__init__(text + kept)
-        self.failures, self.results = failures, results
+        parts = failures[:1] if len(failures) == 1 else [f"{len(failures)} runs failed: ", failures[0]]
+        for f in failures[1:]:
+            parts += ["; ", f]
+        joined = composed(*parts, kept)
+        template, values = ((joined.template, joined.values) if isinstance(joined, OptionError)
+                            else ("{message}", {"message": str(joined)}))
+        super().__init__(template, **values)
+        self.failures, self.results, self.db = [str(f) for f in failures], results, db
+
+    def __reduce__(self):
+        return type(self), (self.failures, self.results, self.db)
 
 
 def check_device(name: str, runner: str | None = None, target: str | None = None, devices_file=None,

@@ -40,7 +40,7 @@ from typing import Any
 
 from edgebnn import archs, data, finetune, runs
 from edgebnn import recipe as recipes
-from edgebnn.errors import EdgebnnError
+from edgebnn.errors import EdgebnnError, OptionError
 from edgebnn.machine import host_label
 from edgebnn.outputs import write_atomic
 from edgebnn.progress import progress_bar
@@ -173,8 +173,8 @@ def make_strategy(name: str | None):
         return tf.distribute.MirroredStrategy(devices=devices)
     if name == "multiworker":
         if not os.environ.get("TF_CONFIG"):
-            raise EdgebnnError("--strategy multiworker needs TF_CONFIG (cluster worker addresses and this "
-                               "worker's task index) in the environment")
+            raise OptionError("{strategy} multiworker needs TF_CONFIG (cluster worker addresses and this "
+                              "worker's task index) in the environment")
         return tf.distribute.MultiWorkerMirroredStrategy()
     return tf.distribute.get_strategy()
 
@@ -304,12 +304,13 @@ def train(name_or_path: str | None = None, *, dataset: str | None = None, epochs
 
     lock, pretrained = None, None
     if resume is not None:
-        changes = [flag for flag, value in (("NAME", name_or_path), ("--dataset", dataset), ("--epochs", epochs),
-                                            ("--batch-size", batch_size), ("--set", sets), ("--twin", real),
-                                            ("--out", out), ("--weights", weights)) if value]
+        changes = [f"{{{param}}}" for param, value in (("name_or_path", name_or_path), ("dataset", dataset),
+                                                         ("epochs", epochs), ("batch_size", batch_size),
+                                                         ("sets", sets), ("real", real), ("out", out),
+                                                         ("weights", weights)) if value]
         if changes:
-            raise EdgebnnError(f"--resume continues a run with its own recipe; drop {', '.join(changes)} "
-                               f"(or start a new run)")
+            raise OptionError(f"{{resume}} continues a run with its own recipe; drop {', '.join(changes)} "
+                              f"(or start a new run)")
         run_dir = Path(resume)
         info = runs.read_info(run_dir)
         path = run_dir / runs.RECIPE
@@ -342,9 +343,9 @@ def train(name_or_path: str | None = None, *, dataset: str | None = None, epochs
                 raise
     else:
         if name_or_path is None:
-            raise EdgebnnError("give a model name or recipe file to train, or --resume DIR")
+            raise OptionError("give a model name or recipe file to train, or {resume:=DIR}")
         if seed < 0 or seed >= 2**32:
-            raise EdgebnnError(f"--seed must be from 0 to {2**32 - 1}, got {seed}")
+            raise OptionError("{seed} must be from 0 to {most}, got {value}", most=2**32 - 1, value=seed)
         if out is not None and _chief_by_tf_config(strategy):
 
             check_run_folder(out)  # a file, an existing run or a read-only place fails now, not after training
@@ -410,9 +411,9 @@ class _Trainer:
         self.chief = _is_chief(self.strategy)
         for i, step in enumerate(recipe["steps"]):
             if step["batch_size"] % self.replicas:
-                raise EdgebnnError(f"steps.{i}.batch_size = {step['batch_size']} is not divisible by the "
-                                   f"{self.replicas} replicas of --strategy {self.strategy_name}; use a "
-                                   f"multiple of {self.replicas}")
+                raise OptionError("steps.{i}.batch_size = {size} is not divisible by the {n} replicas of "
+                                  "{strategy} {name}; use a multiple of {n}", i=i, size=step["batch_size"],
+                                  n=self.replicas, name=self.strategy_name)
         # The data set: statistics and classes (pipelines are made per step, for the step's batch size).
         self.data_kw = dict(input_size=recipe["input_size"], augment=recipe["augment"], flip=recipe["flip"],
                             seed=self.seed)
@@ -440,7 +441,7 @@ class _Trainer:
         if not self.resuming and self.chief:
 
             write_atomic(self.run_dir / runs.RECIPE, recipes.dumps({k: v for k, v in recipe.items()
-                                                                    if k != "source"}), "--out")
+                                                                    if k != "source"}), "{out}")
             _rewrite_metrics(self.run_dir, [])
             runs.write_info(self.run_dir, {
                 "name": self.run_dir.name, "model": recipe["model"], "recipe": recipe.get("source"),

@@ -1,5 +1,5 @@
 """The proof on a device's own kernels: the check samples through the device's ``lce_benchmark_model``, compared
-with the Keras model as the host proof compares LCE's interpreter (:func:`edgebnn.convert.proof.compare`).
+with the Keras model as the host proof compares LCE's interpreter (:func:`edgebnn.conversion.proof.compare`).
 
 Inputs go in raw float32 with ``--input_layer=NAME --input_layer_shape=N,H,W,C
 --input_layer_value_files=NAME:x.bin`` (a ``:`` inside NAME written ``::``) and the outputs come back from
@@ -19,13 +19,14 @@ from pathlib import Path
 import numpy as np
 
 from edgebnn import runs
-from edgebnn.convert.conversion import log
-from edgebnn.convert.proof import DEFAULT_DATASET, compare, foreign_labels, keras_outputs, samples, sign_margins
+from edgebnn.conversion.lce import log
+from edgebnn.conversion.proof import DEFAULT_DATASET, compare, foreign_labels, keras_outputs, samples, sign_margins
 from edgebnn.devices.execute import open_runner
 from edgebnn.devices.scratch import owned_tempdir
-from edgebnn.errors import EdgebnnError
+from edgebnn.errors import EdgebnnError, OptionError
 from edgebnn.outputs import write_atomic
 from edgebnn.tflite.describe import io_tensors, read_metadata, sidecar_path
+from edgebnn.tflite.file import read as read_flatbuffer
 
 
 def _flags(name: str, shape: list[int], x_file: str, y_file: str) -> list[str]:
@@ -103,10 +104,11 @@ def _source(tflite: Path, meta: dict, report: dict, source) -> tuple[str, str | 
     which = checkpoint.get("which") if isinstance(checkpoint, dict) else None
     src = source or meta.get("source") or (report.get("source") or {}).get("path")
     if not src:
-        raise EdgebnnError(f"{tflite} names no Keras model it was converted from (no edgebnn metadata): pass "
-                           "--source RUN|MODEL")
+        raise OptionError("{tflite} names no Keras model it was converted from (no edgebnn metadata): pass "
+                          "{source:=RUN|MODEL}", tflite=tflite)
     if not Path(src).exists():
-        raise EdgebnnError(f"{tflite} was converted from {src}, which is gone: pass --source RUN|MODEL")
+        raise OptionError("{tflite} was converted from {src}, which is gone: pass {source:=RUN|MODEL}", tflite=tflite,
+                          src=src)
     return str(src), (None if source else which)
 
 
@@ -119,8 +121,8 @@ def verify(tflite, device: str, runner: str | None = None, check_samples: int = 
 
     path = Path(tflite)
     if check_samples < 1:
-        raise EdgebnnError(f"--check-samples must be 1 or more, not {check_samples}")
-    data = tflite.read(path)  # a folder, a FIFO or a missing file: one line each
+        raise OptionError("{check_samples} must be 1 or more, not {value}", value=check_samples)
+    data = read_flatbuffer(path)  # a folder, a FIFO or a missing file: one line each
     try:
         meta = read_metadata(data) or {}
     except ValueError:  # unreadable, or not a JSON object
