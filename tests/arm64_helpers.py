@@ -1,10 +1,10 @@
 """Shared by the aarch64 tests: LCE's aarch64 runner beside the project, and a tiny binary model at 32x32."""
 
 import functools
-import tempfile
 from pathlib import Path
 
 import pytest
+from profile_fixtures import scratch_folder
 
 import edgebnn  # noqa: F401
 
@@ -34,6 +34,6 @@ def tiny_32() -> Path:
         tf.keras.layers.BatchNormalization(), lq.layers.QuantConv2D(32, 3, **kw),
         tf.keras.layers.BatchNormalization(), tf.keras.layers.MaxPool2D(2), lq.layers.QuantConv2D(32, 3, **kw),
         tf.keras.layers.BatchNormalization(), tf.keras.layers.GlobalAveragePooling2D(), tf.keras.layers.Dense(10)])
-    path = Path(tempfile.mkdtemp(prefix="edgebnn-test-arm64-")) / "tiny32.tflite"
+    path = scratch_folder("edgebnn-test-arm64-") / "tiny32.tflite"
     path.write_bytes(lce.convert_keras_model(model, target="arm"))
     return path

@@ -1,11 +1,19 @@
 """Shared by the profile tests: one tiny Larq model converted by the real LCE converter per test session."""
 
+import atexit
 import functools
+import shutil
 import tempfile
 from pathlib import Path
 
 import edgebnn  # noqa: F401
 
+
+def scratch_folder(prefix: str) -> Path:
+    """A temp folder removed when the test process exits (the cached model in it serves the whole session)."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, folder, True)
+    return folder
 
 @functools.lru_cache(maxsize=4)
 def tiny_tflite(size: int = 16, width: int = 32) -> Path:
@@ -23,7 +31,7 @@ def tiny_tflite(size: int = 16, width: int = 32) -> Path:
         tf.keras.layers.BatchNormalization(), lq.layers.QuantConv2D(width, 3, **kw),
         tf.keras.layers.BatchNormalization(), lq.layers.QuantConv2D(width, 3, **kw),
         tf.keras.layers.BatchNormalization(), tf.keras.layers.GlobalAveragePooling2D(), tf.keras.layers.Dense(10)])
-    path = Path(tempfile.mkdtemp(prefix="edgebnn-test-model-")) / ("tiny.tflite" if (size, width) == (16, 32)
+    path = scratch_folder("edgebnn-test-model-") / ("tiny.tflite" if (size, width) == (16, 32)
                                                                   else f"tiny{size}x{width}.tflite")
     path.write_bytes(lce.convert_keras_model(model, target="arm"))
     return path

@@ -60,12 +60,19 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _ctrl_c_as_on_a_terminal():
+    """SIGINT back to its default in the child, as a terminal's Ctrl-C finds it: a test suite started as a shell's
+    background job (`make test &`) inherits it ignored, and Python then never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start_hanging(sshd, runners, tmp_path):
     """`edgebnn profile` on the board with a benchmark that never ends; returns (process, work folder, group id)
     once the benchmark runs."""
     proc = subprocess.Popen([EDGEBNN, "profile", str(tiny_tflite()), "-d", sshd.url, "--ssh-config", sshd.config,
                              "--runner", str(runners["hangs"]), "--db", str(tmp_path / "r.db"), "--timeout", "300"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_ctrl_c_as_on_a_terminal)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         for d in _owned_by(proc.pid):
@@ -82,7 +89,7 @@ def test_ctrl_c_ends_the_benchmark_on_the_board_and_leaves_nothing(sshd, runners
     proc, workdir, group = _start_hanging(sshd, runners, tmp_path)
     assert _alive(group)
     proc.send_signal(sig)
-    out, err = proc.communicate(timeout=300)  # generous: with other tests on the cores, ending the session is slow
+    out, err = proc.communicate(timeout=120)  # generous: with other tests on the cores, ending the session is slow
     assert proc.returncode == 130 and err.strip().splitlines()[-1] == "interrupted" and "Traceback" not in err
     deadline = time.monotonic() + 10
     while _alive(group) and time.monotonic() < deadline:
