@@ -9,18 +9,20 @@ import hashlib
 import os
 from pathlib import Path
 
-from edgebnn.errors import EdgebnnError
+from edgebnn.errors import option_error
 
 
 def regular_file(path: str | os.PathLike, what: str, *, if_folder: str, if_missing: str, if_other: str) -> Path:
-    """``path`` when it is a regular file; else one line, "``what`` PATH is a folder: ``if_folder``" and so on."""
+    """``path`` when it is a regular file; else one line, "``what`` PATH is a folder: ``if_folder``" and so on. The
+    hints may name a parameter as :class:`edgebnn.errors.OptionError` does (``drop {devices_file}``)."""
     p = Path(path)
     if p.is_dir():
-        raise EdgebnnError(f"{what} {p} is a folder: {if_folder}")
+        raise option_error("{what_} {path_} is a folder: " + if_folder, what_=what, path_=p)
     if not p.exists():
-        raise EdgebnnError(f"{what} {p} does not exist: {if_missing}")
+        raise option_error("{what_} {path_} does not exist: " + if_missing, what_=what, path_=p)
     if not p.is_file():
-        raise EdgebnnError(f"{what} {p} is not a regular file (a FIFO, socket or device): {if_other}")
+        raise option_error("{what_} {path_} is not a regular file (a FIFO, socket or device): " + if_other,
+                           what_=what, path_=p)
     return p
 
 

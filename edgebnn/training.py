@@ -51,7 +51,7 @@ METRIC_FIELDS = ("epoch", "step", "loss", "top1", "top5", "val_loss", "val_top1"
 STRATEGIES = ("default", "mirrored", "multiworker")
 
 
-class Diverged(EdgebnnError):
+class Diverged(OptionError):
     """The loss became NaN or infinite."""
 
 
@@ -694,11 +694,12 @@ class _Trainer:
             if not math.isfinite(out[0]):
                 bar.close()
                 good = tf.train.latest_checkpoint(str(self.run_dir / runs.CHECKPOINTS / "last"))
-                raise Diverged(f"loss became {out[0] / max(out[3], 1):g} in epoch {epoch} ({s.spec['name']}, "
-                               f"lr {float(s.schedule(s.optimizer.iterations)):.3g}); stopped. "
-                               + (f"Last good checkpoint: {good}; lower the learning rate "
-                                  f"(--set steps.lr=...) and start again" if good else
-                                  "No epoch had completed; lower the learning rate (--set steps.lr=...)"))
+                raise Diverged("loss became {loss:g} in epoch {epoch} ({step}, lr {lr:.3g}); stopped. "
+                               + ("Last good checkpoint: {good}; lower the learning rate ({sets:=steps.lr=...}) and "
+                                  "start again" if good else
+                                  "No epoch had completed; lower the learning rate ({sets:=steps.lr=...})"),
+                               loss=out[0] / max(out[3], 1), epoch=epoch, step=s.spec["name"],
+                               lr=float(s.schedule(s.optimizer.iterations)), good=good)
             sums = [a + b for a, b in zip(sums, out, strict=True)]
             bar.set_postfix(loss=f"{sums[0] / sums[3]:.4f}", top1=f"{sums[1] / sums[3]:.3f}")
         bar.close()

@@ -242,11 +242,11 @@ def check(facts: dict, target=None, runner_head: bytes | None = None, runner_nam
     if target is not None:
         if target.elf_machine == "aarch64" and machine in ("aarch64", "arm64") and facts.get("long_bit") == 32:
             problems.append(f"{where} runs a 32-bit OS on a 64-bit CPU, target {target.name} needs a 64-bit OS: "
-                            "install a 64-bit OS or use --target armv7 with lce_benchmark_model_aarch32")
+                            "install a 64-bit OS or use the armv7 target with lce_benchmark_model_aarch32")
         if target.machines and machine not in target.machines and not (
                 machine in ("aarch64", "arm64") and "armv7l" in target.machines and facts.get("long_bit") == 32):
             problems.append(f"{where} is {machine}, target {target.name} is for {', '.join(target.machines)}: "
-                            "pick the matching --target")
+                            "pick the matching target")
         if target.min_glibc and facts.get("glibc") and \
                 _version_tuple(facts["glibc"]) < _version_tuple(target.min_glibc):
             problems.append(f"{where} has glibc {facts['glibc']}, {runner_name} needs >= {target.min_glibc}: "

@@ -95,7 +95,7 @@ def devices_file(path: str | os.PathLike | None = None) -> Path | None:
         p = user_file()
         return p if p.is_file() else None
     return regular_file(Path(path).expanduser(), "devices file", if_folder="pass the devices.toml inside it",
-                        if_missing="create it or drop --devices-file", if_other="pass a devices.toml")
+                        if_missing="create it or drop {devices_file}", if_other="pass a devices.toml")
 
 
 def is_users_own(path: Path) -> bool:

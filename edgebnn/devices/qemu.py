@@ -137,7 +137,7 @@ def check_runner(runner: str | os.PathLike) -> Path:
     """The runner as a whole aarch64 ELF file, or one clear error (missing, a folder, a FIFO, unreadable, another
     machine's, cut short)."""
 
-    hint = "pass --runner PATH to an lce_benchmark_model_aarch64 (LCE's release asset)"
+    hint = "pass {runner:=PATH} to an lce_benchmark_model_aarch64 (LCE's release asset)"
     path = regular_file(Path(runner).expanduser(), "runner", if_folder=hint, if_missing=hint, if_other=hint)
     try:
         head = path.open("rb").read(20)

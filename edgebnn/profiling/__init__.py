@@ -383,15 +383,15 @@ def check_device(name: str, runner: str | None = None, target: str | None = None
             head = spec.local_file.open("rb").read(20)
             runner_text = f"{runner_text} (local file, uploaded unless the board has the same build)"
         elif not facts.get("runner_path"):
-            problems.append(f"runner {spec.words[0]} not found on {session.url}: install it there or pass --runner "
-                            "PATH to a local build to upload")
+            problems.append(f"runner {spec.words[0]} not found on {session.url}: install it there or give the "
+                            "runner as a local build to upload")
         else:
             head = facts.get("runner_head")
         p, warnings = board.check(facts, tgt, head if spec.checks_elf else None, runner_name=spec.name,
                                   where=session.url)
         problems += p
     elif tgt is None:
-        problems.append(f"no target profile matches {facts.get('machine')}: pass --target")
+        problems.append(f"no target profile matches {facts.get('machine')}: name the target")
     shown = {k: v for k, v in facts.items() if k != "runner_head"}
     return {"device": dev.name, "ssh": session.url, "notes": dev.notes, "facts": shown, "problems": problems,
             "warnings": warnings, "target": tgt.name if tgt else None, "runner": runner_text}
