@@ -15,6 +15,7 @@ from profile_fixtures import started_sshd, tiny_tflite
 import edgebnn  # noqa: F401
 from edgebnn import store
 from edgebnn.cli import main
+from edgebnn.devices.load import OTHER_LIMIT
 from edgebnn.devices.ssh import Connection, parse_url
 from edgebnn.errors import EdgebnnError
 
@@ -72,7 +73,9 @@ def test_a_measurement_under_load_is_flagged_in_the_table_and_the_database(tmp_p
     conn.close()
     load = row["load"]
     assert load["cores"] == os.cpu_count() and load["wall_s"] > 0 and load["own_cpu_s"] > 0
-    assert load["other_cores"] > 0.5  # the burners, measured from /proc/stat
+    # the burners, measured from /proc/stat: over the flagging limit, by how much depends on the scheduler (0.5 cores
+    # was seen with pytest's other worker also running), so only the limit the flag promises is asserted
+    assert load["other_cores"] > OTHER_LIMIT
     assert any(f.startswith("load: ") for f in row["flags"]), row["flags"]
     flagged = [ln for ln in res.stdout.splitlines() if "! noisy:" in ln]
     assert len(flagged) == 1 and "; ".join(row["flags"]) in flagged[0]
