@@ -7,6 +7,7 @@ fallback). Every refusal is asserted as one `error:` line, exit 2, and what is k
 import glob
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -225,6 +226,60 @@ def test_devices_clean_removes_a_dead_runs_folder_and_leaves_the_innocent_proces
         innocent.wait()
 
 
+def _hostile_listing_lines(victim: Path, host: str, dead: int) -> list[str]:
+    """Listing lines an attacker would like the board to print: a victim folder in the old format and the new."""
+    return [f"{victim}|0|99999|{host}_{dead}", f"root|{victim.parent}", f"dir|{victim.name}|0|99999|{host}_{dead}",
+            f"dir|edgebnn.victim01|0|99999|{host}_{dead}"]
+
+
+def test_the_board_listing_is_parsed_strictly():
+    from edgebnn.devices.cleanup import parse_listing
+
+    host = OWNER_HOST.replace(" ", "_")
+    good = f"dir|edgebnn.AbC123xy|0|700|{host}_42_"
+    assert parse_listing(f"root|/tmp\n{good}") == [{"path": "/tmp/edgebnn.AbC123xy", "running": False,
+                                                     "age_s": 700, "owner": f"{host}_42_"}]
+    for root in ("", "root|", "root|tmp", "root|/tmp/../etc", "root|/t\x1bmp", "nothing"):
+        assert parse_listing(f"{root}\n{good}") == []
+    bad = ["/victims/d02|0|99999|h_1", "dir|../etc|0|1|h_1", "dir|edgebnn.a/b/c/d|0|1|h_1", "dir|d02|0|99999|h_1",
+           "dir|edgebnn.AbC123xy|2|1|h_1", "dir|edgebnn.AbC123xy|0|x|h_1", "dir|edgebnn.AbC123xy|0|1|h 1",
+           "dir|edgebnn.AbC123xy|0|1|h_1|extra", "dir|edgebnn.AbC123xy|0|1|", "dir|edgebnn.AbC123xy|0|1|nopid",
+           "dir|edgebnn.toolongname|0|1|h_1", f"{good}\r", "dir|edgebnn.AbC123x\x1b|0|1|h_1"]
+    assert parse_listing("root|/tmp\n" + "\n".join(bad)) == []
+    assert len(parse_listing(f"root|/tmp\n{good}\n{good}")) == 1  # a name seen twice is one folder
+
+
+@pytest.mark.ssh
+@pytest.mark.slow
+def test_devices_clean_deletes_nothing_a_hostile_owner_file_or_folder_name_points_at(sshd, tmp_path):
+    """An owner file holding newlines and fake listing lines, a folder whose name holds them, and a folder of
+    edgebnn's name form but no owner file (old enough to go): nothing outside the work folders goes, and the
+    ownerless folder stays."""
+    victim = tmp_path / "victims" / "d02"
+    victim.mkdir(parents=True)
+    (victim / "data").write_text("precious")
+    host, dead = OWNER_HOST.replace(" ", "_"), _dead_pid()
+    fake = "\n".join(_hostile_listing_lines(victim, host, dead))
+    hostile = Path(tempfile.mkdtemp(prefix="edgebnn."))
+    (hostile / "owner").write_text(f"{OWNER_HOST} {dead}\n{fake}\n")
+    twin = Path(tempfile.mkdtemp(prefix="edgebnn."))  # no owner: not edgebnn's, however old
+    (twin / "mine.txt").write_text("keep me")
+    os.utime(twin, (time.time() - 86400, time.time() - 86400))
+    named = Path(tempfile.gettempdir()) / f"edgebnn.x{os.getpid()}\n{fake.splitlines()[2]}"
+    named.mkdir()
+    (named / "owner").write_text(f"{OWNER_HOST} {dead}\n")
+    try:
+        res = _cli("devices", "clean", sshd.url, "--ssh-config", sshd.config)
+        assert res.returncode == 0, res.stderr
+        assert (victim / "data").read_text() == "precious"
+        assert (twin / "mine.txt").read_text() == "keep me" and named.is_dir()
+        assert str(victim) not in res.stdout and str(twin) not in res.stdout
+        assert "\x1b" not in res.stdout and all(line.count("|") == 0 for line in res.stdout.splitlines())
+    finally:
+        for folder in (hostile, twin, named):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 # ------------------------------------------------------------------------ a SIGKILLed emulated run's leftovers
 def _all() -> list[tuple[int, int, str]]:
     """(pid, parent pid, command line) of every process."""
@@ -298,14 +353,42 @@ def test_sigkill_of_a_host_profile_leaves_no_benchmark_child(tmp_path):
 
 def test_the_next_run_removes_a_dead_runs_scratch_folders_and_keeps_a_live_ones(tmp_path):
     dead = Path(tempfile.mkdtemp(prefix=f"edgebnn-qemu-p{_dead_pid()}-"))
+    scratch.mark(dead)
     (dead / "model.tflite").write_bytes(b"x")
     live = Path(tempfile.mkdtemp(prefix=f"edgebnn-count-p{os.getpid()}-"))
+    scratch.mark(live)
     try:
         with scratch.owned_tempdir("qemu") as tmp:
-            assert Path(tmp).name.startswith(f"edgebnn-qemu-p{os.getpid()}-")
+            assert Path(tmp).name.startswith(f"edgebnn-qemu-p{os.getpid()}-") and scratch.is_marked(Path(tmp))
             assert not dead.exists() and live.is_dir()
     finally:
-        live.rmdir()
+        shutil.rmtree(live)
+
+
+def test_a_users_folder_that_merely_looks_like_a_scratch_or_control_folder_is_left_alone(tmp_path):
+    """No marker, a marker naming another folder, a marker that is a symlink: none is edgebnn's, so none goes,
+    though each names a process that is gone."""
+    from edgebnn.devices import cleanup
+    from edgebnn.devices.ssh import CONTROL_PREFIX
+
+    dead = _dead_pid()
+    plain = Path(tempfile.mkdtemp(prefix=f"edgebnn-qemu-p{dead}-"))
+    wrong = Path(tempfile.mkdtemp(prefix=f"edgebnn-out-p{dead}-"))
+    (wrong / scratch.MARKER).write_text(plain.name + "\n")
+    linked = Path(tempfile.mkdtemp(prefix=f"edgebnn-count-p{dead}-"))
+    (tmp_path / "name").write_text(linked.name + "\n")
+    (linked / scratch.MARKER).symlink_to(tmp_path / "name")
+    control = Path(tempfile.mkdtemp(prefix=CONTROL_PREFIX))  # no owner file
+    folders = [plain, wrong, linked, control]
+    try:
+        for folder in folders:
+            (folder / "mine.txt").write_text("keep me")
+        found = cleanup.clean_local()
+        assert not {f["path"] for f in found} & {str(f) for f in folders}
+        assert all((f / "mine.txt").read_text() == "keep me" for f in folders)
+    finally:
+        for folder in folders:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 # ------------------------------------------------------------------------------- folders and FIFOs as inputs

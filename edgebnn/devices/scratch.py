@@ -20,18 +20,41 @@ from pathlib import Path
 
 from edgebnn.runlock import pid_alive
 
-TEMP_NAME = re.compile(r"edgebnn-([a-z]+)-p(\d+)-\w+")  # a run's scratch folder: kind and owner pid
+TEMP_NAME = re.compile(r"edgebnn-([a-z]+)-p(\d{1,10})-[a-z0-9_]{8}")  # a run's scratch folder: kind and owner pid
+
+
+MARKER = ".edgebnn-scratch"  # in each scratch folder: "<folder name>\n", written by the process that made it
 
 
 def owned_tempdir(kind: str) -> tempfile.TemporaryDirectory:
-    """A scratch folder ``edgebnn-KIND-pPID-*`` for this process (removed on exit as usual), after removing those
-    of processes that are gone (a run killed outright cannot remove its own)."""
+    """A scratch folder ``edgebnn-KIND-pPID-*`` for this process (removed on exit as usual), marked as edgebnn's
+    (:data:`MARKER`), after removing those of processes that are gone (a run killed outright cannot remove its
+    own)."""
     clean_temp_folders()
-    return tempfile.TemporaryDirectory(prefix=f"edgebnn-{kind}-p{os.getpid()}-")
+    folder = tempfile.TemporaryDirectory(prefix=f"edgebnn-{kind}-p{os.getpid()}-")
+    mark(Path(folder.name))
+    return folder
+
+
+def mark(folder: Path) -> None:
+    """Write ``folder``'s ownership marker: its own name, which :func:`is_marked` expects."""
+    (folder / MARKER).write_text(folder.name + "\n", encoding="ascii")
+
+
+def is_marked(folder: Path) -> bool:
+    """Whether ``folder`` holds the marker :func:`mark` writes: a regular file (not a link) naming this folder."""
+    marker = folder / MARKER
+    try:
+        info = marker.lstat()
+        return (stat.S_ISREG(info.st_mode) and info.st_size <= 256
+                and marker.read_text(encoding="ascii") == folder.name + "\n")
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def clean_temp_folders() -> list[dict]:
-    """Remove this user's ``edgebnn-KIND-pPID-*`` scratch folders whose process is gone; what was found."""
+    """Remove this user's ``edgebnn-KIND-pPID-*`` scratch folders whose process is gone and that edgebnn provably
+    made (:func:`is_marked`); what was found. A user's folder that merely has such a name is not touched."""
     out = []
     for folder in sorted(Path(tempfile.gettempdir()).glob("edgebnn-*-p*-*")):
         match = TEMP_NAME.fullmatch(folder.name)
@@ -39,8 +62,8 @@ def clean_temp_folders() -> list[dict]:
             info = folder.lstat()
         except OSError:
             continue
-        if not match or not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
-            continue
+        if not match or not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or not is_marked(folder):
+            continue  # not edgebnn's, however its name looks (or not marked yet: being made right now)
         pid = int(match.group(2))
         if pid_alive(pid):
             out.append({"path": str(folder), "action": f"kept: edgebnn process {pid} still uses it", "remove": False})
