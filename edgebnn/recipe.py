@@ -34,8 +34,10 @@ A recipe names a registered architecture and says how the paper trains it::
 
 A ``[digits]`` table holds the small recipe for the embedded digits data (ours, minutes on 2 cores): its keys
 replace the top-level ones (``[digits.arch]`` is merged into ``[arch]``, ``[[digits.steps]]`` replaces the
-steps) when the data set is ``digits``. ``--set KEY=VALUE`` overrides use dotted keys: ``lr``-like step keys
-as ``steps.0.lr`` (one step, 0-based) or ``steps.lr`` (every step); ``arch.width``; top-level ``real``.
+steps) when the data set is ``digits``. A ``[fashion-mnist]`` table does the same for 28x28 grey IDX data:
+``fashion-mnist[:PATH]`` and ``idx:PATH`` (MNIST, KMNIST). ``--set KEY=VALUE`` overrides use dotted keys:
+``lr``-like step keys as ``steps.0.lr`` (one step, 0-based) or ``steps.lr`` (every step); ``arch.width``;
+top-level ``real``.
 Values are TOML (``--set steps.lr=1e-3``, ``--set augment=none``; a bare word is a string).
 """
 
@@ -71,7 +73,10 @@ TOP_KEYS = {
     "paper": (dict, {}),
     "steps": (list, ...),
     "digits": (dict, None),
+    "fashion-mnist": (dict, None),
 }
+# A data set table's name -> the data set kinds (edgebnn.data names, before any ':') it is used for.
+DATASET_TABLES = {"digits": ("digits",), "fashion-mnist": ("fashion-mnist", "idx")}
 STEP_KEYS = {
     "name": (str, None),
     "binary_weights": (bool, True),
@@ -194,13 +199,24 @@ def validate(raw: dict, where: str) -> dict:
                            f"{recipe['ede_t_min']}")
     if recipe["input_size"] is not None and recipe["input_size"] < 1:
         raise EdgebnnError(f"{where}: input_size must be at least 1, got {recipe['input_size']}")
-    if recipe["digits"] is not None:
-        for key in recipe["digits"]:
-            if key not in TOP_KEYS or key in ("model", "digits"):
-                raise EdgebnnError(f"{where}: unknown key digits.{key!r}; known keys: "
-                                   f"{', '.join(k for k in TOP_KEYS if k not in ('model', 'digits'))}")
-        validate(_merge(raw, recipe["digits"]), f"{where} [digits]")
+    for table in DATASET_TABLES:
+        if recipe[table] is None:
+            continue
+        for key in recipe[table]:
+            if key not in TOP_KEYS or key == "model" or key in DATASET_TABLES:
+                raise EdgebnnError(f"{where}: unknown key {table}.{key!r}; known keys: "
+                                   f"{', '.join(k for k in TOP_KEYS if k != 'model' and k not in DATASET_TABLES)}")
+        validate(_merge(raw, recipe[table]), f"{where} [{table}]")
+    for table in DATASET_TABLES:
+        if table != "digits" and recipe[table] is None:  # absent stays absent (a resumed run's recipe.toml)
+            del recipe[table]
     return recipe
+
+
+def dataset_table(dataset: str) -> str | None:
+    """The name of the recipe table used for data set ``dataset`` (``digits``, ``fashion-mnist``), or None."""
+    kind = dataset.split(":")[0].strip().lower()
+    return next((t for t, kinds in DATASET_TABLES.items() if kind in kinds), None)
 
 
 def _check_arch(arch: dict, where: str) -> None:
@@ -236,7 +252,7 @@ def _check_milestones(step: dict, where: str) -> None:
 
 def _merge(base: dict, over: dict) -> dict:
     """``over``'s keys replace ``base``'s; ``arch`` and ``paper`` tables are merged key by key."""
-    out = {k: copy.deepcopy(v) for k, v in base.items() if k != "digits"}
+    out = {k: copy.deepcopy(v) for k, v in base.items() if k not in DATASET_TABLES}
     for key, value in over.items():
         if key in ("arch", "paper") and isinstance(value, dict):
             out[key] = {**out.get(key, {}), **copy.deepcopy(value)}
@@ -316,19 +332,20 @@ def apply_set(raw: dict, assignment: str, where: str) -> None:
 
 def load(name_or_path: str, *, dataset: str | None = None, sets: list[str] | tuple = (),
          epochs: int | None = None, batch_size: int | None = None, real: bool | None = None) -> dict:
-    """The resolved recipe: file, then its ``[digits]`` table when training on digits, then overrides.
+    """The resolved recipe: file, then its data set's table (``[digits]``, ``[fashion-mnist]``), then overrides.
 
     Every key and type is checked; a misspelled or ill-typed key is an :class:`EdgebnnError` naming the key
-    and the file. The result carries ``source`` (where it came from) and has no ``digits`` table.
+    and the file. The result carries ``source`` (where it came from) and has no data set tables.
     """
     raw, where = read(name_or_path)
     validate(raw, where)  # the file as written, before any override
     dataset_name = dataset or raw.get("dataset", "digits")
-    if dataset_name.split(":")[0] == "digits" and isinstance(raw.get("digits"), dict):
-        raw = _merge(raw, raw["digits"])
-        where_used = f"{where} [digits]"
+    table = dataset_table(dataset_name)
+    if table is not None and isinstance(raw.get(table), dict):
+        raw = _merge(raw, raw[table])
+        where_used = f"{where} [{table}]"
     else:
-        raw = {k: v for k, v in raw.items() if k != "digits"}
+        raw = {k: v for k, v in raw.items() if k not in DATASET_TABLES}
         where_used = where
     if dataset:
         raw["dataset"] = dataset
@@ -344,7 +361,8 @@ def load(name_or_path: str, *, dataset: str | None = None, sets: list[str] | tup
                 step["batch_size"] = batch_size
     label = where_used + (" with --set " + ", ".join(sets) if sets else "")
     recipe = validate(raw, label)
-    recipe.pop("digits", None)
+    for name in DATASET_TABLES:
+        recipe.pop(name, None)
     if recipe["real"]:
         recipe = real_twin(recipe)
     recipe["source"] = where_used

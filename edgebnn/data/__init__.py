@@ -9,6 +9,12 @@ Names a user can pass:
   looked for in PATH, ``$EDGEBNN_DATA``, ``./data`` and Keras' download cache (``~/.keras/datasets``).
 - ``folder:PATH``: one sub-folder per class; ``train/`` and ``val/`` (or ``validation/``) sub-folders when
   present, else a seeded stratified split.
+- ``fashion-mnist`` or ``fashion-mnist:PATH``: Fashion-MNIST (Zalando, 2017: 60,000 training and 10,000 test
+  images, 28x28 grey, 10 named classes) as the four gzipped IDX files of Debian's ``dataset-fashion-mnist``
+  (``/usr/share/datasets/fashion-mnist/``) or of the folder PATH; the official test set is the validation set.
+- ``idx:PATH``: any MNIST-format folder (MNIST, KMNIST): the same four IDX files (gzipped or not), classes
+  numbered ``0..K-1`` from the labels; the test files are the validation set. Read by :mod:`edgebnn.data.idx`
+  (numpy only, every count checked against the file before memory is asked for).
 - ``tfds:NAME``: a TensorFlow Datasets builder (for example ``tfds:imagenet2012`` with a manual download
   dir); needs the optional extra ``pip install 'edgebnn[tfds]'``.
 
@@ -32,6 +38,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from edgebnn import preprocess, safe_pickle
+from edgebnn.data import idx
 from edgebnn.errors import EdgebnnError
 from edgebnn.progress import progress_bar
 
@@ -45,8 +52,13 @@ DIGITS_STD = (0.3764,) * 3
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 AUGMENTATIONS = ("none", "cifar", "imagenet")
-KNOWN_NAMES = "digits, cifar10[:PATH], folder:PATH, tfds:NAME"
+KNOWN_NAMES = "digits, cifar10[:PATH], fashion-mnist[:PATH], idx:PATH, folder:PATH, tfds:NAME"
 CIFAR10_DIRNAME = "cifar-10-batches-py"
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
+FASHION_MNIST_PACKAGE = "dataset-fashion-mnist"
+# The official class names, in label order (zalandoresearch/fashion-mnist's README).
+FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                         "Ankle boot"]
 
 
 @dataclass
@@ -244,6 +256,48 @@ def _cifar10_source(path: str | None) -> Source:
     )
 
 
+def _idx_source(kind: str, path: str | None) -> Source:
+    """Fashion-MNIST (``fashion-mnist[:PATH]``) or any MNIST-format folder (``idx:PATH``): the four IDX files, the
+    official test split as validation set; mean and std of the training images."""
+    what = kind if path is None else f"{kind}:{path}"
+    folder = Path(path).expanduser() if path else FASHION_MNIST_DIR
+    if not folder.is_dir():
+        if path is None:
+            raise EdgebnnError(f"fashion-mnist: {folder} does not exist; install it with `apt-get install "
+                               f"{FASHION_MNIST_PACKAGE}` (or pass fashion-mnist:PATH, a folder with its IDX files)")
+        raise EdgebnnError(f"{what}: directory {folder} does not exist")
+    files = idx.find_files(folder, what)
+    known = len(FASHION_MNIST_CLASSES) if kind == "fashion-mnist" else None
+    train_images, train_labels = idx.read_split(files["train_images"], files["train_labels"], what, known)
+    val_images, val_labels = idx.read_split(files["test_images"], files["test_labels"], what, known)
+    if train_images.shape[1:] != val_images.shape[1:]:
+        raise EdgebnnError(f"{what}: training images are {train_images.shape[1]}x{train_images.shape[2]}, test "
+                           f"images {val_images.shape[1]}x{val_images.shape[2]}; both splits must share a size")
+    if known is None:
+        k = int(max(train_labels.max(), val_labels.max())) + 1
+        if k < 2:
+            raise EdgebnnError(f"{what}: every label is 0; a classifier needs two or more classes")
+        class_names = [str(c) for c in range(k)]
+    else:
+        class_names = list(FASHION_MNIST_CLASSES)
+    scaled = train_images.reshape(len(train_images), -1)
+    mean = float(scaled.mean(dtype=np.float64)) / 255.0
+    chunks = np.array_split(scaled, max(1, len(scaled) // 4096))  # float64 a chunk at a time, not 47M at once
+    std = float(np.sqrt(sum(np.square(c / 255.0 - mean).sum() for c in chunks) / scaled.size))
+    rows, cols = train_images.shape[1:3]
+    return Source(
+        name=kind if path is None else what,
+        class_names=class_names,
+        train=Split(train_labels, images=train_images),
+        val=Split(val_labels, images=val_images),
+        native_size=rows if rows == cols else None,
+        mean=(round(mean, 4),) * 3,
+        std=(round(max(std, 1e-3), 4),) * 3,
+        default_size=max(rows, cols),
+        notes=[f"read from {folder} (IDX); validation = the official test split; grey, repeated to 3 channels"],
+    )
+
+
 def _list_class_folder(root: Path) -> tuple[list[str], list[str], list[int]]:
     """Class names, image paths and labels of a folder with one sub-folder per class."""
     class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
@@ -382,10 +436,10 @@ def parse_name(name: str) -> tuple[str, str | None]:
     """``"folder:/x"`` -> ``("folder", "/x")``; ``"digits"`` -> ``("digits", None)``."""
     kind, _, arg = name.partition(":")
     kind = kind.strip().lower()
-    if kind not in ("digits", "cifar10", "folder", "tfds"):
+    if kind not in ("digits", "cifar10", "fashion-mnist", "idx", "folder", "tfds"):
         raise EdgebnnError(f"unknown data set {name!r}; use one of: {KNOWN_NAMES}")
-    if kind in ("folder", "tfds") and not arg:
-        raise EdgebnnError(f"data set {name!r} needs a {'path' if kind == 'folder' else 'name'}: {kind}:...")
+    if kind in ("folder", "idx", "tfds") and not arg:
+        raise EdgebnnError(f"data set {name!r} needs a {'name' if kind == 'tfds' else 'path'}: {kind}:...")
     return kind, arg or None
 
 
@@ -398,6 +452,8 @@ def find_source(name: str, *, seed: int = 0, val_fraction: float = 0.2, progress
         return _cifar10_source(arg)
     if kind == "folder":
         return _folder_source(arg, seed, val_fraction, progress)
+    if kind in ("fashion-mnist", "idx"):
+        return _idx_source(kind, arg)
     raise EdgebnnError(f"{name}: TensorFlow Datasets are streamed; use load() or describe()")
 
 
@@ -453,6 +509,8 @@ def _pipeline(images_labels, *, n: int, training: bool, kind: str, size: int, fl
         ds = ds.shuffle(min(n, 20_000), seed=seed, reshuffle_each_iteration=True)
     if from_files:
         ds = ds.map(lambda p, y: (_decode_file(p), y), num_parallel_calls=tf.data.AUTOTUNE)
+    elif ds.element_spec[0].shape[-1] == 1:  # grey IDX images: repeated to 3 channels here, not stored 3 times
+        ds = ds.map(lambda x, y: (tf.repeat(x, 3, axis=-1), y), num_parallel_calls=tf.data.AUTOTUNE)
     mean_t = tf.constant(mean, tf.float32) * 255.0
     std_t = tf.constant(std, tf.float32) * 255.0
 
