@@ -1,8 +1,9 @@
 """How accurate: each binary family and its real-valued twin trained on Fashion-MNIST's 60,000 training images and
 tested on its 10,000 test images, with the Pi 4B latency estimate of each converted flatbuffer.
 
-One row per family: binary top-1, twin top-1, gap (twin - binary, in points), epochs, wall time (the whole
-``train`` call: a teacher trained first is counted in the row that needs it), the machine, the top-1 of the
+One row per family: binary top-1, twin top-1, gap (twin - binary, in points), epochs, training wall time (the sum
+of the epochs' times, training and test pass; a teacher trained first is counted in the row that needs it), the
+machine, the top-1 of the
 converted LCE flatbuffer on all 10,000 test images (LCE's interpreter on this host), the Pi 4B estimate (``edgebnn
 estimate --fast``: an estimate from op shapes and a calibration, not a measurement on a board), and, where
 ``edgebnn convert --precision int8`` exists, the top-1 of the int8 flatbuffer. The published real-valued anchors
@@ -44,23 +45,24 @@ def log(text: str) -> None:
 
 
 def train_one(name: str, out: Path, *, real: bool, seed: int, sets=()) -> dict:
-    """Train (or read back, when already complete) one run; its top-1 on the test images and wall time."""
+    """Train (or resume, or read back when complete) one run: its top-1 on the test images after the last epoch,
+    and its training wall time, the sum of its epochs' times (training and test pass) and its teacher's."""
     from edgebnn.training import read_metrics, train  # lazy: loads TensorFlow
 
     run_dir = out / (name + ("-real" if real else ""))
-    timing = run_dir / "bench-wall.json"
-    done = runs.is_run_dir(run_dir) and runs.read_info(run_dir).get("status") == "done"
-    if not done:
-        log(f"training {run_dir.name}")
-        started = time.perf_counter()
+    if runs.is_run_dir(run_dir) and runs.read_info(run_dir).get("status") != "done":
+        log(f"resuming {run_dir}")
+        train(resume=run_dir, progress=False, summary=False, verbose=True)
+    elif not runs.is_run_dir(run_dir):
+        log(f"training {run_dir}")
         train(name, dataset=DATASET, real=real, out=run_dir, seed=seed, sets=list(sets), progress=False,
               summary=False, verbose=True)
-        write_atomic(timing, json.dumps({"wall_s": round(time.perf_counter() - started, 1),
-                                         "machine": host_label()}))
-    wall = json.loads(timing.read_text()) if timing.is_file() else {"wall_s": None, "machine": host_label()}
     rows, info = read_metrics(run_dir), runs.read_info(run_dir)
+    teacher = run_dir / f"teacher-{TEACHER}"
+    wall = sum(float(r["seconds"]) for r in rows) + (sum(float(r["seconds"]) for r in read_metrics(teacher))
+                                                     if runs.is_run_dir(teacher) else 0.0)
     return {"run": str(run_dir), "epochs": len(rows), "val_top1": float(rows[-1]["val_top1"]),
-            "best_val_top1": info.get("best_val_top1"), "wall_s": wall["wall_s"], "machine": wall["machine"],
+            "best_val_top1": info.get("best_val_top1"), "wall_s": round(wall, 1), "machine": info.get("machine"),
             "width": info.get("width"), "input_shape": info.get("input_shape")}
 
 
@@ -82,15 +84,20 @@ def convert(run_dir: str, *, precision: str | None = None) -> Path:
 
 
 def flatbuffer_top1(path: Path, dataset: str, size: int) -> float:
-    """Top-1 of a flatbuffer on every validation image, run one at a time by LCE's interpreter on this host."""
+    """Top-1 of a flatbuffer on every validation image, run one at a time by LCE's interpreter on this host
+    (kept beside the flatbuffer as FILE.top1.json)."""
     from edgebnn import data
     from edgebnn.conversion.proof import run_tflite
 
+    cache = path.with_name(path.name + ".top1.json")
+    if cache.is_file():
+        return float(json.loads(cache.read_text())["top1"])
     ds = data.load(dataset, input_size=size, batch_size=500)
     x = np.concatenate([b[0].numpy() for b in ds.val])
     y = np.concatenate([b[1].numpy() for b in ds.val])
-    out = run_tflite(path.read_bytes(), x)
-    return float(np.mean(out.argmax(-1) == y))
+    top1 = float(np.mean(run_tflite(path.read_bytes(), x).argmax(-1) == y))
+    write_atomic(cache, json.dumps({"top1": top1, "images": len(y), "dataset": dataset}))
+    return top1
 
 
 def pi4b_estimate(path: Path, db: Path) -> dict | None:
@@ -106,7 +113,8 @@ def int8_available() -> bool:
     return "--precision" in result.stdout
 
 
-def family(name: str, out: Path, seed: int, *, teacher_run: Path | None) -> dict:
+def train_family(name: str, out: Path, seed: int, *, teacher_run: Path | None) -> dict:
+    """Train (or read back) the binary network and its real-valued twin: the row's accuracy columns."""
     sets = [f"steps.teacher={teacher_run}"] if teacher_run is not None and _distilled(name) else []
     binary = train_one(name, out, real=False, seed=seed, sets=sets)
     twin = train_one(name, out, real=True, seed=seed)
@@ -117,21 +125,24 @@ def family(name: str, out: Path, seed: int, *, teacher_run: Path | None) -> dict
     elif sets:
         row["teacher"] = {"run": str(teacher_run), "val_top1": float(runs.read_info(teacher_run)["final_val_top1"]),
                           "shared": True}
-    size = int(binary["input_shape"][0])
-    try:
-        tflite = convert(binary["run"])
-        row["tflite"] = str(tflite)
-        row["tflite_top1"] = flatbuffer_top1(tflite, DATASET, size)
-        row["estimate"] = pi4b_estimate(tflite, out / "results.db")
-    except (RuntimeError, ValueError, OSError) as err:
-        row["convert_error"] = str(err)
-    if int8_available():
-        try:
-            int8 = convert(binary["run"], precision="int8")
-            row["int8_top1"] = flatbuffer_top1(int8, DATASET, size)
-        except (RuntimeError, ValueError, OSError) as err:
-            row["int8_error"] = str(err)
     return row
+
+
+def deploy_family(row: dict, out: Path, *, int8: bool) -> None:
+    """Convert the binary run, test the flatbuffer on every test image, estimate it on the Pi 4B; the same for
+    its int8 flatbuffer when ``int8``. Fills ``row`` in place; a failure is noted in the row, not raised."""
+    run, size = row["binary"]["run"], int(row["binary"]["input_shape"][0])
+    for precision, key in [(None, "tflite")] + ([("int8", "int8")] if int8 else []):
+        if f"{key}_top1" in row:
+            continue
+        try:
+            log(f"converting {Path(run).name}" + (f" ({precision})" if precision else ""))
+            path = convert(run, precision=precision)
+            row[key] = str(path)
+            row[f"{key}_estimate"] = pi4b_estimate(path, out / "results.db")
+            row[f"{key}_top1"] = flatbuffer_top1(path, DATASET, size)
+        except (RuntimeError, ValueError, OSError) as err:
+            row[f"{key}_error"] = str(err)
 
 
 def _distilled(name: str) -> bool:
@@ -157,14 +168,15 @@ def _minutes(seconds) -> str:
 
 def format_table(results: list[dict], machine: str) -> str:
     lines = ["| family | binary top-1 | twin top-1 | gap | epochs (binary / twin) | wall (binary / twin) | "
-             "flatbuffer top-1 | Pi 4B estimate, 1 thread | int8 top-1 |",
+             "flatbuffer top-1 | Pi 4B estimate, 1 thread | int8 flatbuffer: top-1, Pi 4B estimate |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         b, t = r["binary"], r["twin"]
-        int8 = _pct(r["int8_top1"]) if "int8_top1" in r else "n/a (no `convert --precision int8` yet)"
+        int8 = f"{_pct(r['int8_top1'])}, {_latency(r.get('int8_estimate'))}" if "int8_top1" in r else \
+            "n/a (no `convert --precision int8`)" if "int8" not in r else "-"
         lines.append(f"| {r['model']} | {_pct(b['val_top1'])} | {_pct(t['val_top1'])} | "
                      f"{100 * r['gap']:+.1f} pts | {b['epochs']} / {t['epochs']} | {_minutes(b['wall_s'])} / "
-                     f"{_minutes(t['wall_s'])} | {_pct(r.get('tflite_top1'))} | {_latency(r.get('estimate'))} | "
+                     f"{_minutes(t['wall_s'])} | {_pct(r.get('tflite_top1'))} | {_latency(r.get('tflite_estimate'))} | "
                      f"{int8} |")
     notes = [f"Fashion-MNIST, 60,000 training / 10,000 test images at 28x28; machine: {machine}."]
     for r in results:
@@ -172,7 +184,7 @@ def format_table(results: list[dict], machine: str) -> str:
             how = "shared, trained in reactnet-18's run" if r["teacher"].get("shared") else \
                 "trained first, in the binary row's wall time"
             notes.append(f"{r['model']}'s teacher {TEACHER}: {_pct(r['teacher']['val_top1'])} ({how}).")
-        for key in ("convert_error", "int8_error"):
+        for key in ("tflite_error", "int8_error"):
             if key in r:
                 notes.append(f"{r['model']}: {r[key]}")
     notes.append("Pi 4B figures are estimates (edgebnn estimate --fast: op shapes and a calibration), not "
@@ -201,14 +213,23 @@ def main(argv=None) -> int:
     log(f"bench/accuracy.py: {', '.join(args.models)} on {DATASET}, runs in {out}, machine {machine}, "
         f"pid {os.getpid()}")
     teacher_run = None
-    for name in args.models:
-        row = family(name, out, args.seed, teacher_run=teacher_run)
+
+    def save() -> None:
+        write_atomic(out / "results.json", json.dumps({"machine": machine, "dataset": DATASET,
+                                                       "results": results}, indent=1))
+
+    for name in args.models:  # first every accuracy column, then the flatbuffers (slower to fill, less vital)
+        row = train_family(name, out, args.seed, teacher_run=teacher_run)
         if teacher_run is None and "teacher" in row:
             teacher_run = Path(row["teacher"]["run"])
         results.append(row)
-        write_atomic(out / "results.json", json.dumps({"machine": machine, "dataset": DATASET,
-                                                       "results": results}, indent=1))
-        log(f"done {name}: binary {_pct(row['binary']['val_top1'])}, twin {_pct(row['twin']['val_top1'])}")
+        save()
+        log(f"trained {name}: binary {_pct(row['binary']['val_top1'])}, twin {_pct(row['twin']['val_top1'])}")
+    int8 = int8_available()
+    for row in results:
+        deploy_family(row, out, int8=int8)
+        save()
+        log(f"deployed {row['model']}: flatbuffer {_pct(row.get('tflite_top1'))}, int8 {_pct(row.get('int8_top1'))}")
     print(json.dumps({"machine": machine, "results": results}, indent=1) if args.json
           else format_table(results, machine))
     return 0
