@@ -14,6 +14,8 @@ What it shows, and why:
   built from the model's layers, never trained) are latency only, in a strip under the axis;
 - latency kinds (``board``, ``host``, ``estimate``) never share an axis: one figure per device and kind, a
   "latency kind" column, and a note per device saying where its figures came from; latency on a log scale;
+- each row's precision (``float`` or ``int8``, from the flatbuffer's ``edgebnn`` metadata) and CPU (an estimate's:
+  the QEMU core its instructions were counted on; a measurement's: the machine's) beside it;
 - ``best_under_budget``: the most accurate trained model within a latency budget on a named board.
 
 Writes into ``--out`` (default ``report/``): ``index.html``, ``results.json``,
@@ -220,6 +222,7 @@ def _row(r: dict, src: dict, run_index: dict, totals: list[dict]) -> dict:
         "target": (report.get("target") or {}).get("name") or r.get("target"),  # the flatbuffer's target
         "device": r["device"], "machine": r["machine"], "kernels": r["kernels"], "threads": int(r["threads"]),
         "latency_kind": r["kind"], "latency_from": latency_from(r),
+        "precision": r.get("precision") or "float", "cpu": r.get("cpu") or store.UNKNOWN_CPU,
         "flags": _row_flags(r),
         "median_ms": r["median_ms"] if r["median_ms"] is not None else r["mean_ms"],
         "mean_ms": r["mean_ms"], "p90_ms": r["p90_ms"], "min_ms": r["min_ms"], "max_ms": r.get("max_ms"),
@@ -300,8 +303,9 @@ def _val(row: dict) -> str:
     return _pct(row["val_top1"]) + (f" ({row['checkpoint']})" if row["checkpoint"] else "")
 
 
-TABLE_COLUMNS = ("model", "device", "threads", "latency ms", "latency kind", "flags", "flatbuffer MB",
-                 "top-1 Keras", "top-1 flatbuffer", "on (samples, data)", "val top-1 (checkpoint)", "gap to float")
+TABLE_COLUMNS = ("model", "device", "threads", "latency ms", "latency kind", "precision", "cpu", "flags",
+                 "flatbuffer MB", "top-1 Keras", "top-1 flatbuffer", "on (samples, data)", "val top-1 (checkpoint)",
+                 "gap to float")
 
 
 def table_cells(row: dict) -> list[str]:
@@ -311,7 +315,8 @@ def table_cells(row: dict) -> list[str]:
     keras = _pct(row["keras_top1_check"]) if row["trained"] else "untrained"
     tflite = _pct(row["tflite_top1"]) if row["trained"] else "untrained"
     return [row["model"], row["device"], str(row["threads"]), _latency_cell(row), row["latency_kind"],
-            str(len(row["flags"])) if row["flags"] else "-", _num(row["flatbuffer_mb"], ".3f"), keras, tflite,
+            row["precision"], row["cpu"], str(len(row["flags"])) if row["flags"] else "-",
+            _num(row["flatbuffer_mb"], ".3f"), keras, tflite,
             _check_data(row), _val(row), "-" if gap is None else f"{100 * gap:+.1f} pts"]
 
 
@@ -645,7 +650,8 @@ def render_html(rows: list[dict], plots: list[str], budget: str | None = None) -
 h1{{font-size:1.5em;margin:0 0 .3em}}p,li{{font-size:14px;line-height:1.4}}
 .wrap{{overflow-x:auto}}table{{border-collapse:collapse;font-size:12.5px}}
 td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right;white-space:nowrap}}
-th{{background:#f2f2f2;text-align:center}}td:first-child,td:nth-child(2),td:nth-child(5){{text-align:left}}
+th{{background:#f2f2f2;text-align:center}}td:first-child,td:nth-child(2),td:nth-child(5),td:nth-child(6),
+td:nth-child(7){{text-align:left}}
 tr.untrained td{{color:#777;font-style:italic}}
 .budget{{white-space:pre-line;border-left:4px solid #2a7;padding:.3em .8em;background:#f4fbf7}}
 img{{max-width:100%;height:auto}}figure{{margin:1em 0}}figcaption{{font-size:12px;color:#666}}</style></head>

@@ -14,8 +14,11 @@ finished; a re-run skips what is there unless forced.
   leave-one-out error, the runner's sha256, and any flag (ops the calibration never saw).
 
 ``load`` (JSON) records the machine's load around a measurement and ``flags`` (JSON list) why a figure should not
-be trusted (spread, load, throttling); both are empty when nothing was recorded. Schema version 1 databases are
-migrated in place to version 2 on first open.
+be trusted (spread, load, throttling); both are empty when nothing was recorded. ``cpu`` names the CPU a figure
+came from (an estimate: the QEMU core its instructions were counted on, e.g. ``cortex-a72``; a measurement: the
+machine's CPU) and ``precision`` the flatbuffer's (``float`` or ``int8``, from its ``edgebnn`` metadata). Schema
+version 1 and 2 databases are migrated in place to version 3 on first open (their estimates were counted on
+QEMU's default core: cpu ``max``; a read-only version-2 database is read as it is, with the same defaults).
 """
 
 from __future__ import annotations
@@ -30,43 +33,42 @@ from pathlib import Path
 from edgebnn.devices.parse import op_kind
 from edgebnn.errors import EdgebnnError, OptionError
 from edgebnn.outputs import write_atomic
+from edgebnn.tflite.describe import read_metadata
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 KINDS = ("board", "host", "estimate")
+PRECISIONS = ("float", "int8")
+UNKNOWN_CPU = "unknown"
+OLD_ESTIMATE_CPU = "max"  # estimates stored before schema 3 were counted on QEMU's default core
 DEFAULT_DB = "results.db"
 
-_SCHEMA = """
+# The columns of ``results`` (besides ``id``), declared once: name and SQL type, in table order.
+_RESULT_FIELDS = (
+    ("model_sha256", "TEXT NOT NULL"), ("model_name", "TEXT NOT NULL"), ("model_path", "TEXT"),
+    ("model_size_mb", "REAL"), ("device", "TEXT NOT NULL"), ("threads", "INTEGER NOT NULL"), ("target", "TEXT"),
+    ("runner", "TEXT"), ("machine", "TEXT NOT NULL"), ("kernels", "TEXT NOT NULL"), ("runs", "INTEGER NOT NULL"),
+    ("warmup", "INTEGER"), ("min_ms", "REAL NOT NULL"), ("median_ms", "REAL"), ("mean_ms", "REAL NOT NULL"),
+    ("p90_ms", "REAL"), ("std_ms", "REAL"), ("max_ms", "REAL"), ("first_ms", "REAL"), ("init_ms", "REAL"),
+    ("board", "TEXT NOT NULL DEFAULT '{}'"), ("warnings", "TEXT NOT NULL DEFAULT '[]'"),
+    ("versions", "TEXT NOT NULL DEFAULT '{}'"), ("created_at", "TEXT NOT NULL"),
+    # schema 2
+    ("kind", "TEXT NOT NULL DEFAULT 'host' CHECK (kind IN ('board', 'host', 'estimate'))"),
+    ("estimate", "TEXT NOT NULL DEFAULT '{}'"), ("load", "TEXT NOT NULL DEFAULT '{}'"),
+    ("flags", "TEXT NOT NULL DEFAULT '[]'"),
+    # schema 3: the CPU the figure came from (an estimate: the QEMU core it was counted on; a measurement: the
+    # machine's CPU) and the flatbuffer's precision (its ``edgebnn`` metadata's ``precision``; float when absent)
+    ("cpu", f"TEXT NOT NULL DEFAULT '{UNKNOWN_CPU}'"), ("precision", "TEXT NOT NULL DEFAULT 'float'"),
+)
+_RESULT_COLUMNS = tuple(name for name, _ in _RESULT_FIELDS)
+_V1_COLUMNS = _RESULT_COLUMNS[:_RESULT_COLUMNS.index("kind")]
+_V2_COLUMNS = _RESULT_COLUMNS[:_RESULT_COLUMNS.index("cpu")]
+_V3_FIELDS = _RESULT_FIELDS[len(_V2_COLUMNS):]
+
+_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS results (
     id INTEGER PRIMARY KEY,
-    model_sha256 TEXT NOT NULL,
-    model_name TEXT NOT NULL,
-    model_path TEXT,
-    model_size_mb REAL,
-    device TEXT NOT NULL,
-    threads INTEGER NOT NULL,
-    target TEXT,
-    runner TEXT,
-    machine TEXT NOT NULL,
-    kernels TEXT NOT NULL,
-    runs INTEGER NOT NULL,
-    warmup INTEGER,
-    min_ms REAL NOT NULL,
-    median_ms REAL,
-    mean_ms REAL NOT NULL,
-    p90_ms REAL,
-    std_ms REAL,
-    max_ms REAL,
-    first_ms REAL,
-    init_ms REAL,
-    board TEXT NOT NULL DEFAULT '{}',
-    warnings TEXT NOT NULL DEFAULT '[]',
-    versions TEXT NOT NULL DEFAULT '{}',
-    created_at TEXT NOT NULL,
-    kind TEXT NOT NULL DEFAULT 'host' CHECK (kind IN ('board', 'host', 'estimate')),
-    estimate TEXT NOT NULL DEFAULT '{}',
-    load TEXT NOT NULL DEFAULT '{}',
-    flags TEXT NOT NULL DEFAULT '[]',
+    {", ".join(f"{name} {sql}" for name, sql in _RESULT_FIELDS)},
     UNIQUE (model_sha256, device, threads, kind)
 );
 CREATE TABLE IF NOT EXISTS op_profile (
@@ -86,13 +88,8 @@ CREATE TABLE IF NOT EXISTS op_profile (
 );
 """
 
-_RESULT_COLUMNS = ("model_sha256", "model_name", "model_path", "model_size_mb", "device", "threads", "target",
-                   "runner", "machine", "kernels", "runs", "warmup", "min_ms", "median_ms", "mean_ms", "p90_ms",
-                   "std_ms", "max_ms", "first_ms", "init_ms", "board", "warnings", "versions", "created_at", "kind",
-                   "estimate", "load", "flags")
 _JSON_COLUMNS = ("board", "warnings", "versions", "estimate", "load", "flags")
 _JSON_LISTS = ("warnings", "flags")
-_V1_COLUMNS = _RESULT_COLUMNS[:_RESULT_COLUMNS.index("kind")]
 _OP_COLUMNS = ("result_id", "position", "node_type", "kind", "name", "node_index", "first_ms", "avg_ms", "pct",
                "mem_kb", "times_called", "instructions")
 
@@ -116,8 +113,8 @@ def _schema_version(conn: sqlite3.Connection) -> int | None:
 
 
 def _migrate_v1(conn: sqlite3.Connection) -> None:
-    """Version 1 -> 2: add kind (board when the optimized ARM kernels ran, else host), estimate, load, flags and
-    per-op instructions; the unique key gains kind."""
+    """Version 1 -> 3: add kind (board when the optimized ARM kernels ran, else host), estimate, load, flags,
+    per-op instructions, cpu (see :func:`_cpu_of`) and precision (float); the unique key gains kind."""
     with conn:
         conn.execute("ALTER TABLE results RENAME TO results_v1")
         conn.execute("ALTER TABLE op_profile RENAME TO op_profile_v1")
@@ -130,7 +127,38 @@ def _migrate_v1(conn: sqlite3.Connection) -> None:
         conn.execute(f"INSERT INTO op_profile ({ops}) SELECT {ops} FROM op_profile_v1")
         conn.execute("DROP TABLE op_profile_v1")
         conn.execute("DROP TABLE results_v1")
+        rows = conn.execute("SELECT id, kind, board FROM results").fetchall()
+        conn.executemany("UPDATE results SET cpu = ? WHERE id = ?", [(_cpu_of(k, b), i) for i, k, b in rows])
         conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+
+
+def _cpu_of(kind: str, board_json: str | None) -> str:
+    """The ``cpu`` of a row stored before schema 3: ``max`` for an estimate (QEMU's default core, where every
+    estimate was counted then), else the CPU in its board facts, else unknown."""
+    if kind == "estimate":
+        return OLD_ESTIMATE_CPU
+    try:
+        facts = json.loads(board_json or "{}")
+    except (json.JSONDecodeError, RecursionError):
+        facts = {}
+    return str(facts.get("cpu") or UNKNOWN_CPU) if isinstance(facts, dict) else UNKNOWN_CPU
+
+
+def _migrate_v2(conn: sqlite3.Connection) -> None:
+    """Version 2 -> 3: add ``cpu`` (see :func:`_cpu_of`) and ``precision`` (float: no int8 flatbuffer was marked
+    before), in one transaction."""
+    with conn:
+        have = set(_table_columns(conn, "results"))
+        for name, sql in _V3_FIELDS:
+            if name not in have:
+                conn.execute(f"ALTER TABLE results ADD COLUMN {name} {sql}")
+        rows = conn.execute("SELECT id, kind, board FROM results").fetchall()
+        conn.executemany("UPDATE results SET cpu = ? WHERE id = ?", [(_cpu_of(k, b), i) for i, k, b in rows])
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+
+
+def _read_only(err: sqlite3.DatabaseError) -> bool:
+    return "readonly" in str(err) or "read-only" in str(err)
 
 
 def connect(path: str | Path = DEFAULT_DB) -> sqlite3.Connection:
@@ -146,6 +174,12 @@ def connect(path: str | Path = DEFAULT_DB) -> sqlite3.Connection:
             version = _schema_version(conn)
             if version == 1:
                 _migrate_v1(conn)
+            elif version == 2:
+                try:
+                    _migrate_v2(conn)
+                except sqlite3.DatabaseError as err:  # a read-only version-2 database still reads
+                    if not _read_only(err):
+                        raise
             elif version not in (None, SCHEMA_VERSION):
                 raise OptionError("has schema version {version}, this edgebnn reads {ours}: use another {db} or the "
                                   "matching edgebnn version", version=version, ours=SCHEMA_VERSION)
@@ -153,7 +187,7 @@ def connect(path: str | Path = DEFAULT_DB) -> sqlite3.Connection:
             if version is None:  # a new database; an existing one is not written on open (a read-only one reads)
                 with conn:
                     conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            if not set(_RESULT_COLUMNS) <= set(_table_columns(conn, "results")):
+            if not set(_V2_COLUMNS) <= set(_table_columns(conn, "results")):
                 raise EdgebnnError("holds a `results` table that edgebnn did not write")
         except BaseException:
             conn.close()
@@ -264,13 +298,29 @@ def exists(conn: sqlite3.Connection, model_sha256: str, device: str, threads: in
     return conn.execute(q, args).fetchone() is not None
 
 
+def precision_of(model_path) -> str:
+    """A flatbuffer's precision: its ``edgebnn`` metadata's ``precision`` (``int8`` or ``float``, which
+    ``edgebnn convert --precision`` writes); ``float`` when absent or the file cannot be read."""
+    if not model_path:
+        return "float"
+    try:
+        meta = read_metadata(model_path) or {}
+    except (OSError, ValueError, EdgebnnError):
+        return "float"
+    value = meta.get("precision")
+    return value if value in PRECISIONS else "float"
+
+
 def save(conn: sqlite3.Connection, result: dict, ops: list[dict] | None = None) -> int:
     """Store one result and its per-op rows in one transaction, replacing an older row with the same key; a write
-    the database refuses raises :class:`WriteFailed` (the caller keeps the result, see :func:`save_fallback`)."""
+    the database refuses raises :class:`WriteFailed` (the caller keeps the result, see :func:`save_fallback`).
+    A result without ``cpu`` / ``precision`` gets them here (its board facts' CPU; its flatbuffer's metadata)."""
     check_timings(result, ops)
     row = {k: result.get(k) for k in _RESULT_COLUMNS}
     row["created_at"] = row["created_at"] or time.strftime("%Y-%m-%dT%H:%M:%S%z")
     row["kind"] = kind_of(result)
+    row["cpu"] = result["cpu"] = row["cpu"] or str((result.get("board") or {}).get("cpu") or UNKNOWN_CPU)
+    row["precision"] = result["precision"] = row["precision"] or precision_of(result.get("model_path"))
     if row["kind"] not in KINDS:
         raise ValueError(f"result kind {row['kind']!r} is not one of {', '.join(KINDS)}")
     for key in _JSON_COLUMNS:
@@ -308,6 +358,9 @@ def _decode(row: sqlite3.Row) -> dict:
     """A row with its JSON columns decoded; a column that is not JSON (a damaged database) is left empty and named
     in the row's ``corrupt`` (a list of column names), so a reader can skip or name the row instead of failing."""
     out = dict(row)
+    if "cpu" not in out:  # a read-only version-2 database, not migrated
+        out["cpu"] = _cpu_of(out.get("kind") or "host", out.get("board"))
+    out.setdefault("precision", "float")
     for key in _JSON_COLUMNS:
         if key in out and isinstance(out[key], str):
             kind = list if key in _JSON_LISTS else dict

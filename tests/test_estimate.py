@@ -1,6 +1,7 @@
 """Estimates from instructions counted under QEMU: LCE's real aarch64 runner (../shared/lce), Debian's qemu-aarch64,
 edgebnn's plugin built with the system compiler, the real LCE converter for the tiny model."""
 
+import functools
 import json
 import os
 import shutil
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from cli_checks import assert_one_error_line
-from profile_fixtures import tiny_tflite
+from profile_fixtures import scratch_folder, tiny_tflite
 
 from edgebnn.devices import qemu
 from edgebnn.errors import EdgebnnError
@@ -399,3 +400,116 @@ def test_xnnpack_operators_are_named_by_the_flatbuffer_ops_they_ran():
                   "Elementwise add/multiply (F32)", "Elementwise unary (F32)", "Elementwise unary (F32)"])
     counting._name_delegated(fused, flat)
     assert not any("op" in r for r in fused) and fused[3]["name"] == "d1.0"
+
+
+@pytest.mark.qemu
+@pytest.mark.skipif(not shutil.which("qemu-aarch64"), reason="needs qemu-aarch64")
+def test_an_unknown_qemu_cpu_is_one_line():
+    assert {"cortex-a57", "cortex-a72", "cortex-a76", "max"} <= set(qemu.cpu_models())
+    assert qemu.DEFAULT_CPU == "cortex-a72"
+    with pytest.raises(EdgebnnError, match=r"^unknown QEMU CPU 'kryo': qemu-aarch64 -cpu help lists .*cortex-a72"):
+        qemu.check_cpu("kryo")
+
+
+def test_qemu_device_names_its_core():
+    from edgebnn.devices import config
+
+    assert config.resolve("qemu:aarch64").cpu is None  # each board's own core
+    dev = config.resolve("qemu:aarch64:cortex-a76")
+    assert (dev.kind, dev.name, dev.cpu) == ("qemu", "qemu:aarch64:cortex-a76", "cortex-a76")
+    for bad in ("qemu:aarch64:", "qemu:x86_64", "qemu:aarch64x"):
+        with pytest.raises(EdgebnnError, match="unknown emulated device"):
+            config.resolve(bad)
+
+
+def test_each_board_names_the_core_it_is_counted_on():
+    known = boards.load()
+    assert (known["pi4b"].core, known["pixel1"].core, known["pi5"].core) == ("cortex-a72", "cortex-a72",
+                                                                             "cortex-a76")
+    assert known["pi4b"].calibrated and known["pixel1"].calibrated and not known["pi5"].calibrated
+    assert boards.cores(known) == {"cortex-a72": ["pi4b", "pixel1"], "cortex-a76": ["pi5"]}
+
+
+@needs_runner
+def test_runs_use_the_named_core_cortex_a72_by_default(tmp_path):
+    from edgebnn.devices.execute import open_runner
+
+    args = ["--graph=m.tflite", "--num_runs=1", "--warmup_runs=0", "--min_secs=0", "--warmup_min_secs=0"]
+    run = qemu.run_emulated(RUNNER, args, files_in={"m.tflite": tiny_tflite()}, timeout=300)
+    assert run["rc"] == 0 and run["cmd"][1:3] == ["-cpu", "cortex-a72"]
+    with open_runner("qemu:aarch64:cortex-a76", runner=str(RUNNER)) as host:
+        assert "-cpu cortex-a76" in host.where
+        run = host.run(args, files_in={"m.tflite": tiny_tflite()})
+    assert run["rc"] == 0 and run["cmd"][1:3] == ["-cpu", "cortex-a76"]
+    with pytest.raises(EdgebnnError, match="unknown QEMU CPU 'kryo'"):
+        qemu.run_emulated(RUNNER, ["--help"], cpu="kryo")
+
+
+@functools.lru_cache(maxsize=1)
+def tiny_int8_tflite() -> Path:
+    """A 32x32x3 -> 10 real-valued net (two 3x3 convs of 32 channels, mean, dense), full-int8 post-training
+    quantised by TensorFlow (``float_flatbuffer(int8=True)``, 8 random images)."""
+    import numpy as np
+    import tensorflow as tf
+
+    from edgebnn.conversion.lce import float_flatbuffer
+
+    tf.random.set_seed(0)
+    model = tf.keras.Sequential([
+        tf.keras.layers.Input((32, 32, 3)), tf.keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
+        tf.keras.layers.Conv2D(32, 3, padding="same", activation="relu"), tf.keras.layers.GlobalAveragePooling2D(),
+        tf.keras.layers.Dense(10)])
+    x = np.random.default_rng(0).normal(size=(8, 32, 32, 3)).astype(np.float32)
+    fb, _, _ = float_flatbuffer(model, x, int8=True)
+    path = scratch_folder("edgebnn-test-int8-") / "int8.tflite"
+    path.write_bytes(fb)
+    return path
+
+
+@needs_runner
+@pytest.mark.slow
+def test_int8_convolutions_count_fewer_instructions_on_a_core_with_dot_product():
+    """The same int8 flatbuffer on cortex-a72 (ARMv8.0, the Pi 4B's core) and cortex-a76 (dot product: SDOT),
+    and the count records its core; cortex-a57 counts exactly what cortex-a72 does (the Pixel 1's stand-in)."""
+    model = tiny_int8_tflite()
+    a72, a76, a57 = (counting.count_model(RUNNER, model, cpu=c) for c in ("cortex-a72", "cortex-a76", "cortex-a57"))
+    assert (a72["cpu"], a76["cpu"], a57["cpu"]) == ("cortex-a72", "cortex-a76", "cortex-a57")
+    assert a76["instructions"] < 0.8 * a72["instructions"]
+    assert abs(a57["instructions"] / a72["instructions"] - 1) < 1e-4
+
+
+@needs_runner
+def test_boards_on_one_core_share_one_count_and_name_it(tmp_path, monkeypatch):
+    calls = []
+    real = counting.count_model
+
+    def count(*args, **kw):
+        calls.append(kw.get("cpu"))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(counting, "count_model", count)
+    out = emulated.estimate_files([str(tiny_tflite())], runner=RUNNER, db=str(tmp_path / "r.db"))
+    cal = calibration.shipped()
+    cores = {calibration.board_cpu(cal, b) for b in cal["boards"]}
+    assert sorted(calls) == sorted(cores)  # one count per core, not per board
+    assert {(r["device"], r["cpu"]) for r in out} == {(b, calibration.board_cpu(cal, b)) for b in cal["boards"]}
+    for r in out:
+        assert f"-cpu {r['cpu']}" in r["estimate"]["source"] and r["estimate"]["cpu"] == r["cpu"]
+        assert r["precision"] == "float"
+    rows = sqlite3.connect(tmp_path / "r.db").execute("SELECT device, cpu, precision FROM results").fetchall()
+    assert {(d, c) for d, c, _ in rows} == {(r["device"], r["cpu"]) for r in out}
+    # the Pi 5's core: instructions only (no published figures), never stored
+    calls.clear()
+    pi5 = emulated.estimate_files([str(tiny_tflite())], runner=RUNNER, db=str(tmp_path / "r.db"), cpu="cortex-a76")
+    assert calls == ["cortex-a76"]
+    assert [(r["device"], r["cpu"], r["status"], r["mean_ms"]) for r in pi5] == [
+        ("pi5", "cortex-a76", "instructions only", None)]
+    assert "UNCALIBRATED" in pi5[0]["estimate"]["source"] and pi5[0]["estimate"]["instructions"] > 1e5
+    assert "uncalibrated: no ms" in estimate_table(pi5)
+    assert len(sqlite3.connect(tmp_path / "r.db").execute("SELECT * FROM results").fetchall()) == len(rows)
+
+
+def estimate_table(results) -> str:
+    from edgebnn.estimate import estimate
+
+    return estimate.format_rows(results)

@@ -150,3 +150,78 @@ def test_someone_elses_results_table_is_refused_untouched(tmp_path):
     raw = sqlite3.connect(db)
     assert raw.execute("SELECT x FROM results").fetchall() == [("keep me",)]
     assert raw.execute("SELECT name FROM sqlite_master WHERE name = 'meta'").fetchone() is None
+
+
+def _version_2_database(db) -> None:
+    """A schema-2 database as edgebnn wrote it before the cpu and precision columns: a host row and an estimate."""
+    raw = sqlite3.connect(db)
+    schema = store._SCHEMA
+    for name, sql in store._V3_FIELDS:
+        schema = schema.replace(f", {name} {sql}", "")
+    raw.executescript(schema)
+    raw.execute("INSERT INTO meta VALUES ('schema_version', '2')")
+    cols = ", ".join(store._V2_COLUMNS)
+    for row in (_result(board={"cpu": "AMD EPYC test", "cores": 2}),
+                _result(device="pi4b", kind="estimate", board={"label": "Raspberry Pi 4B", "cpu": "Cortex-A72"})):
+        row = {**row, "created_at": "t", "kind": row.get("kind", "host"), "estimate": "{}", "load": "{}",
+               "flags": "[]"}
+        for key in ("board", "warnings", "versions"):
+            row[key] = str(row[key]).replace("'", '"')
+        raw.execute(f"INSERT INTO results ({cols}) VALUES ({', '.join('?' * len(store._V2_COLUMNS))})",
+                    [row.get(k) for k in store._V2_COLUMNS])
+    raw.commit()
+    raw.close()
+
+
+def test_version_2_database_gains_cpu_and_precision(tmp_path):
+    db = tmp_path / "v2.db"
+    _version_2_database(db)
+    conn = store.connect(db)
+    rows = store.results(conn)
+    # an old estimate was counted on QEMU's default core (max); a measurement names its machine's CPU
+    assert [(r["kind"], r["cpu"], r["precision"]) for r in rows] == [("host", "AMD EPYC test", "float"),
+                                                                    ("estimate", "max", "float")]
+    conn.close()
+    raw = sqlite3.connect(db)
+    assert raw.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("3",)
+    assert {"cpu", "precision"} <= {r[1] for r in raw.execute("PRAGMA table_info(results)")}
+
+
+def test_a_read_only_version_2_database_still_reads(tmp_path, monkeypatch):
+    """A version-2 database that cannot be written (root writes a read-only file, so the refusal is SQLite's own
+    error, raised where the migration writes) is read as it is, with the same cpu/precision defaults."""
+    db = tmp_path / "v2.db"
+    _version_2_database(db)
+
+    def refuse(conn):
+        raise sqlite3.OperationalError("attempt to write a readonly database")
+
+    monkeypatch.setattr(store, "_migrate_v2", refuse)
+    conn = store.connect(db)
+    rows = store.results(conn)
+    assert [(r["cpu"], r["precision"]) for r in rows] == [("AMD EPYC test", "float"), ("max", "float")]
+    conn.close()
+    raw = sqlite3.connect(db)
+    assert raw.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("2",)
+
+
+def test_cpu_and_precision_round_trip(tmp_path):
+    """``cpu`` is stored as given (an estimate's core) or from the board facts; ``precision`` from the flatbuffer's
+    ``edgebnn`` metadata (int8), float when it has none or the file is gone."""
+    from profile_fixtures import tiny_tflite
+
+    from edgebnn.tflite.describe import embed_metadata
+
+    plain = tiny_tflite()
+    marked = tmp_path / "int8.tflite"
+    marked.write_bytes(embed_metadata(plain.read_bytes(), {"run": "r", "precision": "int8"}))
+    conn = store.connect(tmp_path / "r.db")
+    store.save(conn, _result(model_sha256="01", model_path=str(marked), device="pi4b", kind="estimate",
+                             cpu="cortex-a72"))
+    store.save(conn, _result(model_sha256="02", model_path=str(plain), board={"cpu": "Cortex-A72"}))
+    store.save(conn, _result(model_sha256="03", model_path=str(tmp_path / "gone.tflite"), board={}))
+    rows = {r["model_sha256"]: r for r in store.results(conn)}
+    assert (rows["01"]["cpu"], rows["01"]["precision"]) == ("cortex-a72", "int8")
+    assert (rows["02"]["cpu"], rows["02"]["precision"]) == ("Cortex-A72", "float")
+    assert (rows["03"]["cpu"], rows["03"]["precision"]) == ("unknown", "float")
+    conn.close()

@@ -76,6 +76,7 @@ class Device:
     ssh_options: list[str] = field(default_factory=list)
     notes: str = ""
     source: str = ""
+    cpu: str | None = None  # qemu: the emulated core named in qemu:aarch64:CPU (None: each board's own / cortex-a72)
 
     def ssh_target(self):
 
@@ -215,14 +216,17 @@ QEMU_DEVICE = "qemu:aarch64"
 
 
 def resolve(spec: str, devices_path: str | os.PathLike | None = None, ssh_config: str | None = None) -> Device:
-    """``local``, ``ssh://[user@]host[:port]``, ``qemu:aarch64`` or a NAME from the devices file -> :class:`Device`."""
+    """``local``, ``ssh://[user@]host[:port]``, ``qemu:aarch64[:CPU]`` or a NAME from the devices file ->
+    :class:`Device`."""
     if spec == "local":
         return Device(name="local", kind="local")
     if spec.startswith("qemu:"):
-        if spec != QEMU_DEVICE:
-            raise EdgebnnError(f"unknown emulated device {spec!r}: the only one is {QEMU_DEVICE} (LCE's aarch64 "
-                               "runner under qemu-user, counted and estimated for calibrated boards)")
-        return Device(name=QEMU_DEVICE, kind="qemu")
+        base, sep, cpu = spec.partition(":")[2].partition(":")
+        if base != QEMU_DEVICE.partition(":")[2] or (sep and not cpu):
+            raise EdgebnnError(f"unknown emulated device {spec!r}: use {QEMU_DEVICE} or {QEMU_DEVICE}:CPU (LCE's "
+                               "aarch64 runner under qemu-user on each board's core, or on QEMU core CPU such as "
+                               "cortex-a76; counted and estimated for calibrated boards)")
+        return Device(name=spec, kind="qemu", cpu=cpu or None)
     if spec.startswith("ssh://"):
 
         t = parse_url(spec)

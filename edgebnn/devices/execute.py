@@ -10,7 +10,8 @@
 
 Devices: a board over SSH (``ssh://...`` or a devices.toml name: a
 :class:`~edgebnn.devices.remote.BoardSession`, the runner uploaded and checked by sha256 when the board lacks
-it), and ``qemu:aarch64`` (``qemu-aarch64 RUNNER`` on this host, :func:`edgebnn.devices.qemu.run_emulated`).
+it), and ``qemu:aarch64[:CPU]`` (``qemu-aarch64 -cpu CPU RUNNER`` on this host, cortex-a72 unless CPU is named,
+:func:`edgebnn.devices.qemu.run_emulated`).
 ``local`` runs LCE's Python interpreter, not a runner, and is refused.
 """
 
@@ -19,7 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgebnn.devices import config as devices
-from edgebnn.devices.qemu import check_runner, find_qemu, run_emulated
+from edgebnn.devices.qemu import DEFAULT_CPU, check_cpu, check_runner, find_qemu, run_emulated
 from edgebnn.devices.remote import BoardSession
 from edgebnn.errors import EdgebnnError, OptionError
 from edgebnn.machine import host_label
@@ -32,14 +33,16 @@ class QemuRunner:
 
     emulated = True
 
-    def __init__(self, name: str, runner: str | None):
+    def __init__(self, name: str, runner: str | None, cpu: str | None = None):
 
         if not runner:
             raise OptionError("device {name} needs a runner: " + RUNNER_HINT, name=name)
         self.runner = check_runner(runner)
         self.qemu = find_qemu()
+        self.cpu = check_cpu(cpu or DEFAULT_CPU, self.qemu)  # cortex-a72 (the Pi 4B's core) unless named
         self.name = name
-        self.where = f"{name} ({self.runner.name} under {Path(self.qemu).name} on {host_label()}, emulated)"
+        self.where = (f"{name} ({self.runner.name} under {Path(self.qemu).name} -cpu {self.cpu} on {host_label()}, "
+                      "emulated)")
 
     def __enter__(self):
         return self
@@ -49,7 +52,8 @@ class QemuRunner:
 
     def run(self, flags: list[str], files_in: dict | None = None, files_out=(), timeout: float = 600) -> dict:
 
-        return run_emulated(self.runner, flags, files_in=files_in, files_out=files_out, timeout=timeout)
+        return run_emulated(self.runner, flags, files_in=files_in, files_out=files_out, timeout=timeout,
+                            cpu=self.cpu)
 
 
 class SshRunner:
@@ -83,7 +87,7 @@ def open_runner(spec: str, runner: str | None = None, devices_file=None, ssh_con
 
     device = devices.resolve(spec, devices_file, ssh_config=ssh_config)
     if device.kind == "qemu":
-        return QemuRunner(device.name, runner or device.runner)
+        return QemuRunner(device.name, runner or device.runner, device.cpu)
     if device.kind == "ssh":
         return SshRunner(device, runner, timeout, connect_timeout, warn)
     raise EdgebnnError(f"device {spec} runs no lce_benchmark_model (its proof is convert's own, on LCE's Python "

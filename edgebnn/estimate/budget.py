@@ -21,8 +21,8 @@ from edgebnn.conversion.lce import lce_flatbuffer
 from edgebnn.devices.scratch import owned_tempdir
 from edgebnn.errors import EdgebnnError
 from edgebnn.estimate import boards, emulated, estimate, fast
+from edgebnn.estimate import calibration as cal_mod
 from edgebnn.estimate.estimate import format_ms
-from edgebnn.tflite.describe import read_ops
 
 DEFAULT_WIDTHS = (0.5, 0.75, 1.0)
 
@@ -65,15 +65,17 @@ def answer(family: str, board: str, budget_ms: float, threads: int = 1, widths=D
             for width in widths:
                 t0 = time.perf_counter()
                 fb = build_flatbuffer(family, width, size, num_classes)
+                cpu = cal_mod.board_cpu(job["calibration"], board)  # counted on the board's own core
                 if job["path"] == "fast":
-                    counts = fast.predict(read_ops(fb), job["fast_model"])
+                    counts = fast.predict(fast.typed_ops(fb), fast.core_model(job["fast_model"], cpu))
                 else:
                     path = Path(tmp) / f"{family}-{width}-{size}.tflite"
                     path.write_bytes(fb)
-                    counts = emulated.model_counts(path, job)
+                    counts = emulated.model_counts(path, job, cpu)
                 record = {"model_name": f"{family} w{width:g} {size}x{size}", "model_sha256": "", "model_path": ""}
                 row = next(r for r, _ in estimate.rows(record, counts, job["calibration"], str(job["runner"]),
-                                                       job["sha"]) if (r["device"], r["threads"]) == (board, threads))
+                                                       job["sha"], boards=[board])
+                           if (r["device"], r["threads"]) == (board, threads))
                 lo, hi = row["estimate"]["range_ms"]
                 rows.append({"width": width, "size": size, "ms": row["mean_ms"], "range_ms": [lo, hi],
                              "verdict": verdict(row["mean_ms"], hi, budget_ms), "path": counts.get("path", "qemu"),

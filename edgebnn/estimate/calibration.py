@@ -3,6 +3,10 @@
 The package ships ``calibration.json``, made with LCE v0.16.0's ``lce_benchmark_model_aarch64`` (its sha256 is
 recorded). ``edgebnn calibrate --runner PATH`` makes one for another runner and saves it under
 ``~/.config/edgebnn/calibrations/<runner sha256>.json`` (or ``$XDG_CONFIG_HOME``), where estimates find it.
+
+Format 3 counts every calibration model on each calibrated board's own core (``boards.toml``'s ``core``, the QEMU
+``-cpu``): ``counts`` is {core: {model: counts}}, and each board's record names its ``cpu``. A format-2 file (counted
+on QEMU's default ``max`` core) reads as format 3 with every count and board on ``max``.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from edgebnn.estimate import boards as boards_mod
 from edgebnn.estimate import counting, fit, zoo
 from edgebnn.progress import progress_bar
 
-FORMAT = 2  # 2: each board's record states the error of the whole procedure (nested leave-one-out)
+FORMAT = 3  # 2: each board's record states the error of the whole procedure (nested leave-one-out); 3: per core
+OLD_CPU = "max"  # the core every count was made on before format 3 (QEMU's default)
 # Models with large dense layers, which no other calibration model has (memory-bound at batch 1). Kept out of
 # every fit; the flag rule (``unseen_ops``) flags them.
 EXCLUDED = {"XNORNet": "58.6M multiply-accumulates of dense layers (float CONV_2D with a 1x1 output, "
@@ -47,11 +52,24 @@ def load(path: str | os.PathLike) -> dict:
     except (OSError, ValueError) as err:
         raise EdgebnnError(f"calibration {p} cannot be read ({err}): run `edgebnn calibrate --runner PATH`") from None
     if cal.get("format") == 1 and isinstance(cal.get("counts"), dict):
-        return refit(cal)
+        return refit(_per_core(cal))
+    if cal.get("format") == 2 and isinstance(cal.get("counts"), dict):
+        return _per_core(cal)
     if cal.get("format") != FORMAT:
         raise EdgebnnError(f"calibration {p} has format {cal.get('format')}, this edgebnn reads {FORMAT}: run "
                            "`edgebnn calibrate --runner PATH` again")
     return cal
+
+
+def _per_core(cal: dict) -> dict:
+    """A format-1/2 calibration as format 3: its counts and every board on ``max``, the core they were counted on."""
+    boards = {b: {t: {**rec, "cpu": OLD_CPU} for t, rec in per.items()} for b, per in cal.get("boards", {}).items()}
+    return {**cal, "format": FORMAT, "counts": {OLD_CPU: cal["counts"]}, "boards": boards}
+
+
+def board_cpu(cal: dict, board: str) -> str:
+    """The QEMU core the calibration's fit for ``board`` was made on (every count for it runs there)."""
+    return next(iter(cal["boards"][board].values())).get("cpu", OLD_CPU)
 
 
 def for_runner(runner_sha: str, path: str | os.PathLike | None = None) -> tuple[dict, list[str]]:
@@ -115,41 +133,48 @@ def unseen_shares(shares: dict[str, float], cal: dict) -> list[str]:
 def refit(cal: dict) -> dict:
     """The calibration fitted again from the counts it stores (same runner, QEMU and date made; ``refitted``
     today): what ``bench/estimate.py --refit`` writes, and how a format-1 file is read."""
-    counts = {m: {**c, "ops": []} for m, c in cal["counts"].items()}
-    new = build(cal["name"], cal["runner"], counts, cal["qemu"], runner_sha=cal["runner_sha256"])
+    counts = {cpu: {m: {**c, "ops": []} for m, c in per.items()} for cpu, per in cal["counts"].items()}
+    new = build(cal["name"], cal["runner"], counts, cal["qemu"], runner_sha=cal["runner_sha256"],
+                cores={b: board_cpu(cal, b) for b in cal["boards"]})
     return {**new, "made": cal.get("made"), "refitted": time.strftime("%Y-%m-%d")}
 
 
-def build(name: str, runner: str | os.PathLike, counts: dict[str, dict], qemu_version: str,
-          runner_sha: str | None = None) -> dict:
-    """A calibration from per-model counts (``counting.count_model`` results, by Larq Zoo name): every board's
-    thread counts fitted with ``fit.choose`` on the models with published figures (``EXCLUDED`` left out)."""
+def build(name: str, runner: str | os.PathLike, counts: dict[str, dict[str, dict]], qemu_version: str,
+          runner_sha: str | None = None, cores: dict[str, str] | None = None) -> dict:
+    """A calibration from per-core, per-model counts ({core: {Larq Zoo name: ``counting.count_model`` result}}):
+    every calibrated board's thread counts fitted with ``fit.choose`` on the models with published figures
+    (``EXCLUDED`` left out), counted on the board's core (``cores``: board -> core, default ``boards.toml``'s; a
+    board whose core was not counted is left out)."""
     cal = {"format": FORMAT, "name": name, "runner": str(runner), "runner_sha256": runner_sha or sha256(runner),
            "qemu": qemu_version, "made": time.strftime("%Y-%m-%d"),
            "models": "Larq Zoo 2.4.0 architectures, weights=None, 224x224, converted by LCE 0.16.0 (target arm)",
            "excluded": EXCLUDED, "boards": {},
-           "counts": {m: {"instructions": c["instructions"], "classes": c["classes"],
-                          "dense_macs": c.get("dense_macs", 0),
-                          "op_types": c.get("op_types") or op_type_shares(c["ops"])}
-                      for m, c in counts.items()}}
+           "counts": {cpu: {m: {"instructions": c["instructions"], "classes": c["classes"],
+                                "dense_macs": c.get("dense_macs", 0),
+                                "op_types": c.get("op_types") or op_type_shares(c["ops"])}
+                            for m, c in per.items()} for cpu, per in counts.items()}}
     shares: dict[str, float] = {}
-    for m, c in cal["counts"].items():
-        if m not in EXCLUDED:
-            for t, s in c["op_types"].items():
-                shares[t] = max(shares.get(t, 0.0), s)
+    for per in cal["counts"].values():
+        for m, c in per.items():
+            if m not in EXCLUDED:
+                for t, s in c["op_types"].items():
+                    shares[t] = max(shares.get(t, 0.0), s)
     cal["op_type_max_share"] = shares
-    cal["max_dense_macs"] = max((c["dense_macs"] for m, c in cal["counts"].items() if m not in EXCLUDED), default=0)
-    sets = [(board.name, threads, {m: (counts[m]["classes"], ms) for m, ms in published.items()
-                                   if m in counts and m not in EXCLUDED})
+    cal["max_dense_macs"] = max((c["dense_macs"] for per in cal["counts"].values() for m, c in per.items()
+                                 if m not in EXCLUDED), default=0)
+    core = {b.name: b.core for b in boards_mod.load().values()} | (cores or {})
+    sets = [(board.name, core[board.name], threads,
+             {m: (counts[core[board.name]][m]["classes"], ms) for m, ms in published.items()
+              if m in counts.get(core[board.name], {}) and m not in EXCLUDED})
             for board in boards_mod.load().values() for threads, published in board.published.items()]
     donor = None  # the board with the most figures lends its two-group cost ratios to the others
-    for name, threads, data in sorted(sets, key=lambda s: -len(s[2])):
+    for name, cpu, threads, data in sorted(sets, key=lambda s: -len(s[3])):
         if len(data) < 3:
             continue
         extra = dict(fit.borrowed_ratio(k, m, donor[0]) for m, k in donor[1].items()) \
             if donor and not donor[0].startswith(name) else {}
         model, record = fit.choose(data, extra)
-        cal["boards"].setdefault(name, {})[str(threads)] = {"model": model, "n": len(data), **record}
+        cal["boards"].setdefault(name, {})[str(threads)] = {"model": model, "n": len(data), "cpu": cpu, **record}
         if donor is None and len(data) >= 5:
             donor = (f"{name} x{threads}", {m: fit.fit(list(data.values()), g).tolist()
                                             for m, g in fit.MODELS.items() if len(g) == 2})
@@ -161,19 +186,24 @@ def build(name: str, runner: str | os.PathLike, counts: dict[str, dict], qemu_ve
 def calibrate(runner, out: str | os.PathLike | None = None, models_dir: str | os.PathLike | None = None,
               models: list[str] | None = None, progress: bool = True, timeout: float = 3600) -> tuple[dict, Path]:
     """``edgebnn calibrate``: build and convert the Larq Zoo models (cached in ``models_dir``), count each under
-    QEMU with ``runner``, fit every board and write the calibration (default: the user's calibration of this
+    QEMU with ``runner`` on every calibrated board's core (once per core), fit every board and write the
+    calibration (default: the user's calibration of this
     runner, which estimates then use). Returns the calibration and where it was written."""
 
     runner = qemu.check_runner(runner)
     qemu.build_plugin()
+    cores = sorted({b.core for b in boards_mod.load().values() if b.calibrated})
+    for cpu in cores:
+        qemu.check_cpu(cpu)
     names = models or list(zoo.ZOO)
     unknown = [m for m in names if m not in zoo.ZOO]
     if unknown:
         raise EdgebnnError(f"unknown Larq Zoo model(s) {', '.join(unknown)}: choose from {', '.join(zoo.ZOO)}")
     folder = Path(models_dir or (qemu.cache_dir() / "zoo")).expanduser()
-    counts = {}
-    for name in progress_bar(names, desc="calibrating", unit="model", enable=progress):
-        counts[name] = counting.count_model(runner, zoo.convert(name, folder), timeout=timeout)
+    counts: dict[str, dict] = {cpu: {} for cpu in cores}
+    for name, cpu in progress_bar([(n, c) for n in names for c in cores], desc="calibrating", unit="count",
+                                  enable=progress):
+        counts[cpu][name] = counting.count_model(runner, zoo.convert(name, folder), timeout=timeout, cpu=cpu)
     sha = sha256(runner)
     cal = build(f"{runner.name} {sha[:12]}", runner, counts, qemu.qemu_version())
     target = Path(out) if out else user_dir() / f"{sha}.json"
@@ -194,7 +224,8 @@ def format_loo(cal: dict) -> str:
     lines = []
     for board, per in cal["boards"].items():
         for threads, rec in sorted(per.items(), key=lambda kv: int(kv[0])):
-            lines.append(f"{board} x{threads}: {rec['model']} ({rec['n']} models), {error_line(rec)}; the "
+            lines.append(f"{board} x{threads} (counted on {rec.get('cpu', OLD_CPU)}): {rec['model']} ({rec['n']} "
+                         f"models), {error_line(rec)}; the "
                          f"winner's own leave-one-out, chosen with every model in view: {rec['loo_mean_pct']:.1f}% "
                          f"mean, {rec['loo_max_pct']:.1f}% max")
             lines.append(f"  {'held out':<24} {'published':>10} {'estimate':>10} {'error':>8}  board model chosen "

@@ -245,19 +245,23 @@ def _markers(symbols: Symbols) -> tuple[list, list[str]]:
     return marks, names
 
 
-def count_model(runner, model, threads: int = 1, timeout: float = 1800, per_op: bool = True) -> dict:
-    """Count one model: instructions per inference (total, per vCPU, per kernel class) and per op.
+def count_model(runner, model, threads: int = 1, timeout: float = 1800, per_op: bool = True,
+                cpu: str = qemu.DEFAULT_CPU) -> dict:
+    """Count one model under QEMU core ``cpu`` (``qemu-aarch64 -cpu CPU``; cortex-a72 unless named): instructions
+    per inference (total, per vCPU, per kernel class) and per op.
 
-    Returns {instructions, per_vcpu, classes, ops, warnings, threads, runs: (long, short), qemu}.
+    Returns {instructions, per_vcpu, classes, ops, warnings, threads, runs: (long, short), qemu, cpu}.
     """
     runner = qemu.check_runner(runner)
+    qemu.check_cpu(cpu)
     model = Path(model).resolve()
     symbols = read_symbols(runner)
     marks, labels = _markers(symbols) if per_op else ([], [])
     base = [f"--graph={model}", f"--num_threads={int(threads)}", *BENCH_FLAGS]
 
     def counted(n, with_marks):
-        counts, run = qemu.run_counted(runner, [*base, f"--num_runs={n}"], marks if with_marks else (), timeout)
+        counts, run = qemu.run_counted(runner, [*base, f"--num_runs={n}"], marks if with_marks else (), timeout,
+                                       cpu=cpu)
         done = re.findall(r"count=(\d+)", run["stdout"] + run["stderr"])
         if not done or int(done[-1]) != n:
             raise EdgebnnError(f"{runner.name} ran {done[-1] if done else 'no'} inferences where {n} were asked: "
@@ -281,8 +285,7 @@ def count_model(runner, model, threads: int = 1, timeout: float = 1800, per_op: 
     return {"instructions": (long_c.total - short_c.total) / span, "per_vcpu": per_vcpu,
             "classes": {c: (cl_long[c] - cl_short[c]) / span for c in CLASS_NAMES}, "ops": ops,
             "warnings": warnings, "dense_macs": dense_macs(flat_ops), "threads": int(threads),
-            "runs": (RUNS_LONG, RUNS_SHORT),
-            "qemu": qemu.qemu_version()}
+            "runs": (RUNS_LONG, RUNS_SHORT), "qemu": qemu.qemu_version(), "cpu": cpu}
 
 
 def dense_macs(flat_ops: list[dict]) -> int:

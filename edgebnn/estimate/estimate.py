@@ -70,24 +70,51 @@ def op_estimates(ops: list[dict], record: dict, classes: dict[str, float], total
             for o, w in zip(ops, weights, strict=True)]
 
 
-def source_line(board: boards_mod.Board, threads: int, counts: dict, cal: dict, record: dict) -> str:
+def how_counted(counts: dict) -> str:
+    """``counted under QEMU 7.2.22 -cpu cortex-a72`` or the fast path's equivalent."""
+    cpu = counts.get("cpu") or cal_mod.OLD_CPU
+    if counts.get("path", "qemu") == "qemu":
+        return f"counted under QEMU {counts['qemu']} -cpu {cpu}"
+    return (f"predicted from the flatbuffer's op shapes for {cpu} (fast path, {counts['fast_error_max_pct']:.1f}% "
+            "max error on models outside its fit)")
+
+
+def instructions_only(model: dict, counts: dict, board: boards_mod.Board, runner: str) -> dict:
+    """The record of an uncalibrated board (no published figures to fit: the Pi 5): its core's instructions, no
+    ms (``mean_ms`` None), never stored."""
     path = counts.get("path", "qemu")
-    how = (f"counted under QEMU {counts['qemu']}" if path == "qemu" else
-           f"predicted from the flatbuffer's op shapes (fast path, {counts['fast_error_max_pct']:.1f}% max error "
-           "on models outside its fit)")
+    source = (f"{counts['instructions']:.4g} aarch64 instructions per inference {how_counted(counts)} for "
+              f"{board.label} ({board.cpu}); UNCALIBRATED: no published LCE figures exist for it, so no ms")
+    return {**{k: model.get(k) for k in ("model_name", "model_sha256", "model_path", "precision")},
+            "device": board.name, "threads": 1, "kind": "estimate", "machine": f"{board.label} (uncalibrated)",
+            "kernels": KERNELS[path], "runner": runner, "cpu": counts.get("cpu"), "min_ms": None, "median_ms": None,
+            "mean_ms": None, "max_ms": None, "flags": [], "warnings": list(counts["warnings"]),
+            "estimate": {"board": board.name, "board_label": board.label, "instructions": counts["instructions"],
+                         "classes": counts["classes"], "cpu": counts.get("cpu"), "path": path,
+                         "path_label": PATHS[path], "calibrated": False, "source": source}}
+
+
+def source_line(board: boards_mod.Board, threads: int, counts: dict, cal: dict, record: dict) -> str:
+    how = how_counted(counts)
     return (f"estimated for {board.label} ({threads} thread{'s' if threads > 1 else ''}) from "
             f"{counts['instructions']:.3g} aarch64 instructions {how}; {record['model']} calibrated on "
             f"{record['n']} Larq Zoo models, {cal_mod.error_line(record)}")
 
 
 def rows(model: dict, counts: dict, cal: dict, runner: str, runner_sha: str,
-         warnings: list[str] = ()) -> list[tuple[dict, list[dict]]]:
-    """One (result row, per-op rows) per board x threads of the calibration, for ``store.save``."""
-    boards = boards_mod.load()
+         warnings: list[str] = (), boards: list[str] | None = None) -> list[tuple[dict, list[dict]]]:
+    """One (result row, per-op rows) per board x threads of the calibration (only ``boards`` when given: those
+    counted on the core ``counts`` were made on), for ``store.save``; each row names that core (``cpu``)."""
+    known = boards_mod.load()
     flags = cal_mod.unseen_ops(counts["ops"], cal, counts.get("dense_macs", 0))
+    cpu = counts.get("cpu") or cal_mod.OLD_CPU
     out = []
     for board_name, per_threads in cal["boards"].items():
-        board = boards[board_name]
+        if boards is not None and board_name not in boards:
+            continue
+        if cal_mod.board_cpu(cal, board_name) != cpu:
+            raise ValueError(f"{board_name} is calibrated on {cal_mod.board_cpu(cal, board_name)}, not {cpu}")
+        board = known[board_name]
         for threads, record in sorted(per_threads.items(), key=lambda kv: int(kv[0])):
             groups = _groups(record)
             ms = fit.predict(record["k_ms_per_1e9"], counts["classes"], groups)
@@ -101,7 +128,7 @@ def rows(model: dict, counts: dict, cal: dict, runner: str, runner_sha: str,
                         "k_ms_per_1e9": record["k_ms_per_1e9"],
                         "calibration": {"name": cal["name"], "runner_sha256": cal["runner_sha256"],
                                         "made": cal.get("made")},
-                        "runner_sha256": runner_sha, "qemu": counts.get("qemu"), "path": path,
+                        "runner_sha256": runner_sha, "qemu": counts.get("qemu"), "cpu": cpu, "path": path,
                         "path_label": PATHS[path], "error_mean_pct": record["error_mean_pct"],
                         "error_max_pct": record["error_max_pct"], "error_n": record["error_n"],
                         "error_method": record["error_method"], "range_error_pct": spread,
@@ -113,6 +140,7 @@ def rows(model: dict, counts: dict, cal: dict, runner: str, runner_sha: str,
                 estimate["fast_model"] = counts.get("fast_model")
             row = {**model, "device": board_name, "threads": int(threads), "kind": "estimate", "target": "arm64",
                    "machine": f"{board.label} (estimated)", "kernels": KERNELS[path], "runner": str(runner),
+                   "cpu": cpu,
                    "runs": counts["runs"][0] - counts["runs"][1], "warmup": 0,
                    "min_ms": ms, "median_ms": ms, "mean_ms": ms, "max_ms": ms, "p90_ms": None, "std_ms": None,
                    "board": {"label": board.label, "cpu": board.cpu}, "estimate": estimate,
@@ -159,17 +187,21 @@ def format_rows(results: list[dict]) -> str:
     lines = ["ESTIMATED latency (not measured): LCE's aarch64 kernels' instructions, calibrated on published board "
              "figures; 'likely' spans the calibration's largest held-out error",
              f"{'model':<{w}} {'board':<8} {'thr':>3} {'estimate (ms), likely range':<30} {'error mean/max, n':>18} "
-             f"{'path':<5} {'instructions':>13}"]
+             f"{'path':<5} {'counted on':<11} {'precision':<9} {'instructions':>13}"]
     for r in results:
         e = r.get("estimate") or {}
         stored = "  (stored; --force to estimate again)" if r["status"] == "skipped" else ""
         flag = "  FLAGGED" if r.get("flags") else ""
         rng = row_range(e)
-        text = format_ms(r["mean_ms"], *rng) if rng else f"{r['mean_ms']:.3g} ms"
-        mean, worst, n, _ = error_figures(e)
-        lines.append(f"{r['model_name']:<{w}} {r['device']:<8} {r['threads']:>3} {text:<30} "
-                     f"{mean:>5.1f}% / {worst:4.1f}%, {n or '?':>2} {e.get('path', 'qemu'):<5} "
-                     f"{e.get('instructions', 0):13.4g}{flag}{stored}")
+        if r.get("mean_ms") is None:  # an uncalibrated board: instructions only
+            text, error = "uncalibrated: no ms", f"{'-':>18}"
+        else:
+            text = format_ms(r["mean_ms"], *rng) if rng else f"{r['mean_ms']:.3g} ms"
+            mean, worst, n, _ = error_figures(e)
+            error = f"{mean:>5.1f}% / {worst:4.1f}%, {n or '?':>2}"
+        lines.append(f"{r['model_name']:<{w}} {r['device']:<8} {r['threads']:>3} {text:<30} {error} "
+                     f"{e.get('path', 'qemu'):<5} {r.get('cpu') or e.get('cpu') or cal_mod.OLD_CPU:<11} "
+                     f"{r.get('precision') or 'float':<9} {e.get('instructions', 0):13.4g}{flag}{stored}")
     flagged = set()
     for r in results:
         e = r.get("estimate") or {}

@@ -13,8 +13,13 @@ are the ops' sum plus a fitted constant (the interpreter's own work per inferenc
 class of ``counting.CLASSES``, which the board model needs, are each op's prediction, its GEMM work and the rest,
 split by shares fitted by non-negative least squares to the counted models' class totals (``class_shares``).
 
-The fitted coefficients ship as ``fast_model.json`` beside ``calibration.json`` (``bench/fast_estimate.py --fit``
-writes it, with the models it was fitted on and its error on models outside the fit).
+Costs are keyed by kernel class and tensor type (``cost_key``): an op whose first input or output tensor is
+integer-quantised (int8, uint8, int16) has its own coefficients (``CONV_2D igemm int8``: TFLite's int8 kernels
+cost other instructions per multiply-accumulate than XNNPACK's float ones), and the whole model is fitted per QEMU
+core (``cores``: an int8 convolution costs 2.5x the instructions on cortex-a72, which has no dot product, as on
+``max``, which has). The fitted coefficients ship as ``fast_model.json`` beside ``calibration.json``
+({``cores``: {core: model}}; ``bench/fast_estimate.py --fit`` writes it, with the models each core's model was
+fitted on and its error on models outside the fit).
 """
 
 from __future__ import annotations
@@ -26,8 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
+from edgebnn.devices.qemu import DEFAULT_CPU
 from edgebnn.errors import EdgebnnError
 from edgebnn.estimate.counting import CLASS_NAMES, dense_macs
+from edgebnn.tflite import fields
 from edgebnn.tflite.describe import read_ops
 
 ELEMENTWISE = {"ADD", "SUB", "MUL", "DIV", "MAXIMUM", "MINIMUM", "SQUARED_DIFFERENCE"}
@@ -81,6 +88,33 @@ def kernel_of(op: dict) -> str:
     if t in SHAPE_ONLY:
         return "shape"
     return "other"
+
+
+QUANTISED_TYPES = {3: "uint8", 7: "int16", 9: "int8"}  # TFLite TensorType codes of integer-quantised tensors
+INT8 = " int8"  # the cost key suffix of an integer-quantised op
+
+
+def typed_ops(flatbuffer: bytes) -> list[dict]:
+    """``read_ops`` with each op's ``dtype``: ``int8`` when its first input or first output tensor is
+    integer-quantised (int8, uint8, int16: TFLite runs its quantised kernel), else ``float``."""
+    ops = read_ops(flatbuffer)
+    graph = fields.parse(bytes(flatbuffer)).subgraphs[0]
+
+    def quantised(indices) -> bool:
+        return bool(indices) and indices[0] >= 0 and graph.tensors[indices[0]].type in QUANTISED_TYPES
+
+    for op, raw in zip(ops, graph.operators, strict=True):
+        op["dtype"] = "int8" if quantised(raw.inputs) or quantised(raw.outputs) else "float"
+    return ops
+
+
+def cost_key(op: dict) -> str:
+    """The key an op's costs are fitted and looked up by: its kernel class, `` int8`` added for a quantised op."""
+    return kernel_of(op) + (INT8 if op.get("dtype") == "int8" else "")
+
+
+def base_kind(key: str) -> str:
+    return key.removesuffix(INT8)
 
 
 def delegated(op: dict) -> bool:
@@ -144,35 +178,61 @@ def features(op: dict) -> dict[str, float]:
 
 
 def predict_op(x: dict[str, float], kind: str, model: dict) -> float:
-    """One op's instructions from its features ``x`` (of kernel class ``kind``; a class the model was not
-    fitted on is costed as ``other``, by its elements in and out)."""
+    """One op's instructions from its features ``x`` (of cost key ``kind``; a key the model was not fitted on is
+    costed as ``other``, by its elements in and out)."""
     coef = model["kernels"].get(kind) or model["kernels"]["other"]
     return float(sum(c * x.get(f, 0.0) for f, c in coef.items()))
 
 
 def shipped_model() -> dict:
-    """The shipped cost model (``fast_model.json``)."""
+    """The shipped cost models (``fast_model.json``: {cores: {core: model}, runner_sha256, made})."""
     try:
-        return json.loads(resources.files("edgebnn.estimate").joinpath("fast_model.json").read_text())
+        raw = json.loads(resources.files("edgebnn.estimate").joinpath("fast_model.json").read_text())
     except FileNotFoundError:
         raise EdgebnnError("the fast path's cost model fast_model.json is missing from the package: reinstall "
                            "edgebnn or run `python bench/fast_estimate.py --fit`") from None
+    return raw if "cores" in raw else {"cores": {"max": raw}, "runner_sha256": raw.get("runner_sha256"),
+                                       "made": raw.get("made")}
+
+
+def cores(models: dict) -> list[str]:
+    """The QEMU cores ``models`` (``shipped_model()``) has a cost model for."""
+    return list(models.get("cores", {}))
+
+
+def core_model(models: dict, cpu: str = DEFAULT_CPU) -> dict:
+    """The cost model fitted on counts made on QEMU core ``cpu`` (with ``cpu`` set), or one clear error."""
+    if "kernels" in models:  # already one core's
+        return models
+    if cpu not in models["cores"]:
+        raise EdgebnnError(f"the fast path has no cost model for {cpu} (fitted on {', '.join(models['cores'])}): "
+                           "count under QEMU (--runner) for it")
+    return {**models["cores"][cpu], "cpu": cpu, "runner_sha256": models.get("runner_sha256"),
+            "made": models.get("made")}
 
 
 def node_type(op: dict, model: dict) -> str:
     """The name the exact path gives this op's row (an XNNPACK operator's kernel, or the op type)."""
-    kind = kernel_of(op)
-    return model["node_types"].get(f"{op['type']}|{kind}", op["type"])
+    key = f"{op['type']}|{cost_key(op)}"
+    return model["node_types"].get(key, model["node_types"].get(f"{op['type']}|{kernel_of(op)}", op["type"]))
+
+
+def _key_in(op: dict, model: dict) -> str:
+    """The op's cost key if the model was fitted on it, else its float kind's, else ``other``."""
+    for key in (cost_key(op), kernel_of(op)):
+        if key in model["kernels"]:
+            return key
+    return "other"
 
 
 def predict(flat_ops: list[dict], model: dict | None = None) -> dict:
     """Counts like ``counting.count_model``'s, predicted from the flatbuffer's ops (``read_ops``): instructions,
     classes, per-op rows (node_type, index, name, instructions, kernel), dense_macs, and ``path`` = ``fast``."""
 
-    model = model or shipped_model()
+    model = core_model(model or shipped_model())
     ops, classes = [], dict.fromkeys(CLASS_NAMES, 0.0)
     for i, (op, x) in enumerate(zip(flat_ops, all_features(flat_ops), strict=True)):
-        kind = kernel_of(op) if kernel_of(op) in model["kernels"] else "other"
+        kind = _key_in(op, model)
         n = max(predict_op(x, kind, model), 0.0)
         for part, amount in zip(("work", "rest"), split(x, kind, model), strict=True):
             for c, share in model["class_shares"].get(f"{kind}|{part}", {"other": 1.0}).items():
@@ -185,12 +245,16 @@ def predict(flat_ops: list[dict], model: dict | None = None) -> dict:
     total = sum(o["instructions"] for o in ops) + rest
     unfitted = sorted({op["type"] for op in flat_ops if kernel_of(op) not in model["kernels"]
                        or (kernel_of(op) == "other" and op["type"] not in model.get("other_types", ()))})
+    as_float = sorted({op["type"] for op in flat_ops if cost_key(op) != kernel_of(op)
+                       and cost_key(op) not in model["kernels"] and kernel_of(op) in model["kernels"]})
     warnings = [f"the fast path's cost model was fitted on no {', '.join(unfitted)} op: costed by its elements in "
                 "and out; count under QEMU for the exact figure"] if unfitted else []
+    warnings += [f"the fast path's cost model for {model.get('cpu')} was fitted on no int8 {', '.join(as_float)} "
+                 "op: costed as float; count under QEMU for the exact figure"] if as_float else []
     return {"instructions": total, "per_vcpu": {0: total}, "classes": classes, "ops": ops, "warnings": warnings,
             "dense_macs": dense_macs(flat_ops), "threads": 1, "runs": (0, 0), "qemu": None, "path": "fast",
-            "fast_error_max_pct": fast_error_pct(model),
-            "fast_model": {"fitted_on": len(model["fitted_on"]), "made": model.get("made")}}
+            "cpu": model.get("cpu"), "fast_error_max_pct": fast_error_pct(model),
+            "fast_model": {"fitted_on": len(model["fitted_on"]), "made": model.get("made"), "cpu": model.get("cpu")}}
 
 
 def fast_error_pct(model: dict) -> float:
@@ -201,11 +265,9 @@ def fast_error_pct(model: dict) -> float:
     return max(hold.get("whole_model_max_pct", 0.0), hold.get("board_ms_max_pct", 0.0))
 
 
-def predict_file(path) -> dict:
-    """``predict`` for a .tflite file."""
-
-
-    return predict(read_ops(Path(path).read_bytes()))
+def predict_file(path, cpu: str = DEFAULT_CPU) -> dict:
+    """``predict`` for a .tflite file with the cost model of QEMU core ``cpu``."""
+    return predict(typed_ops(Path(path).read_bytes()), core_model(shipped_model(), cpu))
 
 
 # ------------------------------------------------------------------------------------------- fitting
@@ -241,15 +303,15 @@ def fit_cost_model(samples: dict[str, dict]) -> dict:
             continue
         for i, (op, x) in enumerate(zip(counts["flat_ops"], all_features(counts["flat_ops"]), strict=True)):
             if i in measured:
-                rows.setdefault(kernel_of(op), []).append((x, measured[i]))
+                rows.setdefault(cost_key(op), []).append((x, measured[i]))
         for row in counts["ops"]:
             i = row.get("op_index") if "delegate" in row else row.get("index")
             op = counts["flat_ops"][i]
-            names.setdefault(f"{op['type']}|{kernel_of(op)}", {}).setdefault(row["node_type"], 0)
-            names[f"{op['type']}|{kernel_of(op)}"][row["node_type"]] += 1
+            names.setdefault(f"{op['type']}|{cost_key(op)}", {}).setdefault(row["node_type"], 0)
+            names[f"{op['type']}|{cost_key(op)}"][row["node_type"]] += 1
     kernels = {}
     for kind, data in rows.items():
-        feats = FEATURES[kind]
+        feats = FEATURES[base_kind(kind)]
         x = np.array([[f[n] for n in feats] for f, _ in data])
         y = np.array([v for _, v in data])
         kernels[kind] = dict(zip(feats, _nnls_weighted(x, y).tolist(), strict=True))
@@ -274,7 +336,7 @@ def allowed_classes(kind: str) -> tuple[str, ...]:
     """The kernel classes an op of this kernel class can run: LCE's, XNNPACK's GEMMs', or other float kernels'."""
     if kind.startswith("Lce"):
         return _LCE
-    return _GEMM if kind in ("CONV_2D igemm", "CONV_2D gemm", "FULLY_CONNECTED") else _FLOAT
+    return _GEMM if base_kind(kind) in ("CONV_2D igemm", "CONV_2D gemm", "FULLY_CONNECTED") else _FLOAT
 
 
 def split(x: dict[str, float], kind: str, model: dict) -> tuple[float, float]:
@@ -298,7 +360,7 @@ def class_shares(samples: dict[str, dict], model: dict) -> dict[str, dict[str, f
         measured = measured_ops(counts) or {}
         per_part = dict.fromkeys(parts, 0.0)
         for i, (op, x) in enumerate(zip(counts["flat_ops"], all_features(counts["flat_ops"]), strict=True)):
-            kind = kernel_of(op) if kernel_of(op) in model["kernels"] else "other"
+            kind = _key_in(op, model)
             work, rest = split(x, kind, model)
             scale = measured[i] / (work + rest) if i in measured and work + rest > 0 else 1.0
             per_part[f"{kind}|work"] += work * scale

@@ -67,7 +67,7 @@ def _versions(extra: dict | None = None) -> dict:
 def _public(row: dict, status: str, totals: list[dict] | None = None) -> dict:
     keys = ("model_name", "model_sha256", "model_path", "device", "kind", "threads", "target", "machine", "kernels",
             "runner", "runs", "warmup", "min_ms", "median_ms", "mean_ms", "p90_ms", "std_ms", "max_ms", "first_ms",
-            "init_ms", "warnings", "load", "flags")
+            "init_ms", "warnings", "load", "flags", "cpu", "precision")
     out = {"status": status, **{k: row.get(k) for k in keys}}
     out["kind"] = store.kind_of(row)
     if out["kind"] == "estimate":
@@ -221,11 +221,12 @@ def _profile_ssh(sweep, device, models, threads, runs, warmup, op_profile, runne
         conn.close()
 
 
-def _profile_qemu(sweep, models, threads, runner, timeout) -> None:
-    """Device qemu:aarch64: count each model under QEMU, store an estimated row per calibrated board x threads
-    (never the emulated wall time)."""
+def _profile_qemu(sweep, models, threads, runner, timeout, cpu: str | None = None) -> None:
+    """Device qemu:aarch64[:CPU]: count each model under QEMU on each board's core (only CPU's boards when named),
+    store an estimated row per calibrated board x threads (never the emulated wall time); an uncalibrated board's
+    instructions are said, not stored."""
 
-    job = emulated.plan(runner, threads)
+    job = emulated.plan(runner, threads, cpu=cpu)
     with sweep.lock:  # the sweep counted one row per thread count; qemu:aarch64 gives one per board x threads
         sweep.bar.total = (sweep.bar.total or 0) + len(models) * (len(job["pairs"]) - len(threads or [1]))
     for w in job["warnings"]:
@@ -233,13 +234,13 @@ def _profile_qemu(sweep, models, threads, runner, timeout) -> None:
     conn, failed = store.connect(sweep.db), []
     try:
         for model in models:
-            if not sweep.force and all(store.exists(conn, model["model_sha256"], board, n, "estimate")
-                                       for board, n in job["pairs"]):
+            if not sweep.force and not job["count_only"] and all(
+                    store.exists(conn, model["model_sha256"], board, n, "estimate") for board, n in job["pairs"]):
                 for board, n in job["pairs"]:
                     sweep.stored(conn, model, board, n, kinds=("estimate",))
                 continue
             try:
-                rows = emulated.estimate_model(model, job, timeout=timeout)
+                rows, counted = emulated.estimate_all(model, job, timeout=timeout)
             except EdgebnnError as err:  # one model's failure does not end the sweep
                 failed.append(composed(f"{model['model_name']} on qemu:aarch64: ", err))
                 continue
@@ -247,6 +248,8 @@ def _profile_qemu(sweep, models, threads, runner, timeout) -> None:
                 store.save(conn, row, ops)
                 top = sorted(ops, key=lambda o: -o["instructions"])[:5]
                 sweep.add({**_public(row, "estimated", op_type_totals(ops)), "top_ops": top})
+            for rec in counted:
+                sweep.warn(f"{rec['estimate']['source']}; not stored")
     finally:
         conn.close()
     if failed:
@@ -299,7 +302,7 @@ def profile(models, devices=("local",), threads=None, runs=None, warmup=None, op
                 local_warm = warmup if warmup is not None else 3
                 _profile_local(sweep, infos, threads or [1], local_runs, local_warm, op_profile, timeout)
             elif dev.kind == "qemu":
-                _profile_qemu(sweep, infos, threads, runner, timeout)
+                _profile_qemu(sweep, infos, threads, runner, timeout, dev.cpu)
             else:
                 _profile_ssh(sweep, dev, infos, threads, runs, warmup, op_profile, runner, target, timeout,
                              connect_timeout)
@@ -362,10 +365,13 @@ def check_device(name: str, runner: str | None = None, target: str | None = None
                 "target": None, "runner": "LCE Python interpreter (child process)"}
     if dev.kind == "qemu":
 
-        job = emulated.plan(runner)
+        job = emulated.plan(runner, cpu=dev.cpu)
+        cores = "; ".join(f"{cpu} for {', '.join(names)}" for cpu, names in job["cores"].items())
         return {"device": dev.name, "facts": {"label": f"{host_facts()['label']}, emulating aarch64 with QEMU"},
                 "problems": [], "warnings": job["warnings"], "target": "arm64",
-                "runner": f"{job['runner']} (estimates for {', '.join(f'{b} x{n}' for b, n in job['pairs'])})"}
+                "runner": f"{job['runner']} (estimates for "
+                          f"{', '.join(f'{b} x{n}' for b, n in job['pairs']) or 'no calibrated board'}; counted on "
+                          f"{cores})"}
     session = BoardSession(dev, runner=runner, target=target, connect_timeout=connect_timeout)
     try:
         facts = session.facts_only(session.runner_text)
