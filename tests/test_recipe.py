@@ -1,4 +1,5 @@
-"""Recipe files: every registered variant has one, keys and types are checked, overrides and [digits] work."""
+"""Recipe files: every registered variant has one, keys and types are checked, overrides and the data set tables
+([digits], [fashion-mnist]) work."""
 
 import tomllib
 
@@ -33,6 +34,46 @@ def test_every_recipe_loads_and_has_a_small_digits_recipe(name):
     assert small["dataset"] == "digits" and small["input_size"] <= 32 and small["flip"] is False
     assert recipe.total_epochs(small) <= 20 and recipe.total_epochs(full) >= 90
     assert all(s["batch_size"] <= 128 for s in small["steps"])
+
+
+FASHION = ["bireal-18", "reactnet-18", "resnet-18", "xnorpp-18-case4", "sdbnn-resnet20"]
+
+
+@pytest.mark.parametrize("name", FASHION)
+def test_fashion_mnist_tables_are_ours_at_28_pixels(name):
+    r = recipe.load(name, dataset="fashion-mnist")
+    assert r["source"] == f"models/{name}.toml [fashion-mnist]" and r["dataset"] == "fashion-mnist"
+    assert r["input_size"] == 28 and "Fashion-MNIST" in r["ours"] and r["arch"]["width"] in (0.25, 1.0)
+    assert r["paper"] == recipe.load(name)["paper"], "the paper's figures stay the paper's"
+    assert recipe.text(name).count("[fashion-mnist]") == 1 and "kept from the paper" in recipe.text(name)
+    for where in ("idx:/data/kmnist", "fashion-mnist:/data/fmnist"):  # any 28x28 IDX folder takes the table
+        other = recipe.load(name, dataset=where)
+        assert other["dataset"] == where and other["steps"] == r["steps"]
+
+
+def test_fashion_mnist_tables_keep_each_papers_steps():
+    steps = {n: recipe.load(n, dataset="fashion-mnist")["steps"] for n in FASHION}
+    for name in ("reactnet-18", "sdbnn-resnet20"):  # two steps, distilled from the real-valued resnet-18
+        s1, s2 = steps[name]
+        assert (s1["binary_weights"], s1["binary_activations"]) == (False, True)
+        assert (s2["binary_weights"], s2["binary_activations"]) == (True, True) and s2["init_from_previous"]
+        assert {s1["loss"], s2["loss"]} == {"distributional"} and {s1["teacher"], s2["teacher"]} == {"resnet-18"}
+        assert s1["weight_decay_on"] == "conv_kernels"
+    for name in ("bireal-18", "xnorpp-18-case4"):  # one step from scratch
+        (step,) = steps[name]
+        assert (step["binary_weights"], step["binary_activations"]) == (True, True)
+    assert steps["xnorpp-18-case4"][0]["optimizer"] == "adamw"
+    assert steps["bireal-18"][0]["label_smoothing"] == 0.1
+    (teacher,) = steps["resnet-18"]
+    assert (teacher["binary_weights"], teacher["binary_activations"]) == (False, False)
+    twin = recipe.load("reactnet-18-real", dataset="fashion-mnist")
+    assert twin["steps"][0]["epochs"] == recipe.total_epochs(recipe.load("reactnet-18", dataset="fashion-mnist"))
+
+
+def test_a_recipe_without_a_fashion_mnist_table_keeps_its_own():
+    r = recipe.load("bireal-34", dataset="fashion-mnist")
+    assert r["dataset"] == "fashion-mnist" and r["source"] == "models/bireal-34.toml" and r["input_size"] == 224
+    assert recipe.load("bireal-18", dataset="digits")["source"] == "models/bireal-18.toml [digits]"
 
 
 def test_paper_figures_and_two_steps():
@@ -110,6 +151,8 @@ def test_a_copied_recipe_file_works(tmp_path):
     (GOOD.replace("lr = 1e-3", 'lr = 1e-3\nloss = "distributional"'), r"needs steps.0.teacher"),
     (GOOD.replace("lr = 1e-3", ""), r"mine.toml: missing key steps.0.lr"),
     (GOOD + "[digits]\nbatch = 3\n", r"mine.toml: unknown key digits.'batch'"),
+    (GOOD + '["fashion-mnist"]\nwidth = 3\n', r"mine.toml: unknown key fashion-mnist.'width'"),
+    (GOOD + '["fashion-mnist"]\ninput_size = "28"\n', r"mine.toml \[fashion-mnist\]: key input_size must be an"),
     ("model = [", r"mine.toml is not valid TOML"),
 ])
 def test_bad_recipe_names_the_key_and_file(tmp_path, text, message):

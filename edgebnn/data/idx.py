@@ -23,7 +23,7 @@ UBYTE = 0x08
 TYPE_NAMES = {0x08: "unsigned byte", 0x09: "signed byte", 0x0B: "int16", 0x0C: "int32", 0x0D: "float32",
               0x0E: "float64"}
 DEFLATE_MAX_RATIO = 1032  # deflate's best compression (a long run of one byte): no stream expands more
-MAX_BYTES = 2**32 - 1  # an IDX body edgebnn reads (4 GiB; Fashion-MNIST's training images are 47 MB)
+MAX_BYTES = 2**31  # the most an IDX body may hold (2 GiB; EMNIST ByClass: 547 MB, Fashion-MNIST: 47 MB)
 CHUNK = 1 << 20
 
 # The four files of an MNIST-format folder: role -> (file stem, dimensions); each may end in .gz, and the stem's
