@@ -14,6 +14,7 @@ it to FILE (how the shipped ``edgebnn/estimate/calibration.json`` is made from i
 
     .venv/bin/python bench/estimate.py [--calibration FILE] [--runner PATH] [--model FILE.tflite] [--no-time]
     .venv/bin/python bench/estimate.py --refit edgebnn/estimate/calibration.json --no-time
+    .venv/bin/python bench/estimate.py --no-time --compare OLD.json   # beside an older calibration
 """
 
 import argparse
@@ -55,8 +56,9 @@ def loo_tables(cal: dict) -> None:
         for board, per in cal["boards"].items():
             for threads in sorted(per):
                 published = boards.get(board).published[int(threads)]
-                data = {m: (cal["counts"][m]["classes"], ms) for m, ms in published.items()
-                        if m in cal["counts"] and m not in cal["excluded"]}
+                counts = cal["counts"][calibration.board_cpu(cal, board)]
+                data = {m: (counts[m]["classes"], ms) for m, ms in published.items()
+                        if m in counts and m not in cal["excluded"]}
                 old_mean, old_max = fit.summary(fit.nested_loo(data))
                 print(f"  {board:<7} x{threads}  every candidate tried (before issue 22): nested {old_mean:5.1f}% / "
                       f"{old_max:5.1f}%")
@@ -67,11 +69,32 @@ def loo_tables(cal: dict) -> None:
     for board, per in cal["boards"].items():
         for threads, rec in sorted(per.items()):
             published = boards.get(board).published[int(threads)]
+            counts = cal["counts"][calibration.board_cpu(cal, board)]
             for m in cal["excluded"]:
-                if m in published and m in cal["counts"]:
-                    est = fit.predict(rec["k_ms_per_1e9"], cal["counts"][m]["classes"], estimate._groups(rec))
+                if m in published and m in counts:
+                    est = fit.predict(rec["k_ms_per_1e9"], counts[m]["classes"], estimate._groups(rec))
                     print(f"  {m} on {board} x{threads}: published {published[m]:.1f} ms, the fit would say "
                           f"{est:.1f} ms ({100 * (est / published[m] - 1):+.0f}%): why it is flagged")
+
+
+def compare(cal: dict, old: dict) -> None:
+    """Each board's nested error beside another calibration's (the one before it: counted on another core)."""
+    print(f"\nnested leave-one-out error, this calibration beside {old['name']!r} ({old.get('made')}):")
+    print(f"  {'board':<7} {'thr':>3}  {'this: core, model, mean / max':<52} other: core, model, mean / max")
+    for board, per in cal["boards"].items():
+        for threads, rec in sorted(per.items()):
+            was = old["boards"].get(board, {}).get(threads)
+            other = (f"{calibration.board_cpu(old, board)}, {was['model']}, {was['error_mean_pct']:.1f}% / "
+                     f"{was['error_max_pct']:.1f}%") if was else "-"
+            this = (f"{rec.get('cpu', calibration.OLD_CPU)}, {rec['model']}, {rec['error_mean_pct']:.1f}% / "
+                    f"{rec['error_max_pct']:.1f}%")
+            print(f"  {board:<7} {threads:>3}  {this:<52} {other}")
+    for cpu, per in cal["counts"].items():
+        for m, c in per.items():
+            before = next((o[m]["instructions"] for o in old["counts"].values() if m in o), None)
+            if before:
+                print(f"  {m:<24} {c['instructions'] / 1e6:9.2f} M on {cpu}, {before / 1e6:9.2f} M before "
+                      f"({100 * (c['instructions'] / before - 1):+.2f}%)")
 
 
 def model_224(path: str | None) -> Path:
@@ -125,6 +148,8 @@ def main() -> int:
     ap.add_argument("--no-time", action="store_true", help="only the error tables")
     ap.add_argument("--refit", default=None, metavar="FILE", help="refit the calibration from its stored counts "
                     "and write it to FILE")
+    ap.add_argument("--compare", default=None, metavar="FILE", help="print each board's nested error beside this "
+                    "calibration's (e.g. the one counted on QEMU's max core)")
     args = ap.parse_args()
     cal = calibration.load(args.calibration) if args.calibration else calibration.shipped()
     if args.refit:
@@ -132,6 +157,8 @@ def main() -> int:
         Path(args.refit).write_text(json.dumps(cal, indent=1, sort_keys=True) + "\n")
         print(f"refitted from its stored counts, written to {args.refit}")
     loo_tables(cal)
+    if args.compare:
+        compare(cal, calibration.load(args.compare))
     if not args.no_time:
         if not Path(args.runner).is_file():
             print(f"\nno runner at {args.runner}: set LCE_RUNNER_AARCH64 to time an estimate")

@@ -41,22 +41,28 @@ def user_dir() -> Path:
 
 
 def shipped() -> dict:
-    return json.loads(resources.files("edgebnn.estimate").joinpath("calibration.json").read_text())
+    return _current(json.loads(resources.files("edgebnn.estimate").joinpath("calibration.json").read_text()),
+                    "calibration.json")
 
 
 def load(path: str | os.PathLike) -> dict:
-    """A calibration file; one of format 1 (made before the nested error) is refitted from its stored counts."""
+    """A calibration file; one of format 1 (made before the nested error) is refitted from its stored counts, one
+    of format 2 (counted on ``max``) read as format 3 on that core."""
     p = Path(path)
     try:
         cal = json.loads(p.read_text())
     except (OSError, ValueError) as err:
         raise EdgebnnError(f"calibration {p} cannot be read ({err}): run `edgebnn calibrate --runner PATH`") from None
+    return _current(cal, p)
+
+
+def _current(cal: dict, where) -> dict:
     if cal.get("format") == 1 and isinstance(cal.get("counts"), dict):
         return refit(_per_core(cal))
     if cal.get("format") == 2 and isinstance(cal.get("counts"), dict):
         return _per_core(cal)
     if cal.get("format") != FORMAT:
-        raise EdgebnnError(f"calibration {p} has format {cal.get('format')}, this edgebnn reads {FORMAT}: run "
+        raise EdgebnnError(f"calibration {where} has format {cal.get('format')}, this edgebnn reads {FORMAT}: run "
                            "`edgebnn calibrate --runner PATH` again")
     return cal
 
