@@ -126,8 +126,8 @@ def test_table_and_notes(tmp_path):
     lines = report.format_table(rows).splitlines()
     assert lines[0].split("  ")[0] == "model" and "latency kind" in lines[0] and "on (samples, data)" in lines[0]
     line = next(ln for ln in lines if ln.startswith("bireal-18 ") and " local " in ln and "  2  " in ln)
-    assert line.split() == ["bireal-18", "local", "2", "2.50", "host", "-", "0.125", "94.0%", "93.0%", "100",
-                            "digits", "val", "93.0%", "(best)", "+4.0", "pts"]
+    assert line.split() == ["bireal-18", "local", "2", "2.50", "host", "float", "unknown", "-", "0.125", "94.0%",
+                            "93.0%", "100", "digits", "val", "93.0%", "(best)", "+4.0", "pts"]
     base = next(ln for ln in lines if ln.startswith("bireal-18-real float baseline"))
     assert base.count("untrained") == 2
     text = "\n".join(report.notes(rows))
@@ -277,3 +277,30 @@ def test_gap_to_float_uses_the_twins_deployed_best_checkpoint():
                   "best_val_top1": 0.5}}
     assert rep._twin_top1(runs, "bireal-18", "digits") == 0.9916
     assert rep._top1({"final_val_top1": 0.97}) == 0.97  # runs written before best checkpoints existed
+
+
+def test_each_row_shows_its_precision_and_cpu_in_the_table_json_and_page(tmp_path):
+    """An int8 flatbuffer's estimate (counted on cortex-a72) beside a float one (an older row: counted on max):
+    the precision and the CPU go from the results database to the table, results.json and index.html."""
+    db, root = make_results(tmp_path)
+    conn = store.connect(db)
+    fb = root / "reactnet-18-a" / "reactnet.int8.tflite"
+    fb.write_bytes(b"x")
+    row, _ = _estimate(fb, "d" * 64, 1, 30.0)
+    store.save(conn, {**row, "precision": "int8", "cpu": "cortex-a72"})
+    conn.close()
+    written = report.write(db, tmp_path / "r", [root])
+    rows = {(r["file"], r["device"], r["threads"], r["latency_kind"]): r for r in written["rows"]}
+    int8 = rows[(str(fb), "pi4b", 1, "estimate")]
+    assert (int8["precision"], int8["cpu"]) == ("int8", "cortex-a72")
+    cells = report.table_cells(int8)
+    assert cells[report.TABLE_COLUMNS.index("precision")] == "int8"
+    assert cells[report.TABLE_COLUMNS.index("cpu")] == "cortex-a72"
+    floats = [r for r in written["rows"] if r["latency_kind"] == "estimate" and r["file"] != str(fb)]
+    assert floats and all(r["precision"] == "float" and r["cpu"] == "unknown" for r in floats)  # no cpu given
+    saved = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert {(r["file"], r["precision"], r["cpu"]) for r in saved if r["file"] == str(fb)} == {
+        (str(fb), "int8", "cortex-a72")}
+    page = (tmp_path / "r" / "index.html").read_text()
+    assert "<th>precision</th><th>cpu</th>" in page and "<td>int8</td><td>cortex-a72</td>" in page
+    assert "latency kind  precision  cpu  " in report.format_table(written["rows"]).splitlines()[0]
