@@ -68,16 +68,17 @@ def _open(path: Path, what: str):
     return (gzip.GzipFile(fileobj=raw, mode="rb") if gzipped else raw), raw, size, trailer
 
 
-def _read_exactly(stream, n: int, path: Path, what: str, part: str) -> bytes:
-    """``n`` bytes of the (decompressed) stream, read in chunks; fewer is a truncated file."""
-    chunks, got = [], 0
+def _read_exactly(stream, n: int, path: Path, what: str, part: str) -> bytearray:
+    """``n`` bytes of the (decompressed) stream, read in chunks into one buffer (asked for only once the header's
+    counts have been checked against the file); fewer is a truncated file, more (for the data) a corrupt one."""
+    buffer, got = bytearray(n), 0
+    view = memoryview(buffer)
     try:
         while got < n:
-            chunk = stream.read(min(CHUNK, n - got))
-            if not chunk:
+            read = stream.readinto(view[got:got + CHUNK])
+            if not read:
                 break
-            chunks.append(chunk)
-            got += len(chunk)
+            got += read
         extra = stream.read(1) if part == "data" and got == n else b""
     except (OSError, EOFError, zlib.error) as err:  # gzip.BadGzipFile is an OSError
         raise EdgebnnError(f"{what}: {path} is corrupt ({type(err).__name__}: {err}); download it again") from None
@@ -87,7 +88,8 @@ def _read_exactly(stream, n: int, path: Path, what: str, part: str) -> bytes:
     if extra:
         raise EdgebnnError(f"{what}: {path} holds more data than its header declares ({n:,} bytes); the file is "
                            "corrupt or not an IDX file")
-    return b"".join(chunks)
+    view.release()
+    return buffer
 
 
 def _gzip_trailer_size(raw) -> int | None:
@@ -104,7 +106,7 @@ def read(path: Path, ndim: int, what: str) -> np.ndarray:
     with raw, stream:
         if file_size < 4:
             raise EdgebnnError(f"{what}: {path} is truncated ({file_size} bytes, not even an IDX header)")
-        magic = _read_exactly(stream, 4, path, what, "header")
+        magic = bytes(_read_exactly(stream, 4, path, what, "header"))
         if magic[:2] != b"\0\0":
             raise EdgebnnError(f"{what}: {path} is not an IDX file (magic {magic.hex()}, expected 0000{UBYTE:02x}"
                                f"{ndim:02x}); give the MNIST-format files")
