@@ -12,6 +12,7 @@ must be 0 or more``), it carries the parameters it names, so that the command li
 from __future__ import annotations
 
 import functools
+import re
 import string
 
 
@@ -94,3 +95,22 @@ def composed(*parts: str | BaseException) -> EdgebnnError:
         else:
             template.append(_escaped(str(part)))
     return option_error("".join(template), **values)
+
+
+# C0 controls but tab (ESC starts a terminal escape, CR rewrites the line, LF starts a fake one, BEL rings), DEL,
+# C1 controls (0x9b is a one-byte ESC[) and Unicode's bidirectional overrides (text that reads backwards).
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_NAMED = {"\n": "\\n", "\r": "\\r"}
+
+
+def printable(text) -> str:
+    """``str(text)`` safe to write to a terminal as one line: every control character written as its escape
+    (ESC as ``\\x1b``, CR as ``\\r``, LF as ``\\n``, U+202E as ``\\u202e``); everything else as it is."""
+    return _CONTROL.sub(lambda m: _NAMED.get(m[0]) or (f"\\x{ord(m[0]):02x}" if ord(m[0]) < 0x100
+                                                        else f"\\u{ord(m[0]):04x}"), str(text))
+
+
+def printable_lines(text) -> str:
+    """A multi-line text (a table, a report) safe to write to a terminal: each line :func:`printable`, the line
+    breaks kept."""
+    return "\n".join(printable(line) for line in str(text).split("\n"))

@@ -1,6 +1,7 @@
 """Fine-tuning from pretrained weights: ``edgebnn train NAME --weights RUN|MODEL``.
 
-The source is a run folder (trained here or written by ``edgebnn import``) or a saved Keras model. The new run
+The source is a run folder (trained here or written by ``edgebnn import``) or a saved ``.keras`` model (loaded by
+:func:`edgebnn.runs.load_model`, which runs no code from it). The new run
 builds the same architecture with the source's padding convention, width and binarization, copies every weight
 by layer name, and gives the model a new classifier when the class count differs (the head's Dense keeps its
 glorot initialisation). Everything else must match: a weight of another shape is an error naming it.
@@ -21,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgebnn import archs, runs
-from edgebnn.errors import OptionError
-from edgebnn.inputs import sha256
+from edgebnn.errors import EdgebnnError, OptionError
+from edgebnn.inputs import read_regular, sha256
 
 LR_FRACTION = 0.2
 LABEL_SMOOTHING = 0.1
@@ -45,11 +46,6 @@ class Pretrained:
     source: dict  # the source run's own provenance (an imported checkpoint's file, sha256 and accuracy)
 
 
-def _sha256(path: Path) -> str:
-    """The model file's sha256 (a SavedModel folder: its graph's)."""
-    return sha256(path / "saved_model.pb" if path.is_dir() else path)
-
-
 def load_pretrained(weights: str | os.PathLike) -> Pretrained:
     """The model and facts of a run folder (its best checkpoint) or a saved model file."""
     from edgebnn.archs import stats  # lazy: the architectures load TensorFlow and Larq
@@ -59,10 +55,12 @@ def load_pretrained(weights: str | os.PathLike) -> Pretrained:
     recipe_arch = {}
     if info.get("run_dir"):
         try:
-
-            recipe_arch = tomllib.loads((Path(weights) / runs.RECIPE).read_text(encoding="utf-8")).get("arch", {})
-        except (OSError, ValueError):
+            text = read_regular(Path(weights) / runs.RECIPE, "recipe", hint="the run folder is damaged",
+                                limit=runs.INFO_LIMIT).decode("utf-8")
+            recipe_arch = tomllib.loads(text).get("arch", {})
+        except (OSError, ValueError, EdgebnnError):
             recipe_arch = {}
+        recipe_arch = recipe_arch if isinstance(recipe_arch, dict) else {}
     convs = [layer for layer in stats.iter_layers(model) if hasattr(layer, "kernel_quantizer")]
     return Pretrained(
         path=str(weights), model=model, model_name=info.get("model"),
@@ -71,7 +69,7 @@ def load_pretrained(weights: str | os.PathLike) -> Pretrained:
         binary_weights=any(getattr(c, "kernel_quantizer", None) is not None for c in convs),
         binary_activations=any(stats.signs_its_input(c) for c in convs),
         num_classes=int(model.output_shape[-1]),
-        sha256=_sha256(runs.model_file(weights)),
+        sha256=sha256(runs.model_file(weights)),
         source=info.get("source") if isinstance(info.get("source"), dict) else {},
     )
 

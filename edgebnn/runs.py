@@ -14,6 +14,10 @@ A run folder (default ``runs/<name>-<YYYYmmdd-HHMMSS>``) holds everything needed
 
 ``run.json`` says which is which: ``checkpoints = {"best": {"file", "epoch", "val_top1"}, "last": {...}}``. A run
 written before the best one was kept has only ``model.keras``, its last epoch.
+
+:func:`load_model` is the one place edgebnn loads a model, and it runs no code from the file: ``.keras`` only, checked
+(:func:`check_keras_file`) and loaded in Keras' safe mode. A Keras HDF5 model or a SavedModel folder is refused
+with how to convert it: tf-keras 2.16 loads both ignoring ``safe_mode``, running any ``Lambda`` layer's code.
 """
 
 from __future__ import annotations
@@ -21,13 +25,17 @@ from __future__ import annotations
 import json
 import os
 import time
+import zipfile
 from pathlib import Path
 
 from edgebnn import archs
-from edgebnn.errors import EdgebnnError, OptionError, option_error
+from edgebnn.errors import EdgebnnError, OptionError, option_error, printable
+from edgebnn.inputs import check_hdf5, read_regular, regular_file
 from edgebnn.outputs import probe_folder, write_atomic
 
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 RUN_INFO = "run.json"
+INFO_LIMIT = 64 << 20  # bytes of run.json edgebnn reads (one is a few KB)
 RECIPE = "recipe.toml"
 METRICS = "metrics.csv"
 TENSORBOARD = "tb"
@@ -35,7 +43,8 @@ CHECKPOINTS = "checkpoints"
 FINAL_MODEL = "model.keras"
 LAST_MODEL = "model-last.keras"
 CHECKPOINT_CHOICES = ("best", "last")
-MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
+MODEL_SUFFIXES = (".keras",)
+LEGACY_SUFFIXES = (".h5", ".hdf5")  # Keras' HDF5 models: refused (their Lambda layers run code), named as such
 
 
 def is_run_dir(path: str | os.PathLike) -> bool:
@@ -80,8 +89,9 @@ def read_info(run_dir: str | os.PathLike) -> dict:
     path = Path(run_dir) / RUN_INFO
     if not path.is_file():
         raise EdgebnnError(f"{run_dir} is not a run folder (no {RUN_INFO}); give a folder that edgebnn train wrote")
+    data = read_regular(path, "run file", hint="give a folder that edgebnn train wrote", limit=INFO_LIMIT)
     try:
-        info = json.loads(path.read_text())
+        info = json.loads(data.decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
         raise EdgebnnError(f"{path} is corrupt ({err.__class__.__name__}); the run cannot be read") from None
     if not isinstance(info, dict):
@@ -106,11 +116,78 @@ def custom_objects() -> dict:
     return archs.custom_objects()
 
 
+# What a .keras file's config may name: Keras', Larq's and edgebnn's own classes and functions. Any other module
+# would be imported by Keras' loader, even in safe mode; Lambda layers hold code, and the TF-op layers call any
+# TensorFlow function (tf.io.write_file) with arguments from the file.
+KERAS_MODULES = ("keras", "tf_keras", "larq", "edgebnn", "builtins")
+CODE_LAYERS = ("Lambda", "__lambda__", "TFOpLambda", "SlicingOpLambda")
+KERAS_CONFIG = "config.json"
+KERAS_WEIGHTS = "model.weights.h5"
+CONFIG_LIMIT = 64 << 20  # bytes of a .keras file's config.json: an edgebnn model's is under 2 MB
+CONVERT_HINT = ("re-save it as .keras from code you trust: tf.keras.models.load_model(PATH).save('model.keras'), or "
+                "use the run folder edgebnn wrote")
+
+
+def _refuse_code(config, where: str) -> None:
+    """Refuse a ``.keras`` config naming a layer that runs code or anything outside :data:`KERAS_MODULES`."""
+    stack = [config]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, dict):
+            name = node.get("class_name")
+            if name in CODE_LAYERS:
+                raise EdgebnnError(f"{where} holds a {name} layer, which runs code from the file: edgebnn loads no "
+                                   f"code from a model file; rebuild the model without it")
+            module = node.get("module")
+            if module is not None and (not isinstance(module, str) or module.split(".")[0] not in KERAS_MODULES):
+                raise EdgebnnError(f"{where} names {printable(str(module)[:80])!r} ({printable(str(name)[:80])}), "
+                                   f"outside Keras, Larq and edgebnn: edgebnn loads nothing else from a model file")
+            stack.extend(node.values())
+
+
+def check_keras_file(path: Path) -> None:
+    """A ``.keras`` file that Keras' safe mode loads without running anything from it: a zip archive (Keras would
+    take any other file as a legacy HDF5 or SavedModel model, whose Lambda layers run), a config naming no code
+    layer and nothing outside Keras, Larq and edgebnn, and weights that read nothing outside the file
+    (:func:`edgebnn.inputs.check_hdf5`)."""
+    import h5py  # lazy: h5py is needed only for model files
+
+    regular_file(path, "model file", if_folder=CONVERT_HINT, if_missing="give a .keras file or a run folder",
+                 if_other="give a .keras file or a run folder")
+    with open(path, "rb") as f:
+        signature = f.read(8)
+    if signature == HDF5_SIGNATURE:
+        raise EdgebnnError(f"{path} is a Keras HDF5 (.h5) model, whose loading runs any Lambda layer's code from the "
+                           f"file: edgebnn loads .keras files only; {CONVERT_HINT}")
+    if not zipfile.is_zipfile(path):
+        raise EdgebnnError(f"{path} is not a .keras file (a zip archive); {CONVERT_HINT}")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            info = archive.getinfo(KERAS_CONFIG)
+            if info.file_size > CONFIG_LIMIT:
+                raise EdgebnnError(f"{path}: its {KERAS_CONFIG} is {info.file_size} bytes, over the "
+                                   f"{CONFIG_LIMIT} edgebnn reads")
+            _refuse_code(json.loads(archive.read(info)), str(path))
+            if KERAS_WEIGHTS in archive.namelist():
+                weights = archive.getinfo(KERAS_WEIGHTS)
+                with archive.open(weights) as raw, h5py.File(raw, "r") as h5:
+                    check_hdf5(h5, f"{path} ({KERAS_WEIGHTS})", weights.file_size)
+    except EdgebnnError:
+        raise
+    except (KeyError, OSError, ValueError, zipfile.BadZipFile, RecursionError, RuntimeError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise EdgebnnError(f"{path} is not a Keras model edgebnn can read ({printable(first)})") from None
+
+
 def _load_keras(path: Path):
+    """The model of a ``.keras`` file, checked (:func:`check_keras_file`) and loaded in Keras' safe mode."""
     import tensorflow as tf  # lazy: loads TensorFlow
 
+    check_keras_file(path)
     try:
-        return tf.keras.models.load_model(path, custom_objects=custom_objects(), compile=False)
+        return tf.keras.models.load_model(path, custom_objects=custom_objects(), compile=False, safe_mode=True)
     except EdgebnnError:
         raise
     except Exception as err:
@@ -136,23 +213,31 @@ def checkpoint_of(info: dict, checkpoint: str | None = None) -> dict:
 
 def model_file(path: str | os.PathLike, checkpoint: str | None = None) -> Path:
     """The model file of a run folder (``checkpoint``: best, the default, or last), or ``path`` itself when it is
-    a model file or a SavedModel folder."""
+    a ``.keras`` file; a Keras HDF5 model or a SavedModel folder is refused in one line that says how to convert it
+    (loading either runs the code of any Lambda layer in it)."""
     path = Path(path)
     if not path.exists():
-        raise EdgebnnError(f"{path} does not exist; give a run folder (runs/NAME-TIME) or a saved model "
-                           f"({', '.join(MODEL_SUFFIXES)} or a SavedModel folder)")
+        raise EdgebnnError(f"{path} does not exist; give a run folder (runs/NAME-TIME) or a saved model (.keras)")
     if path.is_dir():
         if is_run_dir(path):
             info = read_info(path)
             if not (path / FINAL_MODEL).is_file():
                 raise EdgebnnError(f"run {path} has no final model yet (status: {info.get('status', 'unknown')}); "
                                    f"resume it with edgebnn train --resume {path}")
-            return path / checkpoint_of(info, checkpoint)["file"]
-        if (path / "saved_model.pb").is_file():
-            return path
-        raise EdgebnnError(f"{path} is neither a run folder nor a SavedModel folder")
+            name = checkpoint_of(info, checkpoint).get("file")
+            if name not in (FINAL_MODEL, LAST_MODEL):
+                raise EdgebnnError(f"{path / RUN_INFO} names model file {printable(str(name)[:80])!r}, not "
+                                   f"{FINAL_MODEL} or {LAST_MODEL}: the run folder is corrupt")
+            return path / name
+        if (path / "saved_model.pb").exists():
+            raise EdgebnnError(f"{path} is a SavedModel folder, whose loading runs code from the files (a Lambda "
+                               f"layer's): edgebnn loads .keras files only; {CONVERT_HINT}")
+        raise EdgebnnError(f"{path} is neither a run folder nor a .keras file")
     if checkpoint:
         raise OptionError("{checkpoint} picks a model within a run folder; {path} is a model file", path=path)
+    if path.suffix.lower() in LEGACY_SUFFIXES:
+        raise EdgebnnError(f"{path} is a Keras HDF5 (.h5) model, whose loading runs any Lambda layer's code from "
+                           f"the file: edgebnn loads .keras files only; {CONVERT_HINT}")
     if path.suffix.lower() not in MODEL_SUFFIXES:
         raise EdgebnnError(f"{path} is not a Keras model file (expected {', '.join(MODEL_SUFFIXES)})")
     if not path.is_file():  # a FIFO would block Keras' read

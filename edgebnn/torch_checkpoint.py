@@ -34,6 +34,7 @@ import numpy as np
 
 from edgebnn import safe_pickle
 from edgebnn.errors import EdgebnnError
+from edgebnn.inputs import read_regular
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL = 1001
@@ -448,17 +449,15 @@ def _legacy_storages(data: bytes, pos: int, keys: list[str], elements: dict[str,
 
 
 # ------------------------------------------------------------------------------------------------ read
-def read(path: str | Path) -> Checkpoint:
-    """The checkpoint at ``path``: ``state`` is its ``state_dict`` entry (else the file's own mapping of names to
-    tensors), keys as saved; ``meta`` its other top-level scalars; the ``optimizer`` entry is parsed, not kept."""
+def read(path: str | Path, data: bytes | None = None) -> Checkpoint:
+    """The checkpoint at ``path`` (``data``: its bytes, when read already): ``state`` is its ``state_dict`` entry
+    (else the file's own mapping of names to tensors), keys as saved; ``meta`` its other top-level scalars; the
+    ``optimizer`` entry is parsed, not kept. The file is read once, no further than its size (a FIFO or device is
+    named as such, never opened)."""
     path = Path(path)
     source = str(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise EdgebnnError(f"{source}: no such checkpoint file") from None
-    except OSError as err:
-        raise EdgebnnError(f"{source}: cannot read the checkpoint ({err.strerror or type(err).__name__})") from None
+    if data is None:
+        data = read_regular(path, "checkpoint", hint="give the checkpoint file itself (.pth.tar, .pth)")
     sha256 = hashlib.sha256(data).hexdigest()
     try:
         if data.startswith(b"PK\x03\x04") or zipfile.is_zipfile(io.BytesIO(data)):

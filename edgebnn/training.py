@@ -41,6 +41,7 @@ from typing import Any
 from edgebnn import archs, data, finetune, runs
 from edgebnn import recipe as recipes
 from edgebnn.errors import EdgebnnError, OptionError
+from edgebnn.inputs import read_regular
 from edgebnn.machine import host_label
 from edgebnn.outputs import write_atomic
 from edgebnn.progress import progress_bar
@@ -266,6 +267,23 @@ def _chief_by_tf_config(strategy: str | None) -> bool:
     return task.get("type") == "chief" or (task.get("type") == "worker" and int(task.get("index", 0)) == 0)
 
 
+CHECKPOINT_STATE_LIMIT = 1 << 20  # bytes of checkpoints/last/checkpoint, a few lines of text that TensorFlow writes
+
+
+def _check_state_file(state: Path) -> None:
+    """TensorFlow's checkpoint state file (``model_checkpoint_path: "ckpt-3"``), when there is one: a regular file
+    of text, else one line (TensorFlow would block on a FIFO and raise UnicodeDecodeError on random bytes)."""
+    if not state.exists() and not state.is_symlink():
+        return
+    why = "restore the checkpoint folder from a copy, or start a new run; nothing was changed"
+    data = read_regular(state, "checkpoint state file", hint=why, limit=CHECKPOINT_STATE_LIMIT)
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise EdgebnnError(f"checkpoint state file {state} is not text (TensorFlow writes a few lines naming the "
+                           f"checkpoint): it is corrupt; {why}") from None
+
+
 def resume_point(run_dir: Path, epochs_done: int | None = None) -> tuple[int, int, str | None]:
     """(recipe step index, epochs done overall, checkpoint path) from ``checkpoints/last``; (0, 0, None) when the
     run finished no epoch. A checkpoint that is missing while ``run.json`` counts finished epochs, or that cannot be
@@ -274,6 +292,7 @@ def resume_point(run_dir: Path, epochs_done: int | None = None) -> tuple[int, in
 
     last = run_dir / runs.CHECKPOINTS / "last"
     done = runs.read_info(run_dir).get("epochs_done", 0) if epochs_done is None else epochs_done
+    _check_state_file(last / "checkpoint")
     path = tf.train.latest_checkpoint(str(last))
     if not path:
         if isinstance(done, int) and done > 0:

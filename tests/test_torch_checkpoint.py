@@ -147,7 +147,8 @@ def test_random_bytes_and_other_files_are_not_checkpoints(tmp_path):
         path = tmp_path / f"r{i}"
         path.write_bytes(blob)
         _one_line_error(path, torch_checkpoint.NOT_A_CHECKPOINT)
-    _one_line_error(tmp_path / "missing.pth", "no such checkpoint file")
+    with pytest.raises(EdgebnnError, match=r"^checkpoint \S*missing.pth does not exist: give the checkpoint file"):
+        torch_checkpoint.read(tmp_path / "missing.pth")
 
 
 # ----------------------------------------------------------------------------------- hand-built archives

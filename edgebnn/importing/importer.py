@@ -136,10 +136,27 @@ def run_info(source: sources.Source, p: Plan, model, used: int) -> dict:
         "source": {"file": source.path.name, "sha256": source.sha256, "format": source.format, "step": p.step,
                    "step_why": p.step_why, "data_parallel_prefix": source.prefixed, "tensors": used,
                    "checkpoint_top1": source.reported_top1(),
-                   "meta": {k: v for k, v in source.meta.items() if isinstance(v, int | float | str | bool)}},
+                   "meta": _plain_meta(source.meta)},
         "params": int(model.count_params()), "checkpoints": {"best": saved, "last": dict(saved)},
         "edgebnn_version": __version__, "machine": host_label(), "started": now, "finished": now,
     }
+
+
+META_TEXT_LIMIT = 200  # characters of a string the checkpoint stores beside its tensors (its arch, say)
+
+
+def _plain_meta(meta: dict) -> dict:
+    """The checkpoint's scalars that JSON keeps as they are: bools, 64-bit integers, finite floats, strings (cut
+    to META_TEXT_LIMIT characters); a 10**400 or a NaN is left out."""
+    out = {}
+    for key, value in meta.items():
+        if isinstance(value, bool) or (isinstance(value, int) and -2**63 <= value < 2**63):
+            out[key] = value
+        elif isinstance(value, float) and sources.finite(value) is not None:
+            out[key] = value
+        elif isinstance(value, str):
+            out[key] = value[:META_TEXT_LIMIT]
+    return out
 
 
 def import_checkpoint(path, *, model: str | None = None, out=None, width: float | None = None,
@@ -148,6 +165,8 @@ def import_checkpoint(path, *, model: str | None = None, out=None, width: float 
     """Import the checkpoint at ``path`` into a new run folder (``out``, default ``runs/NAME-TIMESTAMP``) and return
     it. ``log(line)`` hears what was mapped."""
     log = log or (lambda line: None)
+    if out is not None:
+        run_folder.destination("", out)  # a read-only or taken --out: refused before anything is read or built
     source = sources.read(path)
     name = model or detect(source, log)
     p = plan(source, name, width=width, num_classes=num_classes, input_size=input_size, step=step)

@@ -9,6 +9,7 @@ CIFAR trainers) or ``best_acc1`` (the bnn library): kept as stored, never as mea
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import numpy as np
 from edgebnn import torch_checkpoint
 from edgebnn.errors import EdgebnnError
 from edgebnn.importing import zoo
+from edgebnn.inputs import read_regular
 
 DATA_PARALLEL = "module."
 ACCURACY_KEYS = ("best_top1_acc", "best_prec1", "best_acc1")
@@ -39,10 +41,21 @@ class Source:
     def reported_top1(self) -> dict | None:
         """The checkpoint's own best accuracy as stored, labelled as the checkpoint's."""
         for key in ACCURACY_KEYS:
-            value = self.meta.get(key)
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                return {"value": float(value), "key": key, "note": NOT_MEASURED}
+            value = finite(self.meta.get(key))
+            if value is not None:
+                return {"value": value, "key": key, "note": NOT_MEASURED}
         return None
+
+
+def finite(value) -> float | None:
+    """``value`` as a finite float, or None: not a number, a bool, NaN, infinite or beyond a float (10**400)."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def strip_data_parallel(state: dict) -> tuple[dict, bool]:
@@ -58,16 +71,17 @@ def strip_data_parallel(state: dict) -> tuple[dict, bool]:
     return out, True
 
 
-def read(path: str | Path) -> Source:
+HINT = "give a checkpoint file (.pth.tar, .pth) or Larq Zoo weights (.h5)"
 
+
+def read(path: str | Path) -> Source:
+    """The checkpoint at ``path``, read once and no further than its size: a folder, FIFO or device (``/dev/zero``,
+    a symlink to it) is named as such before anything opens it."""
     path = Path(path)
-    if not path.exists():
-        raise EdgebnnError(f"{path}: no such file; give a checkpoint (.pth.tar, .pth) or Larq Zoo weights (.h5)")
-    if path.is_dir():
-        raise EdgebnnError(f"{path} is a folder; give the checkpoint file itself (.pth.tar, .pth, .h5)")
-    if zoo.is_hdf5(path):
-        state, sha = zoo.read(path)
+    data = read_regular(path, "checkpoint", hint=HINT)
+    if data.startswith(zoo.HDF5_SIGNATURE):
+        state, sha = zoo.read(path, data)
         return Source(path, state, {}, "larq zoo h5", sha)
-    ckpt = torch_checkpoint.read(path)
+    ckpt = torch_checkpoint.read(path, data)
     state, prefixed = strip_data_parallel(ckpt.state)
     return Source(path, state, dict(ckpt.meta), f"pytorch {ckpt.container}", ckpt.sha256, prefixed)

@@ -18,6 +18,7 @@ model returns the logits before it.
 from __future__ import annotations
 
 import hashlib
+import io
 import re
 from pathlib import Path
 
@@ -25,6 +26,7 @@ import numpy as np
 
 from edgebnn.errors import EdgebnnError
 from edgebnn.importing.tensors import Mapper, listing
+from edgebnn.inputs import check_hdf5, read_regular
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 ZOO_BN_EPSILON = 1e-3
@@ -46,13 +48,17 @@ def _text(value) -> str:
     return value.decode("utf8") if isinstance(value, bytes) else str(value)
 
 
-def read(path: Path) -> tuple[dict[str, np.ndarray], str]:
-    """(``{"layer/weight": array}``, sha256) of a Keras HDF5 weight file."""
+def read(path: Path, data: bytes | None = None) -> tuple[dict[str, np.ndarray], str]:
+    """(``{"layer/weight": array}``, sha256) of a Keras HDF5 weight file (``data``: its bytes, when read already).
+    The file is read once, bounded by its size; h5py then parses those bytes, and nothing is read from it before
+    :func:`edgebnn.inputs.check_hdf5` has found no link, external storage or dataset larger than the file."""
     import h5py  # lazy: h5py is needed only for Keras .h5 files
 
-    data = Path(path).read_bytes()
+    if data is None:
+        data = read_regular(path, "weights file", hint="give the Larq Zoo weights file (.h5) itself")
     try:
-        with h5py.File(path, "r") as f:
+        with h5py.File(io.BytesIO(data), "r") as f:
+            check_hdf5(f, str(path), len(data))
             root = f["model_weights"] if "model_weights" in f else f
             if "layer_names" not in root.attrs:
                 raise EdgebnnError(f"{path}: an HDF5 file but not Keras weights (no layer_names attribute)")
@@ -62,7 +68,7 @@ def read(path: Path) -> tuple[dict[str, np.ndarray], str]:
                 for weight in (_text(n) for n in group.attrs.get("weight_names", [])):
                     short = weight.split("/")[-1].split(":")[0]
                     state[f"{layer}/{short}"] = np.asarray(group[weight], dtype=np.float32)
-    except (OSError, KeyError, ValueError, TypeError) as err:
+    except (OSError, KeyError, ValueError, TypeError, AttributeError) as err:
         first = (str(err).splitlines() or [type(err).__name__])[0][:160]
         raise EdgebnnError(f"{path}: not a readable Keras HDF5 weight file ({first})") from None
     return state, hashlib.sha256(data).hexdigest()
