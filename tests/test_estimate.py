@@ -129,13 +129,17 @@ def test_shipped_calibration_names_its_runner_and_fits():
             assert rec["error_mean_pct"] == pytest.approx(sum(errors) / len(errors))
             assert rec["error_max_pct"] == pytest.approx(max(errors))
     assert all(m not in cal["boards"]["pixel1"]["1"]["loo"] for m in calibration.EXCLUDED)
-    assert cal["format"] == calibration.FORMAT == 2
+    assert cal["format"] == calibration.FORMAT == 3
+    # every board fitted on counts made on its own core (the Pixel 1 shares the Pi 4B's cortex-a72 counts)
+    for board, per in cal["boards"].items():
+        assert {rec["cpu"] for rec in per.values()} == {boards.get(board).core} == {"cortex-a72"}
+    assert set(cal["counts"]) == {"cortex-a72"} and len(cal["counts"]["cortex-a72"]) == 13
 
 
 @needs_runner
 def test_calibration_rebuilt_from_its_stored_counts_is_the_shipped_one():
     shipped = calibration.shipped()
-    counts = {m: {**c, "ops": []} for m, c in shipped["counts"].items()}
+    counts = {cpu: {m: {**c, "ops": []} for m, c in per.items()} for cpu, per in shipped["counts"].items()}
     rebuilt = calibration.build(shipped["name"], RUNNER, counts, shipped["qemu"])
     assert rebuilt["runner_sha256"] == SHIPPED_SHA
     assert rebuilt["max_dense_macs"] == shipped["max_dense_macs"]
@@ -157,18 +161,37 @@ def test_calibration_rebuilt_from_its_stored_counts_is_the_shipped_one():
     assert pixel["error_mean_pct"] < pixel["candidates"]["one constant"]["loo_mean_pct"]
 
 
+def _older(shipped: dict, fmt: int) -> dict:
+    """The shipped calibration as an older format wrote it: one set of counts (then counted on ``max``), boards
+    without a cpu, and for format 1 no error_* fields."""
+    drop = ("error", "nested", "cpu") if fmt == 1 else ("cpu",)
+    return {**shipped, "format": fmt, "counts": shipped["counts"]["cortex-a72"],
+            "boards": {b: {t: {k: v for k, v in rec.items() if not k.startswith(drop)} for t, rec in per.items()}
+                       for b, per in shipped["boards"].items()}}
+
+
 def test_a_format_1_calibration_is_refitted_when_read(tmp_path):
-    """A calibration written before the nested error (format 1: no error_* fields) is refitted from its counts."""
+    """A calibration written before the nested error (format 1: no error_* fields) is refitted from its counts, on
+    the core they were counted on then (max)."""
     shipped = calibration.shipped()
-    old = {**shipped, "format": 1, "boards": {b: {t: {k: v for k, v in rec.items() if not k.startswith(("error",
-                                                                                                          "nested"))}
-                                                  for t, rec in per.items()} for b, per in shipped["boards"].items()}}
     path = tmp_path / "old.json"
-    path.write_text(json.dumps(old))
+    path.write_text(json.dumps(_older(shipped, 1)))
     cal = calibration.load(path)
-    assert cal["format"] == 2 and cal["runner_sha256"] == SHIPPED_SHA
+    assert cal["format"] == 3 and cal["runner_sha256"] == SHIPPED_SHA and set(cal["counts"]) == {"max"}
+    assert calibration.board_cpu(cal, "pixel1") == "max"
     assert cal["boards"]["pixel1"]["1"]["error_max_pct"] == pytest.approx(
         shipped["boards"]["pixel1"]["1"]["error_max_pct"])
+
+
+def test_a_format_2_calibration_reads_as_counted_on_max(tmp_path):
+    """A user's calibration from before issue 26 was counted on QEMU's max core: estimates with it count on max
+    too, so the counts and the fit stay alike."""
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(_older(calibration.shipped(), 2)))
+    cal = calibration.load(path)
+    assert {calibration.board_cpu(cal, b) for b in cal["boards"]} == {"max"} and set(cal["counts"]) == {"max"}
+    job = emulated.plan(None, calibration=str(path), fast=True)
+    assert {c: sorted(names) for c, names in job["cores"].items()} == {"max": ["pi4b", "pixel1"]}
 
 
 def _synthetic(n: int, k=(300.0, 900.0), noise=None) -> dict:
@@ -257,9 +280,9 @@ def test_left_out_model_is_estimated_where_the_loo_table_says(left_out):
                 continue
             groups = [g if isinstance(g, dict) else tuple(g) for g in rec["groups"]]  # weighted groups stay dicts
             published = boards.get(board).published[int(threads)]
-            rest = [(cal["counts"][m]["classes"], ms) for m, ms in published.items()
-                    if m != left_out and m in rec["loo"]]
-            est = fit.predict(fit.fit(rest, groups), cal["counts"][left_out]["classes"], groups)
+            counts = cal["counts"][rec["cpu"]]
+            rest = [(counts[m]["classes"], ms) for m, ms in published.items() if m != left_out and m in rec["loo"]]
+            est = fit.predict(fit.fit(rest, groups), counts[left_out]["classes"], groups)
             row = rec["loo"][left_out]
             assert est == pytest.approx(row["estimate_ms"], rel=1e-9)
             assert abs(est / published[left_out] - 1) * 100 == pytest.approx(abs(row["error_pct"]), rel=1e-9)
@@ -271,12 +294,13 @@ def test_dense_heavy_models_are_flagged_and_calibration_models_are_not():
     are flagged; none of the 11 calibration models is."""
     cal = calibration.shipped()
     assert cal["max_dense_macs"] == 806_400  # RealToBinaryNet's classifier
+    counted = cal["counts"]["cortex-a72"]
     for name in calibration.EXCLUDED:
-        c = cal["counts"][name]
+        c = counted[name]
         assert c["dense_macs"] == 58_621_952
         flags = calibration.dense_flag(c["dense_macs"], cal) + calibration.unseen_shares(c["op_types"], cal)
         assert flags[0].startswith("dense layers with 58.6M multiply-accumulates")
-    for name, c in cal["counts"].items():
+    for name, c in counted.items():
         if name not in calibration.EXCLUDED:
             assert calibration.dense_flag(c["dense_macs"], cal) == []
             assert calibration.unseen_shares(c["op_types"], cal) == []
@@ -340,6 +364,7 @@ def test_profile_on_qemu_stores_estimated_rows(tmp_path):
         assert e["calibration"]["runner_sha256"] == SHIPPED_SHA and e["runner_sha256"] == SHIPPED_SHA
         assert e["n_calibration_models"] >= 3 and e["error_mean_pct"] > 0 and "QEMU 7" in e["source"]
         assert e["path"] == "qemu" and "nested leave-one-out" in e["source"]
+        assert r["cpu"] == e["cpu"] == "cortex-a72" and "-cpu cortex-a72" in e["source"]  # the boards' own core
         lo, hi = e["range_ms"]
         assert lo < r["mean_ms"] < hi and lo == pytest.approx(r["mean_ms"] / (1 + e["error_max_pct"] / 100))
         ops = [dict(o) for o in conn.execute("SELECT * FROM op_profile WHERE result_id = ?", (r["id"],))]

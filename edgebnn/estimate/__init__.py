@@ -3,7 +3,8 @@ instructions counted by a TCG plugin, and turned into an estimate per named boar
 published figures, its leave-one-out error beside every estimate.
 
 - ``counting``: instructions per inference, per vCPU, per kernel class and per op;
-- ``boards``: the boards and their published latencies (``boards.toml``);
+- ``boards``: the boards, their published latencies and the QEMU core each is counted on (``boards.toml``:
+  cortex-a72 for the Pi 4B and the Pixel 1; cortex-a76 for the Pi 5, uncalibrated: instructions only);
 - ``fit``: the board model and its leave-one-out error;
 - ``calibration``: the shipped calibration (``calibration.json``), flags, and ``edgebnn calibrate``;
 - ``zoo``: the Larq Zoo calibration models (the ``zoo`` extra);
