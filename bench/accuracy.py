@@ -86,8 +86,8 @@ def convert(run_dir: str, *, precision: str | None = None) -> Path:
 def flatbuffer_top1(path: Path, dataset: str, size: int) -> float:
     """Top-1 of a flatbuffer on every validation image, run one at a time by LCE's interpreter on this host
     (kept beside the flatbuffer as FILE.top1.json)."""
-    from edgebnn import data
-    from edgebnn.conversion.proof import run_tflite
+    from edgebnn import data  # lazy: the data pipelines load TensorFlow
+    from edgebnn.conversion.proof import run_tflite  # lazy: loads LCE's interpreter
 
     cache = path.with_name(path.name + ".top1.json")
     if cache.is_file():
@@ -146,7 +146,7 @@ def deploy_family(row: dict, out: Path, *, int8: bool) -> None:
 
 
 def _distilled(name: str) -> bool:
-    from edgebnn import recipe
+    from edgebnn import recipe  # lazy: only the distilled families need it
 
     return any(s["loss"] == "distributional" for s in recipe.load(name, dataset=DATASET)["steps"])
 
@@ -178,7 +178,10 @@ def format_table(results: list[dict], machine: str) -> str:
                      f"{100 * r['gap']:+.1f} pts | {b['epochs']} / {t['epochs']} | {_minutes(b['wall_s'])} / "
                      f"{_minutes(t['wall_s'])} | {_pct(r.get('tflite_top1'))} | {_latency(r.get('tflite_estimate'))} | "
                      f"{int8} |")
-    notes = [f"Fashion-MNIST, 60,000 training / 10,000 test images at 28x28; machine: {machine}."]
+    notes = [f"Fashion-MNIST, 60,000 training / 10,000 test images at 28x28; machine: {machine}. Top-1 after the "
+             "last epoch on the 10,000 test images (no epoch picked on them); gap = twin - binary. The flatbuffer is "
+             "convert's default checkpoint, the best epoch by test top-1; its top-1 is LCE's interpreter's on this "
+             "host over all 10,000 images. Wall = the sum of the epochs' times (training and test pass)."]
     for r in results:
         if "teacher" in r:
             how = "shared, trained in reactnet-18's run" if r["teacher"].get("shared") else \
