@@ -37,6 +37,39 @@ def _conversion_rows(report: dict) -> list[tuple[str, str]]:
         rows.append(("  folded", f"{fold.replace('_', ' ')}: {len(layers)} layer(s), proven by the check below"))
     for problem in conv.get("problems", []):
         rows.append(("  PROBLEM", problem))
+    if conv.get("int8"):
+        rows += _int8_rows(conv["int8"])
+    return rows
+
+
+def _int8_rows(int8: dict) -> list[tuple[str, str]]:
+    """The int8 islands: which layers, the calibration, the ops that compute on int8."""
+    cal = int8["calibration"]
+    rows = [("precision", f"int8 islands: {len(int8['layers'])} real-valued layer(s) int8, the rest as float; "
+                          f"ranges from {cal['images']} {cal['dataset']} images ({cal['split']} split)"),
+            ("  int8 layers", ", ".join(int8["layers"]) or "none"),
+            ("  int8 ops", ", ".join(f"{k} {v}" for k, v in int8["int8_ops"].items()) or "none")]
+    rows += [("  PROBLEM", problem) for problem in int8.get("problems", [])]
+    return rows
+
+
+def _samples(indices: list[int], most: int = 20) -> str:
+    shown = ", ".join(str(i) for i in indices[:most])
+    return shown + (f" and {len(indices) - most} more" if len(indices) > most else "")
+
+
+def _int8_check_rows(check: dict) -> list[tuple[str, str]]:
+    """An int8 proof's verdict: top-1 agreement against the threshold, the samples that differ."""
+    ok = check["top1_agreement"] >= check["min_agreement"]
+    rows = [("  int8 verdict", f"top-1 agreement {_pct(check['top1_agreement'])} "
+                               f"{'>=' if ok else 'BELOW'} {100 * check['min_agreement']:g}% asked "
+                               "(an int8 proof is judged by agreement, not by 1e-3)")]
+    if check["top1_disagreements"]:
+        rows.append(("  differ from Keras", "samples " + _samples(check["top1_disagreements"])))
+    if "host_disagreements" in check:
+        differ = check["host_disagreements"]
+        rows.append(("  vs host interpreter", ("top-1 differs on samples " + _samples(differ)) if differ else
+                     f"same top-1 on every sample (max abs diff {check['host_max_abs_diff']:.3g})"))
     return rows
 
 
@@ -49,13 +82,17 @@ def check_rows(check: dict | None, label: str = "proof",
         return [(label, check["error"])]
     rows = [
         (label, f"{check['samples']} {check['dataset']} samples, {what}"),
+    ]
+    if check.get("min_agreement") is not None:
+        rows += _int8_check_rows(check)
+    rows += [
         ("  max abs diff", f"{check['max_abs_diff']:.3g} ({check['relative_diff']:.2e} of output scale "
                            f"{check['output_scale']:.3g})"),
         ("  within 1e-3", f"{check['within_tolerance']}/{check['samples']} samples"),
         ("  top-1 agreement", _pct(check["top1_agreement"])),
         ("  top-1 accuracy", f"Keras {_pct(check['keras_top1'])}, flatbuffer {_pct(check['tflite_top1'])}"),
     ]
-    if check.get("beyond_tolerance"):
+    if check.get("beyond_tolerance") and check.get("min_agreement") is None:
         tied = sum(b["sign_tie"] for b in check["beyond_tolerance"])
         rows.append(("  beyond 1e-3", f"{len(check['beyond_tolerance'])} samples, {tied} of them at a sign tie "
                                       f"(an activation within float rounding of 0 flipped one bit); without ties "

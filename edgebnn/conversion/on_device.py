@@ -20,7 +20,18 @@ import numpy as np
 
 from edgebnn import runs
 from edgebnn.conversion.lce import log
-from edgebnn.conversion.proof import DEFAULT_DATASET, compare, foreign_labels, keras_outputs, samples, sign_margins
+from edgebnn.conversion.precision import DEFAULT_MIN_AGREEMENT, check_min_agreement
+from edgebnn.conversion.proof import (
+    DEFAULT_DATASET,
+    compare,
+    disagreements,
+    foreign_labels,
+    judged_by_agreement,
+    keras_outputs,
+    run_tflite,
+    samples,
+    sign_margins,
+)
 from edgebnn.devices.execute import open_runner
 from edgebnn.devices.scratch import owned_tempdir
 from edgebnn.errors import EdgebnnError, OptionError
@@ -83,8 +94,12 @@ def device_outputs(host, tflite: str | Path, x: np.ndarray, timeout: float = 600
 
 def prove(tflite, model, layers, x: np.ndarray, y, dataset: str, device: str, runner: str | None = None,
           devices_file=None, ssh_config: str | None = None, timeout: float = 600, progress: bool = False,
-          warn=None) -> dict:
-    """The ``device_checks[device]`` entry: the device runner's outputs on ``x`` against the Keras model's."""
+          warn=None, host_outputs: np.ndarray | None = None, min_agreement: float | None = None) -> dict:
+    """The ``device_checks[device]`` entry: the device runner's outputs on ``x`` against the Keras model's.
+
+    ``min_agreement`` (an int8 flatbuffer): judged by top-1 agreement with Keras, not the float tolerance. With
+    ``host_outputs`` (LCE's interpreter on this host, same samples), ``host_disagreements`` lists the samples whose
+    top-1 differs between the two interpreters and ``host_max_abs_diff`` their largest output difference."""
 
     with open_runner(device, runner=runner, devices_file=devices_file, ssh_config=ssh_config, timeout=timeout,
                      warn=warn) as host:
@@ -92,7 +107,13 @@ def prove(tflite, model, layers, x: np.ndarray, y, dataset: str, device: str, ru
         where, emulated = host.where, host.emulated
         runner_name = getattr(host, "runner", None)
         runner_name = Path(runner_name).name if runner_name else host.session.runner.name
-    result = compare(keras_outputs(model, x), out, y, sign_margins(model, layers, x))
+    reference = keras_outputs(model, x)
+    result = compare(reference, out, y, sign_margins(model, layers, x))
+    if min_agreement is not None:
+        judged_by_agreement(result, reference, out, min_agreement)
+    if host_outputs is not None:
+        result.update(host_disagreements=disagreements(host_outputs, out),
+                      host_max_abs_diff=float(np.abs(host_outputs - out).max()) if len(out) else 0.0)
     return {"dataset": dataset, "device": device, "machine": where, "runner": runner_name, "emulated": emulated,
             "kernels": "LCE's aarch64 kernels under emulation" if emulated else "the device's LCE kernels",
             **how, **result}
@@ -114,9 +135,13 @@ def _source(tflite: Path, meta: dict, report: dict, source) -> tuple[str, str | 
 
 def verify(tflite, device: str, runner: str | None = None, check_samples: int = 100, dataset: str | None = None,
            source=None, devices_file=None, ssh_config: str | None = None, timeout: float = 600,
-           progress: bool = False, warn=None) -> dict:
+           progress: bool = False, warn=None, min_agreement: float | None = None) -> dict:
     """Prove an existing ``.tflite`` on ``device``'s kernels against the Keras model it was converted from; the
-    result is added to its conversion report (``<file>.json``, when it is this file's) under ``device_checks``."""
+    result is added to its conversion report (``<file>.json``, when it is this file's) under ``device_checks``.
+
+    An int8 flatbuffer (metadata ``"precision": "int8"``) is judged by top-1 agreement of at least
+    ``min_agreement`` (default: what its conversion asked, else 0.99), and LCE's interpreter on this host runs
+    the same samples, so that the samples where the two interpreters' top-1 differs are named."""
     from edgebnn.archs import stats  # lazy: the architectures load TensorFlow and Larq
 
     path = Path(tflite)
@@ -146,8 +171,17 @@ def verify(tflite, device: str, runner: str | None = None, check_samples: int = 
     if foreign:
         log(progress, f"note: {foreign}: the proof compares Keras and the flatbuffer without labels")
     y = y if not foreign and int(y.max(initial=0)) < facts["num_classes"] else None
+    int8 = meta.get("precision") == "int8"
+    if min_agreement is not None:
+        check_min_agreement(min_agreement)
+    if int8 and min_agreement is None:
+        asked = (report.get("conversion") or {}).get("int8", {}).get("min_agreement")
+        same = report.get("sha256") == hashlib.sha256(data).hexdigest()
+        min_agreement = float(asked) if same and isinstance(asked, int | float) else DEFAULT_MIN_AGREEMENT
+    host = run_tflite(data, x, progress=progress, desc="LCE interpreter") if int8 else None
     check = prove(path, model, stats.binary_conv_layers(model), x, y, dataset, device, runner=runner,
-                  devices_file=devices_file, ssh_config=ssh_config, timeout=timeout, progress=progress, warn=warn)
+                  devices_file=devices_file, ssh_config=ssh_config, timeout=timeout, progress=progress, warn=warn,
+                  host_outputs=host, min_agreement=min_agreement if int8 else None)
     out = {"file": str(path), "sha256": hashlib.sha256(data).hexdigest(), "source": src, "check": check,
            "report_file": None}
     if report.get("sha256") == out["sha256"]:

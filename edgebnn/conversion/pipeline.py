@@ -13,10 +13,20 @@ from edgebnn.conversion.fold import deployment_model
 from edgebnn.conversion.lce import float_flatbuffer, lce_flatbuffer, log, zero_padding_too_small
 from edgebnn.conversion.matching import match_binary_convs, other_binary_layers
 from edgebnn.conversion.on_device import prove
+from edgebnn.conversion.precision import (
+    CALIBRATION_IMAGES,
+    DEFAULT_MIN_AGREEMENT,
+    calibration_images,
+    check_min_agreement,
+    int8_islands,
+    int8_ops,
+    parse_precision,
+)
 from edgebnn.conversion.proof import (
     DEFAULT_DATASET,
     compare,
     foreign_labels,
+    judged_by_agreement,
     keras_outputs,
     proof_failure,
     run_tflite,
@@ -184,21 +194,28 @@ def _report(fb: bytes, float_fb: bytes, float_seconds: float, meta: dict, conver
     }
 
 
-def _host_proof(fb: bytes, model, layers, x, y, dataset: str, broken: str | None, progress: bool) -> dict:
-    """The ``check`` section: LCE's interpreter on this host against Keras (or why the flatbuffer does not load)."""
+def _host_proof(fb: bytes, model, layers, x, y, dataset: str, broken: str | None, progress: bool,
+                min_agreement: float | None = None) -> tuple[dict, object]:
+    """(the ``check`` section: LCE's interpreter on this host against Keras, or why the flatbuffer does not load;
+    the interpreter's outputs). With ``min_agreement`` (an int8 flatbuffer) it is judged by top-1 agreement."""
 
     if broken:
         return {"dataset": dataset, "machine": machine.host_label(), "samples": 0,
-                "error": f"LCE's interpreter cannot load the flatbuffer: {broken}"}
+                "error": f"LCE's interpreter cannot load the flatbuffer: {broken}"}, None
     keras_out = keras_outputs(model, x)
     lce_out = run_tflite(fb, x, progress=progress, desc="LCE interpreter")
-    return {"dataset": dataset, "machine": machine.host_label(),
-            **compare(keras_out, lce_out, y, sign_margins(model, layers, x))}
+    check = {"dataset": dataset, "machine": machine.host_label(),
+             **compare(keras_out, lce_out, y, sign_margins(model, layers, x))}
+    if min_agreement is not None:
+        judged_by_agreement(check, keras_out, lce_out, min_agreement)
+    return check, lce_out
 
 
-def _check_request(target: str, baselines, check_samples: int, verify_on, output, source):
+def _check_request(target: str, baselines, check_samples: int, verify_on, output, source, precision, min_agreement):
     """(target profile, baselines wanted), every argument checked before any slow work."""
 
+    parse_precision(precision)
+    check_min_agreement(min_agreement)
     profile = targets.load(target)
     wanted = parse_baselines(baselines)
     if check_samples < 0:
@@ -225,7 +242,8 @@ def _refuse_what_lce_miscomputes(path: Path, layers) -> None:
 def convert(source, target: str = "arm64", output=None, check_samples: int = 100, baselines=(),
             dataset: str | None = None, progress: bool = False, checkpoint: str | None = None,
             fold: bool = True, verify_on: str | None = None, runner: str | None = None,
-            ssh_config: str | None = None) -> dict:
+            ssh_config: str | None = None, precision: str = "float",
+            min_agreement: float = DEFAULT_MIN_AGREEMENT) -> dict:
     """Convert a run folder or a saved Keras model for ``target``; write the ``.tflite`` and ``<file>.json``.
 
     Returns the conversion report (the same dict the JSON file holds). ``check_samples=0`` skips the proof;
@@ -234,11 +252,15 @@ def convert(source, target: str = "arm64", output=None, check_samples: int = 100
     ``fold=False`` converts the model as it is, without the deployment folds of :mod:`edgebnn.conversion.fold` (the
     proof always compares against the unfolded model). ``verify_on`` (a device: ``qemu:aarch64``, ``ssh://...`` or a
     devices.toml name) repeats the proof on that device's ``lce_benchmark_model`` (``runner``; ``ssh_config`` an
-    ``ssh -F`` file), see :mod:`edgebnn.conversion.on_device`.
+    ``ssh -F`` file), see :mod:`edgebnn.conversion.on_device`. ``precision="int8"`` runs the real-valued convs as
+    int8 islands calibrated on ``dataset``'s training images (:mod:`edgebnn.conversion.precision`); its proof is
+    top-1 agreement with Keras of at least ``min_agreement`` on the check samples, not the float 1e-3.
     """
     from edgebnn.archs import stats  # lazy: the architectures load TensorFlow and Larq
 
-    profile, wanted = _check_request(target, baselines, check_samples, verify_on, output, source)
+    profile, wanted = _check_request(target, baselines, check_samples, verify_on, output, source, precision,
+                                     min_agreement)
+    precision = parse_precision(precision)
     log(progress, f"loading {source}")
     path = Path(source).expanduser().resolve()  # recorded in the metadata: found from any working folder
     model, info = runs.load_model(path, checkpoint)
@@ -252,25 +274,31 @@ def convert(source, target: str = "arm64", output=None, check_samples: int = 100
     layers = stats.binary_conv_layers(model)
     _refuse_what_lce_miscomputes(path, layers)
     deploy, folds = deployment_model(model) if fold else (model, {})
+    deploy, islands = _islands(deploy, precision, dataset, progress)
     log(progress, f"converting with LCE (target {profile.lce_target!r}; most of the time is the SavedModel export)")
     fb, seconds = lce_flatbuffer(deploy, profile.lce_target)
     ops = read_ops(fb)
     log(progress, "converting the same model with TensorFlow's converter (float size)")
     float_fb, float_seconds, _ = float_flatbuffer(model)
     meta = _deployment(model, info, path, profile, dataset, bool(check_samples or wanted))
+    meta["precision"] = precision
     fb = embed_metadata(fb, meta)
     report = _report(fb, float_fb, float_seconds, meta, _conversion_facts(layers, ops, model, seconds), model,
                      profile, out)
     report["conversion"]["folds"] = folds
+    report["precision"] = precision
+    if islands is not None:
+        report["conversion"]["int8"] = _int8_facts(islands, fb, min_agreement)
 
     x = y = None
     if check_samples or wanted:
         x, y = _proof_samples(dataset, max(check_samples, CALIBRATION_SAMPLES if "int8" in wanted else 0), meta,
                               report)
-    broken = load_error(fb)
+    broken, host_out = load_error(fb), None
     if broken or check_samples:
-        report["check"] = _host_proof(fb, model, layers, None if x is None else x[:check_samples],
-                                      None if y is None else y[:check_samples], dataset, broken, progress)
+        report["check"], host_out = _host_proof(fb, model, layers, None if x is None else x[:check_samples],
+                                                None if y is None else y[:check_samples], dataset, broken, progress,
+                                                min_agreement if islands is not None else None)
 
     write_atomic(out, fb, "{output}")
     if wanted:
@@ -281,9 +309,36 @@ def convert(source, target: str = "arm64", output=None, check_samples: int = 100
     if verify_on and not broken:
         labels = None if y is None else y[:check_samples]
         _prove_on_device(report, out, model, layers, x[:check_samples], labels, dataset, verify_on, runner=runner,
-                         ssh_config=ssh_config, progress=progress)
+                         ssh_config=ssh_config, progress=progress, host_outputs=host_out,
+                         min_agreement=min_agreement if islands is not None else None)
     _refuse_failed_proofs(report, out, broken)
     return report
+
+
+def _islands(deploy, precision: str, dataset: str, progress: bool):
+    """(the model to convert, the int8 islands' facts or None): for ``precision="int8"`` the real-valued convs as
+    fake-quantized islands calibrated on :data:`CALIBRATION_IMAGES` training images of ``dataset``."""
+    if precision != "int8":
+        return deploy, None
+    log(progress, f"int8 islands: calibrating on {CALIBRATION_IMAGES} training images of {dataset}")
+    shape = [int(d) if d else None for d in deploy.input_shape[1:]]
+    x = calibration_images(dataset, CALIBRATION_IMAGES, shape)
+    if x.shape[-1] != shape[-1]:
+        raise OptionError("data set {name} gives {got}-channel images but the model takes {channels} channels; pass "
+                          "{dataset} with matching images", name=dataset, got=x.shape[-1], channels=shape[-1])
+    islands, facts = int8_islands(deploy, x)
+    facts["calibration"] = {"images": len(x), "dataset": dataset, "split": "train"}
+    return islands, facts
+
+
+def _int8_facts(facts: dict, fb: bytes, min_agreement: float) -> dict:
+    """The report's ``conversion.int8``: the island layers, the calibration, the ops that compute on int8 in the
+    flatbuffer, the agreement the proof asks; a problem when fewer int8 CONV_2D ops came out than island convs."""
+    ops = int8_ops(fb)
+    convs = len(facts["layers"]) - int(facts["classifier"])
+    problems = ([f"{convs} real-valued convs were made int8 islands but the flatbuffer has "
+                 f"{ops.get('CONV_2D', 0)} int8 CONV_2D ops"] if ops.get("CONV_2D", 0) < convs else [])
+    return {**facts, "int8_ops": ops, "min_agreement": min_agreement, "problems": problems}
 
 
 def _proof_samples(dataset: str, n: int, meta: dict, report: dict):

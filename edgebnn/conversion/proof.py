@@ -131,9 +131,12 @@ def compare(reference: np.ndarray, outputs: np.ndarray, labels: np.ndarray | Non
 
 def proof_failure(check: dict | None) -> str | None:
     """Why a proof fails, or None: check samples beyond :data:`TOLERANCE` of the output scale that no sign tie explains
-    (every such sample, when the model has no sign to tie)."""
+    (every such sample, when the model has no sign to tie); for an int8 proof (one with ``min_agreement``), top-1
+    agreement below it (:func:`agreement_failure`)."""
     if not check or check.get("error") or not check.get("samples"):
         return None
+    if check.get("min_agreement") is not None:  # an int8 flatbuffer: judged by top-1 agreement
+        return agreement_failure(check)
     n = check["unexplained"] if "unexplained" in check else check["samples"] - check["within_tolerance"]
     if not n:
         return None
@@ -153,3 +156,25 @@ def foreign_labels(meta: dict, dataset: str) -> str | None:
     if names is not None and [str(n) for n in names] != [str(n) for n in summary["classes"]]:
         return f"data set {dataset}'s classes are not the ones the model was trained on"
     return None
+
+
+def disagreements(reference: np.ndarray, outputs: np.ndarray) -> list[int]:
+    """The samples whose top-1 differs between two output arrays (one row per sample)."""
+    return [int(i) for i in np.flatnonzero(reference.argmax(-1) != outputs.argmax(-1))]
+
+
+def judged_by_agreement(check: dict, reference: np.ndarray, outputs: np.ndarray, min_agreement: float) -> dict:
+    """``check`` (from :func:`compare`) marked as an int8 proof: judged by top-1 agreement with Keras of at least
+    ``min_agreement``, not by :data:`TOLERANCE`, with the samples whose top-1 differs."""
+    check.update(precision="int8", min_agreement=float(min_agreement),
+                 top1_disagreements=disagreements(reference, outputs))
+    return check
+
+
+def agreement_failure(check: dict) -> str | None:
+    """Why an int8 proof fails (top-1 agreement with Keras below its ``min_agreement``), or None."""
+    if check["top1_agreement"] >= check["min_agreement"]:
+        return None
+    return (f"int8 top-1 agrees with Keras on {100 * check['top1_agreement']:.1f}% of {check['samples']} check "
+            f"samples ({len(check['top1_disagreements'])} differ), below the {100 * check['min_agreement']:g}% "
+            f"asked (--min-agreement)")
