@@ -95,6 +95,7 @@ def test_files_sha256_and_deployment_metadata(tiny):
     assert meta["input_shape"] == [32, 32, 3] and meta["num_classes"] == 10
     assert meta["mean"] == pytest.approx([0.3058] * 3) and meta["std"] == pytest.approx([0.3764] * 3)
     assert meta["target"] == "arm64" and meta["lce_target"] == "arm" and meta["edgebnn_version"]
+    assert meta["precision"] == "float" and report["precision"] == "float"  # --precision int8: test_precision
     # The metadata rides in the flatbuffer the interpreter ran: the op histogram is the converter's.
     assert tflite.op_histogram(fb) == report["conversion"]["ops"]
 

@@ -16,6 +16,11 @@
    the report as ``<file>.json`` (class names, input size, mean/std, source run, recipe, sha256, target...);
 6. optionally the baselines (``baselines``): float and int8 post-training-quantised TFLite of the real-valued twin.
 
+``precision="int8"`` (``convert --precision int8``, ``precision``) converts a copy whose real-valued convs are
+fake-quantized islands calibrated on training images, so that they run as int8 CONV_2D beside the binary ops; its
+proof is top-1 agreement with Keras (``--min-agreement``, 0.99) instead of the float 1e-3, and the flatbuffer's
+metadata says ``"precision": "int8"`` (``"float"`` otherwise).
+
 ``on_device`` repeats the proof on a device's own ``lce_benchmark_model`` (``convert --verify-on DEVICE``,
 ``edgebnn verify FILE.tflite -d DEVICE``); ``formatting`` prints the report as a table.
 """

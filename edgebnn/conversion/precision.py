@@ -34,6 +34,7 @@ import functools
 import numpy as np
 
 from edgebnn import data
+from edgebnn.archs import custom_objects
 from edgebnn.errors import OptionError
 from edgebnn.tflite import fields, file
 from edgebnn.tflite.describe import read_ops
@@ -138,13 +139,15 @@ def _mixins():
             self.input_range = tuple(float(v) for v in input_range)
             self.output_range = tuple(float(v) for v in output_range)
 
+        @tf.autograph.experimental.do_not_convert  # straight-line code: nothing for autograph to rewrite
         def convolution_op(self, inputs, kernel):
             m = tf.maximum(tf.reduce_max(tf.abs(kernel), axis=[0, 1, 2]), 1e-12)
             kernel = tf.quantization.fake_quant_with_min_max_vars_per_channel(kernel, -m, m, num_bits=8,
                                                                               narrow_range=True)
             return super().convolution_op(fq(inputs, *self.input_range), kernel)
 
-        def call(self, inputs):
+        @tf.autograph.experimental.do_not_convert
+        def call(self, inputs, training=None):  # noqa: ARG002  (Keras passes it to a call it cannot inspect)
             return fq(super().call(inputs), *self.output_range)
 
         def get_config(self):
@@ -158,7 +161,8 @@ def _mixins():
             self.input_range = tuple(float(v) for v in input_range)
             self.output_range = tuple(float(v) for v in output_range)
 
-        def call(self, inputs):
+        @tf.autograph.experimental.do_not_convert
+        def call(self, inputs, training=None):  # noqa: ARG002  (Keras passes it to a call it cannot inspect)
             m = tf.maximum(tf.reduce_max(tf.abs(self.kernel)), 1e-12)
             kernel = tf.quantization.fake_quant_with_min_max_vars(self.kernel, -m, m, num_bits=8, narrow_range=True)
             y = tf.matmul(fq(inputs, *self.input_range), kernel)
@@ -223,8 +227,6 @@ def int8_islands(model, x: np.ndarray, classifier: bool = INT8_CLASSIFIER) -> tu
     fake-quantized islands calibrated on images ``x`` (module docstring); and the facts for the report:
     ``{"layers": [...], "batchnorms_folded": [...], "classifier": bool}``."""
     import tensorflow as tf  # lazy: loads TensorFlow
-
-    from edgebnn.archs import custom_objects  # lazy: the architectures load TensorFlow and Larq
 
     consumers = _consumers(model)
     plan = {layer.name: _folded_batchnorm(layer, model, consumers) for layer in model.layers if _is_real_conv(layer)}
