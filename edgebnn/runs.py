@@ -116,10 +116,10 @@ def custom_objects() -> dict:
     return archs.custom_objects()
 
 
-# What a .keras file's config may name: Keras', Larq's and edgebnn's own classes and functions. Any other module
+# What a .keras file's config may name: Keras', Larq's and edgebnn's own layers and functions. Any other module
 # would be imported by Keras' loader, even in safe mode; Lambda layers hold code, and the TF-op layers call any
 # TensorFlow function (tf.io.write_file) with arguments from the file.
-KERAS_MODULES = ("keras", "tf_keras", "larq", "edgebnn", "builtins")
+KERAS_MODULES = ("keras", "tf_keras", "larq", "edgebnn.archs")  # and their submodules; not builtins: eval, open
 CODE_LAYERS = ("Lambda", "__lambda__", "TFOpLambda", "SlicingOpLambda")
 KERAS_CONFIG = "config.json"
 KERAS_WEIGHTS = "model.weights.h5"
@@ -141,7 +141,8 @@ def _refuse_code(config, where: str) -> None:
                 raise EdgebnnError(f"{where} holds a {name} layer, which runs code from the file: edgebnn loads no "
                                    f"code from a model file; rebuild the model without it")
             module = node.get("module")
-            if module is not None and (not isinstance(module, str) or module.split(".")[0] not in KERAS_MODULES):
+            if module is not None and not (isinstance(module, str) and any(
+                    module == m or module.startswith(m + ".") for m in KERAS_MODULES)):
                 raise EdgebnnError(f"{where} names {printable(str(module)[:80])!r} ({printable(str(name)[:80])}), "
                                    f"outside Keras, Larq and edgebnn: edgebnn loads nothing else from a model file")
             stack.extend(node.values())
@@ -162,7 +163,8 @@ def check_keras_file(path: Path) -> None:
         raise EdgebnnError(f"{path} is a Keras HDF5 (.h5) model, whose loading runs any Lambda layer's code from the "
                            f"file: edgebnn loads .keras files only; {CONVERT_HINT}")
     if not zipfile.is_zipfile(path):
-        raise EdgebnnError(f"{path} is not a .keras file (a zip archive); {CONVERT_HINT}")
+        raise EdgebnnError(f"{path} is not a Keras model edgebnn can read (a .keras file is a zip archive); "
+                           f"{CONVERT_HINT}")
     try:
         with zipfile.ZipFile(path) as archive:
             info = archive.getinfo(KERAS_CONFIG)
@@ -202,6 +204,9 @@ def checkpoint_of(info: dict, checkpoint: str | None = None) -> dict:
     if not saved:  # written before the best model was kept: model.keras is the last epoch
         saved = {"last": {"file": FINAL_MODEL, "epoch": info.get("epochs_done"),
                           "val_top1": info.get("final_val_top1")}}
+    if not isinstance(saved, dict) or not all(isinstance(v, dict) for v in saved.values()):
+        raise EdgebnnError(f"run {printable(str(info.get('name'))[:80])}: its {RUN_INFO} checkpoints entry is not "
+                           f"a mapping of best/last to models: the run folder is corrupt")
     which = checkpoint or ("best" if "best" in saved else "last")
     if which not in CHECKPOINT_CHOICES:
         raise EdgebnnError(f"unknown checkpoint {which!r}; use one of: {', '.join(CHECKPOINT_CHOICES)}")

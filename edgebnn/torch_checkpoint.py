@@ -449,6 +449,10 @@ def _legacy_storages(data: bytes, pos: int, keys: list[str], elements: dict[str,
 
 
 # ------------------------------------------------------------------------------------------------ read
+FILE_LIMIT = 1 << 31  # bytes of a checkpoint file read into memory: the largest official one (ReActNet-A with its
+# optimizer state) is a few hundred MB; a sparse file of terabytes would otherwise be read whole
+
+
 def read(path: str | Path, data: bytes | None = None) -> Checkpoint:
     """The checkpoint at ``path`` (``data``: its bytes, when read already): ``state`` is its ``state_dict`` entry
     (else the file's own mapping of names to tensors), keys as saved; ``meta`` its other top-level scalars; the
@@ -457,7 +461,8 @@ def read(path: str | Path, data: bytes | None = None) -> Checkpoint:
     path = Path(path)
     source = str(path)
     if data is None:
-        data = read_regular(path, "checkpoint", hint="give the checkpoint file itself (.pth.tar, .pth)")
+        data = read_regular(path, "checkpoint", hint="give the checkpoint file itself (.pth.tar, .pth)",
+                            limit=FILE_LIMIT)
     sha256 = hashlib.sha256(data).hexdigest()
     try:
         if data.startswith(b"PK\x03\x04") or zipfile.is_zipfile(io.BytesIO(data)):

@@ -58,7 +58,7 @@ def test_fine_tuning_an_imported_model_on_digits_trains_converts_and_proves(impo
     info = runs.read_info(run)
     source = runs.read_info(imported)
     assert info["status"] == "done" and info["padding"] == "official" and info["num_classes"] == 10
-    assert info["weights"]["sha256"] == finetune._sha256(imported / runs.FINAL_MODEL)
+    assert info["weights"]["sha256"] == finetune.sha256(imported / runs.FINAL_MODEL)
     assert info["weights"]["num_classes"] == 20
     assert info["weights"]["source"]["sha256"] == source["source"]["sha256"]  # the checkpoint file it came from
     assert "fine-tuning step (ours)" in info["ours"]

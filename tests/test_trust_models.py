@@ -18,7 +18,7 @@ from cli_checks import assert_one_error_line
 from click.testing import CliRunner
 
 import edgebnn  # noqa: F401
-from edgebnn import runs
+from edgebnn import runs, torch_checkpoint
 from edgebnn.cli import main
 from edgebnn.errors import EdgebnnError, printable
 from edgebnn.importing import importer, sources
@@ -172,8 +172,9 @@ def test_a_keras_file_whose_weights_are_stored_in_another_file_is_refused(tmp_pa
 
 def test_a_run_folder_naming_a_model_file_elsewhere_is_refused(tmp_path):
     (tmp_path / runs.FINAL_MODEL).write_bytes(b"x")
-    for name in ("../../etc/passwd", "/tmp/x.keras", 5):
-        runs.write_info(tmp_path, {"checkpoints": {"best": {"file": name}}})
+    for saved in ({"best": {"file": "../../etc/passwd"}}, {"best": {"file": "/tmp/x.keras"}}, {"best": {"file": 5}},
+                  {"best": "model.keras"}, ["best"]):
+        runs.write_info(tmp_path, {"checkpoints": saved})
         with pytest.raises(EdgebnnError, match="the run folder is corrupt"):
             runs.model_file(tmp_path)
 
@@ -237,6 +238,11 @@ def test_import_of_a_fifo_a_device_or_a_symlink_to_one_is_one_line_in_bounded_me
         assert_one_error_line(proc, str(path), "is not a regular file (a FIFO, socket or device)", only=True)
         assert seconds < 30 and peak_kb < MEMORY_BOUND_KB, (path, seconds, peak_kb)
     assert stat.S_ISFIFO(fifo.stat().st_mode)
+    sparse = tmp_path / "sparse.pth.tar"  # 2 GiB + 1 of nothing: refused by its size, never read
+    with open(sparse, "wb") as f:
+        f.truncate(torch_checkpoint.FILE_LIMIT + 1)
+    with pytest.raises(EdgebnnError, match=f"is {torch_checkpoint.FILE_LIMIT + 1} bytes, more than"):
+        sources.read(sparse)
 
 
 # ------------------------------------------------------------------------------- nothing raw to the terminal

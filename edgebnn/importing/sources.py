@@ -78,7 +78,7 @@ def read(path: str | Path) -> Source:
     """The checkpoint at ``path``, read once and no further than its size: a folder, FIFO or device (``/dev/zero``,
     a symlink to it) is named as such before anything opens it."""
     path = Path(path)
-    data = read_regular(path, "checkpoint", hint=HINT)
+    data = read_regular(path, "checkpoint", hint=HINT, limit=torch_checkpoint.FILE_LIMIT)
     if data.startswith(zoo.HDF5_SIGNATURE):
         state, sha = zoo.read(path, data)
         return Source(path, state, {}, "larq zoo h5", sha)
