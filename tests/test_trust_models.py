@@ -227,6 +227,17 @@ def test_a_size_bomb_h5_is_refused_before_reading_in_bounded_memory(tmp_path):
     assert seconds < 30 and peak_kb < MEMORY_BOUND_KB, (seconds, peak_kb)
 
 
+def test_weight_names_that_read_one_dataset_over_and_over_are_refused(tmp_path):
+    path = tmp_path / "alias.h5"
+    with h5py.File(path, "w") as f:
+        f["big"] = np.ones(25_000, "f4")  # 100 KB, named by 1000 layers: 100 MB read from a file of 100 KB
+        f.attrs["layer_names"] = [f"l{i}".encode() for i in range(1000)]
+        for i in range(1000):
+            f.create_group(f"l{i}").attrs["weight_names"] = [b"/big"]
+    with pytest.raises(EdgebnnError, match="read more than 4 float32 bytes per byte of the file"):
+        sources.read(path)
+
+
 # ------------------------------------------------------------------------- FIFOs, devices: named, never opened
 def test_import_of_a_fifo_a_device_or_a_symlink_to_one_is_one_line_in_bounded_memory(tmp_path):
     fifo = tmp_path / "fifo.pth.tar"

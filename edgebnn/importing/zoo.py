@@ -29,6 +29,7 @@ from edgebnn.importing.tensors import Mapper, listing
 from edgebnn.inputs import check_hdf5, read_regular
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+FLOAT_BYTES_PER_BYTE = 4  # float32 arrays read per byte of the file at most (int8 data widened: 4; each read once)
 ZOO_BN_EPSILON = 1e-3
 EDGEBNN_BN_EPSILON = 1e-5
 KINDS = ("conv2d", "quant_conv2d", "batch_normalization", "dense")
@@ -62,12 +63,17 @@ def read(path: Path, data: bytes | None = None) -> tuple[dict[str, np.ndarray], 
             root = f["model_weights"] if "model_weights" in f else f
             if "layer_names" not in root.attrs:
                 raise EdgebnnError(f"{path}: an HDF5 file but not Keras weights (no layer_names attribute)")
-            state = {}
+            state, total = {}, 0
             for layer in (_text(n) for n in root.attrs["layer_names"]):
                 group = root[layer]
                 for weight in (_text(n) for n in group.attrs.get("weight_names", [])):
                     short = weight.split("/")[-1].split(":")[0]
-                    state[f"{layer}/{short}"] = np.asarray(group[weight], dtype=np.float32)
+                    dataset = group[weight]
+                    total += int(getattr(dataset, "size", 0) or 0) * 4
+                    if total > FLOAT_BYTES_PER_BYTE * len(data):  # names listing one dataset over and over
+                        raise EdgebnnError(f"{path}: its weight names read more than {FLOAT_BYTES_PER_BYTE} float32 "
+                                           f"bytes per byte of the file; not Keras weights")
+                    state[f"{layer}/{short}"] = np.asarray(dataset, dtype=np.float32)
     except (OSError, KeyError, ValueError, TypeError, AttributeError) as err:
         first = (str(err).splitlines() or [type(err).__name__])[0][:160]
         raise EdgebnnError(f"{path}: not a readable Keras HDF5 weight file ({first})") from None
