@@ -16,21 +16,23 @@ A run folder (default ``runs/<name>-<YYYYmmdd-HHMMSS>``) holds everything needed
 written before the best one was kept has only ``model.keras``, its last epoch.
 
 :func:`load_model` is the one place edgebnn loads a model, and it runs no code from the file: ``.keras`` only, checked
-(:func:`check_keras_file`) and loaded in Keras' safe mode. A Keras HDF5 model or a SavedModel folder is refused
+(:func:`check_keras`) and loaded in Keras' safe mode. A Keras HDF5 model or a SavedModel folder is refused
 with how to convert it: tf-keras 2.16 loads both ignoring ``safe_mode``, running any ``Lambda`` layer's code.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import tempfile
 import time
 import zipfile
 from pathlib import Path
 
 from edgebnn import archs
 from edgebnn.errors import EdgebnnError, OptionError, option_error, printable
-from edgebnn.inputs import check_hdf5, read_regular, regular_file
+from edgebnn.inputs import check_hdf5, read_regular
 from edgebnn.outputs import probe_folder, write_atomic
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -124,6 +126,7 @@ CODE_LAYERS = ("Lambda", "__lambda__", "TFOpLambda", "SlicingOpLambda")
 KERAS_CONFIG = "config.json"
 KERAS_WEIGHTS = "model.weights.h5"
 CONFIG_LIMIT = 64 << 20  # bytes of a .keras file's config.json: an edgebnn model's is under 2 MB
+MODEL_LIMIT = 1 << 33  # bytes of a .keras file read: weights up to archs.MAX_MODEL_BYTES (2 GiB) and an optimizer's
 CONVERT_HINT = ("re-save it as .keras from code you trust: tf.keras.models.load_model(PATH).save('model.keras'), or "
                 "use the run folder edgebnn wrote")
 
@@ -148,53 +151,56 @@ def _refuse_code(config, where: str) -> None:
             stack.extend(node.values())
 
 
-def check_keras_file(path: Path) -> None:
-    """A ``.keras`` file that Keras' safe mode loads without running anything from it: a zip archive (Keras would
-    take any other file as a legacy HDF5 or SavedModel model, whose Lambda layers run), a config naming no code
-    layer and nothing outside Keras, Larq and edgebnn, and weights that read nothing outside the file
-    (:func:`edgebnn.inputs.check_hdf5`)."""
+def check_keras(data: bytes, where) -> None:
+    """The bytes of a ``.keras`` file that Keras' safe mode loads without running anything from it: a zip archive
+    (Keras would take any other file as a legacy HDF5 or SavedModel model, whose Lambda layers run), a config
+    naming no code layer and nothing outside :data:`KERAS_MODULES`, and weights that read nothing outside the file
+    (:func:`edgebnn.inputs.check_hdf5`). ``where`` names the file in messages."""
     import h5py  # lazy: h5py is needed only for model files
 
-    regular_file(path, "model file", if_folder=CONVERT_HINT, if_missing="give a .keras file or a run folder",
-                 if_other="give a .keras file or a run folder")
-    with open(path, "rb") as f:
-        signature = f.read(8)
-    if signature == HDF5_SIGNATURE:
-        raise EdgebnnError(f"{path} is a Keras HDF5 (.h5) model, whose loading runs any Lambda layer's code from the "
-                           f"file: edgebnn loads .keras files only; {CONVERT_HINT}")
-    if not zipfile.is_zipfile(path):
-        raise EdgebnnError(f"{path} is not a Keras model edgebnn can read (a .keras file is a zip archive); "
+    if data.startswith(HDF5_SIGNATURE):
+        raise EdgebnnError(f"{where} is a Keras HDF5 (.h5) model, whose loading runs any Lambda layer's code from "
+                           f"the file: edgebnn loads .keras files only; {CONVERT_HINT}")
+    if not zipfile.is_zipfile(io.BytesIO(data)):
+        raise EdgebnnError(f"{where} is not a Keras model edgebnn can read (a .keras file is a zip archive); "
                            f"{CONVERT_HINT}")
     try:
-        with zipfile.ZipFile(path) as archive:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
             info = archive.getinfo(KERAS_CONFIG)
             if info.file_size > CONFIG_LIMIT:
-                raise EdgebnnError(f"{path}: its {KERAS_CONFIG} is {info.file_size} bytes, over the "
+                raise EdgebnnError(f"{where}: its {KERAS_CONFIG} is {info.file_size} bytes, over the "
                                    f"{CONFIG_LIMIT} edgebnn reads")
-            _refuse_code(json.loads(archive.read(info)), str(path))
+            _refuse_code(json.loads(archive.read(info)), str(where))
             if KERAS_WEIGHTS in archive.namelist():
                 weights = archive.getinfo(KERAS_WEIGHTS)
                 with archive.open(weights) as raw, h5py.File(raw, "r") as h5:
-                    check_hdf5(h5, f"{path} ({KERAS_WEIGHTS})", weights.file_size)
+                    check_hdf5(h5, f"{where} ({KERAS_WEIGHTS})", weights.file_size)
     except EdgebnnError:
         raise
     except (KeyError, OSError, ValueError, zipfile.BadZipFile, RecursionError, RuntimeError) as err:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-        raise EdgebnnError(f"{path} is not a Keras model edgebnn can read ({printable(first)})") from None
+        raise EdgebnnError(f"{where} is not a Keras model edgebnn can read ({printable(first)})") from None
 
 
 def _load_keras(path: Path):
-    """The model of a ``.keras`` file, checked (:func:`check_keras_file`) and loaded in Keras' safe mode."""
+    """The model of a ``.keras`` file: read once (a regular file, at most :data:`MODEL_LIMIT` bytes), checked
+    (:func:`check_keras`), and those same bytes, copied into a private folder, loaded in Keras' safe mode (a
+    file swapped after the check is never what Keras reads)."""
     import tensorflow as tf  # lazy: loads TensorFlow
 
-    check_keras_file(path)
+    hint = "give a .keras file or a run folder"
+    data = read_regular(path, "model file", hint=hint, limit=MODEL_LIMIT)
+    check_keras(data, path)
     try:
-        return tf.keras.models.load_model(path, custom_objects=custom_objects(), compile=False, safe_mode=True)
+        with tempfile.TemporaryDirectory(prefix="edgebnn-model-") as private:
+            copy = Path(private) / "model.keras"
+            copy.write_bytes(data)
+            return tf.keras.models.load_model(copy, custom_objects=custom_objects(), compile=False, safe_mode=True)
     except EdgebnnError:
         raise
     except Exception as err:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-        raise EdgebnnError(f"{path} is not a Keras model edgebnn can read ({first})") from None
+        raise EdgebnnError(f"{path} is not a Keras model edgebnn can read ({printable(first)})") from None
 
 
 def checkpoint_of(info: dict, checkpoint: str | None = None) -> dict:
