@@ -17,7 +17,8 @@ them) and nothing else, so the construction is a rewritten copy of the deploymen
    per-channel int8 weights TFLite's CONV_2D takes).
 3. LCE's converter turns each FQ_in into a QUANTIZE, the conv into an int8 CONV_2D (int32 bias at scale
    s_in s_w,o) and FQ_out into a DEQUANTIZE: an island. Same-scale neighbours may join it (the shortcut's average
-   pool before the 1x1 conv, the stem's max-pool after it), which is as exact in int8 as in float.
+   pool before the 1x1 conv, the stem's max-pool after it), which is as exact in int8 as in float; the QUANTIZE
+   then sits before the pool, so an input range is taken where the pool reads (a pool's output holds less).
 
 Nothing else gets a range, so every other op stays float: the binary convs stay ``LceBconv2d`` (their sign reads
 the float after DEQUANTIZE), and the ops whose int8 kernels run slower than their float selves on ARM (per-channel
@@ -196,16 +197,26 @@ def calibration_images(dataset: str, n: int, input_shape) -> np.ndarray:
     return np.concatenate(xs)[:n].astype(np.float32)
 
 
+def _pooled_from(tensor):
+    """The tensor a pooling layer reads, when ``tensor`` is a pool's output (the converter quantizes before the pool,
+    so the range must hold what the pool reads, not only what it gives); else ``tensor``."""
+    import tensorflow as tf  # lazy: loads TensorFlow
+
+    layer = tensor.node.layer
+    pools = (tf.keras.layers.AveragePooling2D, tf.keras.layers.MaxPooling2D)
+    return _pooled_from(layer.input) if isinstance(layer, pools) else tensor
+
+
 def _ranges(model, plan: dict, x: np.ndarray) -> dict[str, tuple[tuple[float, float], tuple[float, float]]]:
-    """Per island layer: ((lo, hi) of its input after its input quantizer, (lo, hi) of its output after the
-    folded BatchNorm), each widened to hold 0 (a zero point must exist)."""
+    """Per island layer: ((lo, hi) of its input after its input quantizer, read before any pooling that feeds it,
+    (lo, hi) of its output after the folded BatchNorm), each widened to hold 0 (a zero point must exist)."""
     import tensorflow as tf  # lazy: loads TensorFlow
 
     names = list(plan)
     tensors = []
     for name in names:
         layer, bn = model.get_layer(name), plan[name]
-        tensors += [layer.input, (bn or layer).output]
+        tensors += [_pooled_from(layer.input), (bn or layer).output]
     probe = tf.keras.Model(model.inputs, tensors)
     lo = np.full(len(tensors), np.inf)
     hi = np.full(len(tensors), -np.inf)
