@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 # tests against 28 min 12 s for 681 in one process (README, Tests); each file's module fixtures are built once.
 PYTEST_WORKERS ?= -n 2 --dist loadfile
 
-.PHONY: install demo test lint sshd chromium arm64-tools torch-reference clean
+.PHONY: install demo test lint sshd chromium arm64-tools torch-reference fashion-mnist clean
 
 install: $(STAMP)
 
@@ -22,19 +22,22 @@ $(STAMP): pyproject.toml
 
 # The main job on the embedded default data set (digits): train a small variant of each family and its
 # real-valued twin, convert each for arm64 with proof, profile the flatbuffers on this host, estimate them for
-# ARM boards under QEMU when an aarch64 runner is at hand, write the report.
+# ARM boards under QEMU when an aarch64 runner is at hand, write the report. `make demo DATASET=fashion-mnist`
+# runs the same flow on Fashion-MNIST with the recipes' [fashion-mnist] tables (Debian's dataset-fashion-mnist,
+# installed when missing; about 1.5 hours on 2 cores, bench/accuracy.py's runs).
+DATASET     ?= digits
 DEMO_DIR    ?= demo
 DEMO_MODELS ?= bireal-18 reactnet-18 xnorpp-18-case4 sdbnn-resnet20
 EDGEBNN     := $(BIN)/edgebnn
 
-demo: $(STAMP)
-	@echo "== edgebnn demo: $(DEMO_MODELS) and their real-valued twins on digits, into $(DEMO_DIR)/"
+demo: $(STAMP) $(if $(filter fashion-mnist,$(DATASET)),fashion-mnist)
+	@echo "== edgebnn demo: $(DEMO_MODELS) and their real-valued twins on $(DATASET), into $(DEMO_DIR)/"
 	rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR)/runs
-	$(EDGEBNN) data digits --input-size 32
+	$(EDGEBNN) data $(DATASET)
 	@set -e; for m in $(DEMO_MODELS); do \
 	  echo "== $$m: train the binary model and its real-valued twin, convert both for arm64"; \
-	  $(EDGEBNN) train $$m --dataset digits --out $(DEMO_DIR)/runs/$$m; \
-	  $(EDGEBNN) train $$m --dataset digits --twin --out $(DEMO_DIR)/runs/$$m-real; \
+	  $(EDGEBNN) train $$m --dataset $(DATASET) --out $(DEMO_DIR)/runs/$$m; \
+	  $(EDGEBNN) train $$m --dataset $(DATASET) --twin --out $(DEMO_DIR)/runs/$$m-real; \
 	  $(EDGEBNN) convert $(DEMO_DIR)/runs/$$m --target arm64; \
 	  $(EDGEBNN) convert $(DEMO_DIR)/runs/$$m-real --target arm64; \
 	done
@@ -90,7 +93,16 @@ torch-reference:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq python3-torch >/dev/null; \
 	fi
 
-test: $(STAMP) sshd arm64-tools chromium torch-reference lint
+# Fashion-MNIST as four gzipped IDX files under /usr/share/datasets/fashion-mnist (Debian's dataset-fashion-mnist,
+# about 30 MB): `make demo DATASET=fashion-mnist`, bench/accuracy.py and the test that reads the installed set.
+fashion-mnist:
+	@if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then \
+	  echo "installing Debian's dataset-fashion-mnist for the Fashion-MNIST demo, bench and test"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null; \
+	fi
+
+test: $(STAMP) sshd arm64-tools chromium torch-reference fashion-mnist lint
 	$(BIN)/python -m pytest $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 lint: $(STAMP)

@@ -59,14 +59,16 @@ def import_checkpoint(path: PathLike, *, model: str | None = None, out: PathLike
 def convert(source: PathLike | Run, *, target: str = "arm64", out: PathLike | None = None, check_samples: int = 100,
             baselines: Iterable[str] = (), dataset: str | None = None, checkpoint: str | None = None,
             fold: bool = True, verify_on: str | None = None, runner: PathLike | None = None,
-            progress: bool = False) -> Conversion:
+            progress: bool = False, precision: str = "float", min_agreement: float = 0.99) -> Conversion:
     """Convert a run (or saved Keras model) into an LCE flatbuffer for ``target``, prove it on ``check_samples``
-    images (and on device ``verify_on``), write it with its report; ``baselines``: "float", "int8"."""
+    images (and on device ``verify_on``), write it with its report; ``baselines``: "float", "int8";
+    ``precision="int8"``: the real-valued convs as int8 islands, proved by top-1 agreement >= ``min_agreement``."""
     source = source.folder if isinstance(source, Run) else source
     report = conversion.convert(source, target=target, output=out, check_samples=check_samples,
                                 baselines=tuple(baselines), dataset=dataset, progress=progress,
                                 checkpoint=checkpoint, fold=fold, verify_on=verify_on,
-                                runner=str(runner) if runner else None)
+                                runner=str(runner) if runner else None, precision=precision,
+                                min_agreement=min_agreement)
     return Conversion.from_dict(report)
 
 
@@ -75,8 +77,9 @@ def profile(models: Iterable[PathLike | Conversion], *, devices: Sequence[str] =
             db: PathLike = profiling.DEFAULT_DB, force: bool = False, runner: PathLike | None = None,
             target: str | None = None, timeout: float = 600, devices_file: PathLike | None = None,
             progress: bool = False) -> list[Result]:
-    """Time each flatbuffer on each device (``local``, ``qemu:aarch64`` for an estimate, a board from the devices
-    file) at each thread count, ``runs`` measured inferences each; every result is stored in ``db``."""
+    """Time each flatbuffer on each device (``local``, ``qemu:aarch64`` for an estimate counted on each board's own
+    core, ``qemu:aarch64:CPU`` on QEMU core CPU, a board from the devices file) at each thread count, ``runs``
+    measured inferences each; every result is stored in ``db`` with its ``cpu`` and ``precision``."""
     files = [str(m.flatbuffer if isinstance(m, Conversion) else m) for m in models]
     rows = profiling.profile(files, devices=tuple(devices), threads=list(threads) if threads else None, runs=runs,
                              warmup=warmup, db=str(db), force=force, runner=str(runner) if runner else None,

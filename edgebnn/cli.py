@@ -22,7 +22,7 @@ from edgebnn.conversion.proof import proof_failure
 from edgebnn.devices import cleanup
 from edgebnn.devices import config as devices
 from edgebnn.devices.board import describe
-from edgebnn.errors import EdgebnnError, OptionError
+from edgebnn.errors import EdgebnnError, OptionError, printable, printable_lines
 from edgebnn.estimate import budget as budget_mod
 from edgebnn.estimate import calibration
 from edgebnn.estimate.emulated import estimate_files
@@ -44,7 +44,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except EdgebnnError as err:
-            click.echo(f"error: {_in_flags(err, ctx.invoked_subcommand)}", err=True)
+            click.echo(f"error: {printable(_in_flags(err, ctx.invoked_subcommand))}", err=True)
             ctx.exit(err.exit_code)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
@@ -148,7 +148,8 @@ def _print_json(obj) -> None:
 def data_command(name, input_size, as_json):
     """Print what data set NAME holds: classes, counts, image size.
 
-    NAME is `digits` (embedded), `cifar10`, `folder:PATH` or `tfds:NAME`.
+    NAME is `digits` (embedded), `cifar10`, `fashion-mnist` (Debian's dataset-fashion-mnist, or
+    `fashion-mnist:PATH`), `idx:PATH` (an MNIST-format folder), `folder:PATH` or `tfds:NAME`.
     """
 
     _at_least(input_size=(input_size, 1))
@@ -217,8 +218,8 @@ def recipe_command(name):
 # ---------------------------------------------------------------------------------------------- train
 @main.command("train")
 @click.argument("name", metavar="NAME|RECIPE.toml", required=False)
-@click.option("--dataset", default=None, help="Data set (digits, cifar10, folder:PATH, tfds:NAME); "
-              "digits picks the recipe's small [digits] recipe.")
+@click.option("--dataset", default=None, help="Data set (digits, cifar10, fashion-mnist[:PATH], idx:PATH, "
+              "folder:PATH, tfds:NAME); digits and fashion-mnist pick the recipe's [digits] or [fashion-mnist] table.")
 @click.option("--epochs", type=int, default=None, help="Epochs of every recipe step.")
 @click.option("--batch-size", type=int, default=None, help="Global batch size of every recipe step.")
 @click.option("--out", default=None, help="Run folder (default: runs/NAME-TIMESTAMP).")
@@ -270,7 +271,7 @@ def import_command(file, model, width, num_classes, input_size, step, out):
 
     _at_least(num_classes=(num_classes, 1), input_size=(input_size, 1))
     run_dir = import_checkpoint(file, model=model, out=out, width=width, num_classes=num_classes,
-                                input_size=input_size, step=step, log=click.echo)
+                                input_size=input_size, step=step, log=lambda line: click.echo(printable(line)))
     click.echo(f"run folder: {run_dir}")
     click.echo(f"next: edgebnn convert {_quote(run_dir)} --target arm64")
 
@@ -315,10 +316,15 @@ def eval_command(source, dataset, checkpoint, as_json):
               "devices.toml name.")
 @click.option("--runner", default=None, help="The runner for --verify-on (a local file is uploaded to a board).")
 @click.option("--ssh-config", default=None, help="An ssh -F config file for --verify-on.")
+@click.option("--precision", default="float", show_default=True, type=click.Choice(["float", "int8"]),
+              help="int8: the real-valued convs (stem, downsample shortcuts) as int8 islands calibrated on 256 "
+              "training images of the data set; binary convs stay LceBconv2d, the rest float.")
+@click.option("--min-agreement", "min_agreement", type=float, default=0.99, show_default=True,
+              help="An int8 flatbuffer's proof: the top-1 agreement with Keras it must reach on the check samples.")
 @click.option("--json", "as_json", is_flag=True, help="Print the conversion report as JSON.")
 @verbose_option
 def convert_command(source, target, output, output_alias, check_samples, baselines, dataset, checkpoint, no_fold,
-                    verify_on, runner, ssh_config, as_json):
+                    verify_on, runner, ssh_config, precision, min_agreement, as_json):
     """Convert RUN|MODEL into an LCE flatbuffer for --target, and prove it answers like the Keras model.
 
     Writes FILE.tflite and its report FILE.tflite.json (op histogram, binary convs that became LceBconv2d,
@@ -330,11 +336,12 @@ def convert_command(source, target, output, output_alias, check_samples, baselin
     output = output if output is not None else output_alias
     report = conversion.convert(source, target=target, output=output, check_samples=check_samples,
                              baselines=baselines, dataset=dataset, progress=not as_json, checkpoint=checkpoint,
-                             fold=not no_fold, verify_on=verify_on, runner=runner, ssh_config=ssh_config)
+                             fold=not no_fold, verify_on=verify_on, runner=runner, ssh_config=ssh_config,
+                             precision=precision, min_agreement=min_agreement)
     if as_json:
         _print_json(report)
         return
-    click.echo(conversion.format_report(report))
+    click.echo(printable_lines(conversion.format_report(report)))
     click.echo(f"next: edgebnn profile {_quote(report['output'])} --device local   (a board: -d ssh://USER@HOST)")
 
 
@@ -352,22 +359,25 @@ DEVICES_FILE_HELP = ("A devices.toml to read (default: ~/.config/edgebnn/devices
 @click.option("--ssh-config", default=None, help="An ssh -F config file.")
 @click.option("--devices-file", default=None, help=DEVICES_FILE_HELP)
 @click.option("--timeout", type=float, default=600, show_default=True, help="Seconds per runner invocation.")
+@click.option("--min-agreement", "min_agreement", type=float, default=None,
+              help="An int8 flatbuffer's top-1 agreement with Keras to reach (default: its conversion's, else 0.99).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def verify_command(tflite, device, runner, check_samples, dataset, source, ssh_config, devices_file, timeout,
-                   as_json):
+                   min_agreement, as_json):
     """Prove FILE.tflite on DEVICE's own kernels: the check samples through its lce_benchmark_model against the
     Keras model it was converted from; the result joins FILE.tflite.json under device_checks."""
 
     result = on_device.verify(tflite, device, runner=runner, check_samples=check_samples, dataset=dataset,
                               source=source, devices_file=devices_file, ssh_config=ssh_config, timeout=timeout,
-                              progress=not as_json, warn=lambda w: click.echo(f"warning: {w}", err=True))
+                              progress=not as_json, warn=lambda w: click.echo(f"warning: {printable(w)}", err=True),
+                              min_agreement=min_agreement)
     if as_json:
         _print_json(result)
     else:
         rows = [("flatbuffer", f"{result['file']}  sha256 {result['sha256'][:16]}..."), ("source", result["source"])]
         rows += formatting.device_check_rows(result["check"])
         rows.append(("report", result["report_file"] or "none updated (no FILE.tflite.json of this file)"))
-        click.echo(formatting.table(rows))
+        click.echo(printable_lines(formatting.table(rows)))
     wrong = proof_failure(result["check"])
     if wrong:
         raise EdgebnnError(f"{result['file']} does not give the Keras model's answers on {device}: {wrong}")
@@ -387,7 +397,8 @@ def _thread_counts(text):
 @click.argument("models", nargs=-1, required=True, metavar="FILE.tflite...")
 @click.option("--device", "-d", "devices", multiple=True, default=("local",), show_default=True,
               help="local, ssh://user@host[:port], qemu:aarch64 (estimates for calibrated boards from instructions "
-              "counted under QEMU; needs --runner) or a NAME from devices.toml; repeat to profile boards in parallel.")
+              "counted under QEMU on each board's own core; qemu:aarch64:CPU for QEMU core CPU's boards only, e.g. "
+              "cortex-a76; needs --runner) or a NAME from devices.toml; repeat to profile boards in parallel.")
 @click.option("--runner", default=None, help="Benchmark runner: a local lce_benchmark_model build (uploaded when "
               "the board lacks it) or a command on the board (default: the target's).")
 @click.option("--target", default=None, help="Target profile for the board checks (default: from `uname -m`).")
@@ -425,7 +436,7 @@ def _print_profile(results: list[dict], db: str, as_json: bool) -> None:
     results = [r for r in results if r.get("kind") != "estimate"]
     if estimated:
 
-        click.echo(format_rows(estimated))
+        click.echo(printable_lines(format_rows(estimated)))
     if not results:
         click.echo(f"results in {db}")
         return
@@ -435,16 +446,17 @@ def _print_profile(results: list[dict], db: str, as_json: bool) -> None:
     fmt = lambda v: f"{v:9.3f}" if v is not None else f"{'-':>9}"
     for r in results:
         skipped = "  (stored; --force to re-measure)" if r["status"] == "skipped" else ""
-        click.echo(f"{r['model_name']:<{w}} {r['device'][:28]:<28} {r['threads']:>3} {fmt(r['mean_ms'])} "
-                   f"{fmt(r['median_ms'])} {fmt(r['min_ms'])} {fmt(r['p90_ms'])} {fmt(r['std_ms'])[1:]}{skipped}")
+        click.echo(printable(f"{r['model_name']:<{w}} {r['device'][:28]:<28} {r['threads']:>3} "
+                             f"{fmt(r['mean_ms'])} {fmt(r['median_ms'])} {fmt(r['min_ms'])} {fmt(r['p90_ms'])} "
+                             f"{fmt(r['std_ms'])[1:]}{skipped}"))
         if r.get("flags"):  # why this figure should not be trusted (spread, load, threads, throttling)
             click.echo(f"{'':<{w}} ! noisy: {'; '.join(r['flags'])}")
     for machine in dict.fromkeys((r["device"], r["machine"], r["kernels"]) for r in results):
         click.echo(f"{machine[0]}: {machine[1]}; {machine[2]}")
     for r in results:
         for t in r["op_totals"]:
-            click.echo(f"  {r['model_name']} @ {r['device']} x{r['threads']}: {t['node_type']:<16} {t['kind']:<6} "
-                       f"{t['nodes']:>3} nodes {t['avg_ms']:9.3f} ms {t['pct']:5.1f}%")
+            click.echo(printable(f"  {r['model_name']} @ {r['device']} x{r['threads']}: {t['node_type']:<16} "
+                                 f"{t['kind']:<6} {t['nodes']:>3} nodes {t['avg_ms']:9.3f} ms {t['pct']:5.1f}%"))
     click.echo(f"results in {db}")
 
 
@@ -482,14 +494,19 @@ def calibrate_command(runner, out, models_dir, models, as_json):
 @click.option("--calibration", default=None, help="A calibration file (default: the runner's, else the shipped one).")
 @click.option("--db", default="results.db", show_default=True, help="SQLite results database.")
 @click.option("--force", is_flag=True, help="Estimate again what the database already holds.")
+@click.option("--cpu", default=None, help="Only the boards counted on this QEMU core, e.g. cortex-a76 (the Pi 5's: "
+              "uncalibrated, instructions only). Default: every calibrated board, each on its own core "
+              "(cortex-a72 for the Pi 4B and the Pixel 1).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
-def estimate_command(models, fast, runner, threads, calibration, db, force, as_json):
-    """Estimate ARM latency on every calibrated board, with its likely range and the path it came from."""
+def estimate_command(models, fast, runner, threads, calibration, db, force, cpu, as_json):
+    """Estimate ARM latency on every calibrated board, each counted on its own core, with its likely range and the
+    path it came from."""
 
     results = estimate_files(list(models), runner=runner, fast=fast, threads=_thread_counts(threads),
-                             calibration=calibration, db=db, force=force,
-                             warn=lambda w: click.echo(f"warning: {w}", err=True))
-    click.echo(json.dumps(results, indent=1, default=str) if as_json else format_rows(results) + f"\nresults in {db}")
+                             calibration=calibration, db=db, force=force, cpu=cpu,
+                             warn=lambda w: click.echo(f"warning: {printable(w)}", err=True))
+    click.echo(json.dumps(results, indent=1, default=str) if as_json
+               else printable_lines(format_rows(results)) + f"\nresults in {db}")
 
 
 @main.command("budget")
@@ -518,8 +535,8 @@ def budget_command(family, board, budget, threads, widths, sizes, num_classes, e
     result = budget_mod.answer(family, board, budget, threads, numbers(widths, float) or budget_mod.DEFAULT_WIDTHS,
                                numbers(sizes, int), num_classes, exact=exact, runner=runner)
     for w in result["warnings"]:
-        click.echo(f"warning: {w}", err=True)
-    click.echo(json.dumps(result, indent=1) if as_json else budget_mod.format_answer(result))
+        click.echo(f"warning: {printable(w)}", err=True)
+    click.echo(json.dumps(result, indent=1) if as_json else printable_lines(budget_mod.format_answer(result)))
     if not any(r["verdict"] == "fits" for r in result["rows"]):
         sys.exit(1)
 
@@ -560,14 +577,14 @@ def devices_check_command(ctx, name, runner, target, devices_file, ssh_config, a
     if as_json:
         _print_json(report)
     else:
-        click.echo(f"{report['device']}" + (f"  # {report['notes']}" if report.get("notes") else ""))
-        here = report["device"] in ("local", "qemu:aarch64")  # this host (emulating aarch64 or not)
-        click.echo(f"  board        {report['facts']['label']}" if here else describe(report["facts"]))
+        click.echo(printable(f"{report['device']}" + (f"  # {report['notes']}" if report.get("notes") else "")))
+        here = report["device"] == "local" or report["device"].startswith("qemu:")  # this host (emulating or not)
+        click.echo(printable_lines(f"  board        {report['facts']['label']}" if here else describe(report["facts"])))
         click.echo(f"  target       {report['target'] or 'host'}\n  runner       {report['runner'] or 'none'}")
         for w in report["warnings"]:
-            click.echo(f"warning: {w}")
+            click.echo(f"warning: {printable(w)}")
         for p in report["problems"]:
-            click.echo(f"problem: {p}")
+            click.echo(f"problem: {printable(p)}")
         if not report["problems"]:
             click.echo("ok: ready to profile")
     if report["problems"]:
@@ -592,7 +609,7 @@ def devices_clean_command(name, older_than, kill_running, devices_file, ssh_conf
         found += [{**f, "path": f"{dev.name}:{f['path']}"}
                   for f in cleanup.clean_board(dev, older_than_min=older_than, kill_running=kill_running)]
     for f in found:
-        click.echo(f"{f['path']}: {f['action']}")
+        click.echo(printable(f"{f['path']}: {f['action']}"))
     removed = sum(1 for f in found if f["remove"])
     click.echo(f"{removed} removed, {len(found) - removed} kept" if found else "nothing left over")
 
@@ -649,17 +666,17 @@ def report_command(ctx, db, out, run_roots, old_run_roots, budget, board, as_jso
     problems: list[str] = []
     rows = reporting.collect(db, run_roots, problems)
     for problem in problems:
-        click.echo(f"warning: {problem}", err=True)
+        click.echo(f"warning: {printable(problem)}", err=True)
     answer = reporting.best_under_budget(rows, budget_ms, board) if budget else None
     written = reporting.write(db, out, run_roots, budget=reporting.format_budget(answer) if answer else None,
                            rows=rows)
     if as_json:
         _print_json({"rows": written["rows"], "budget": answer} if answer else written["rows"])
     else:
-        click.echo(reporting.format_table(written["rows"]) + "\n")
-        click.echo("\n".join(reporting.notes(written["rows"])))
+        click.echo(printable_lines(reporting.format_table(written["rows"])) + "\n")
+        click.echo(printable_lines("\n".join(reporting.notes(written["rows"]))))
         if answer:
-            click.echo("\n" + reporting.format_budget(answer))
+            click.echo("\n" + printable_lines(reporting.format_budget(answer)))
         click.echo(f"report: {written['index']}")
     if answer and answer["choice"] is None:
         ctx.exit(1)

@@ -71,6 +71,7 @@ class Conversion(Record):
     top1_agreement: float | None = None
     tflite_top1: float | None = None
     problems: tuple[str, ...] = ()
+    precision: str = "float"  # "int8": the real-valued convs as int8 islands (its proof: top-1 agreement)
 
     @classmethod
     def from_dict(cls, report: Mapping) -> Conversion:
@@ -84,6 +85,7 @@ class Conversion(Record):
                                         max_abs_diff=check.get("max_abs_diff"),
                                         top1_agreement=check.get("top1_agreement"),
                                         tflite_top1=check.get("tflite_top1"),
+                                        precision=report.get("precision") or "float",
                                         problems=tuple(conversion.get("problems") or ())))
 
 
@@ -104,6 +106,8 @@ class Result(Record):
     std_ms: float | None = None
     machine: str | None = None
     flags: tuple[str, ...] = ()
+    cpu: str | None = None  # an estimate's QEMU core (cortex-a72 for the Pi 4B); a measurement's machine CPU
+    precision: str | None = None  # the flatbuffer's: float or int8
 
     @classmethod
     def from_dict(cls, row: Mapping) -> Result:
@@ -123,6 +127,8 @@ class ReportRow(Record):
     val_top1: float | None = None
     twin_top1: float | None = None
     gap_to_float: float | None = None
+    precision: str | None = None
+    cpu: str | None = None
 
     @classmethod
     def from_dict(cls, row: Mapping) -> ReportRow:
