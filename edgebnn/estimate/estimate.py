@@ -11,6 +11,7 @@ the range it implies (``likely_range``).
 
 from __future__ import annotations
 
+from edgebnn import store
 from edgebnn.devices.parse import op_kind
 from edgebnn.estimate import boards as boards_mod
 from edgebnn.estimate import calibration as cal_mod
@@ -85,7 +86,8 @@ def instructions_only(model: dict, counts: dict, board: boards_mod.Board, runner
     path = counts.get("path", "qemu")
     source = (f"{counts['instructions']:.4g} aarch64 instructions per inference {how_counted(counts)} for "
               f"{board.label} ({board.cpu}); UNCALIBRATED: no published LCE figures exist for it, so no ms")
-    return {**{k: model.get(k) for k in ("model_name", "model_sha256", "model_path", "precision")},
+    return {**{k: model.get(k) for k in ("model_name", "model_sha256", "model_path")},
+            "precision": model.get("precision") or store.precision_of(model.get("model_path")),
             "device": board.name, "threads": 1, "kind": "estimate", "machine": f"{board.label} (uncalibrated)",
             "kernels": KERNELS[path], "runner": runner, "cpu": counts.get("cpu"), "min_ms": None, "median_ms": None,
             "mean_ms": None, "max_ms": None, "flags": [], "warnings": list(counts["warnings"]),
