@@ -74,11 +74,48 @@ def load_pretrained(weights: str | os.PathLike) -> Pretrained:
     )
 
 
-def finetune_recipe(recipe: dict, pretrained: Pretrained, *, epochs: int | None = None) -> dict:
-    """``recipe`` turned into one fine-tuning step from ``pretrained`` (see the module docstring)."""
+# The fine-tuning step's own choices: a --set of one of these would be dropped, so it is refused.
+STEP_OWN = ("name", "binary_weights", "binary_activations", "optimizer", "lr", "schedule", "milestones",
+            "weight_decay", "label_smoothing", "loss", "teacher", "init_from_previous")
+
+
+def _refuse_what_is_not_honoured(recipe: dict, pretrained: Pretrained, sets) -> None:
+    """Explicit choices fine-tuning cannot follow, refused before anything is built: a width or padding other than
+    the weights', a real-valued twin of binary weights, a step key the fine-tuning step sets itself, or a key of a
+    step other than the last (the one fine-tuning keeps)."""
+    binary = pretrained.binary_weights or pretrained.binary_activations
+    if recipe.get("real") and binary:
+        raise OptionError("{weights} {path} holds binary weights; fine-tuning keeps their binarization, so a "
+                          "real-valued twin ({real}, real = true or a -real name) cannot start from them: drop it, "
+                          "or give the weights of a twin run", path=pretrained.path)
+    last = len(recipe["steps"]) - 1
+    for assignment in sets:
+        key, _, text = str(assignment).partition("=")
+        parts = key.strip().split(".")
+        if parts[:2] == ["arch", "width"]:
+            theirs = float(pretrained.width if pretrained.width is not None
+                           else _width_of(pretrained.model, recipe["model"]))
+            if not abs(float(recipe["arch"].get("width") or 1.0) - theirs) <= 1e-9 * max(theirs, 1.0):
+                raise OptionError("{sets} {key}: the weights {path} are width {theirs:g}, and fine-tuning keeps "
+                                  "their width; drop it (or train from scratch)", key=assignment, path=pretrained.path,
+                                  theirs=theirs)
+        elif parts[:2] == ["arch", "padding"] and recipe["arch"].get("padding") != pretrained.padding:
+            raise OptionError("{sets} {key}: the weights {path} use the {theirs} padding convention, and fine-tuning "
+                              "keeps it; drop it", key=assignment, path=pretrained.path, theirs=pretrained.padding)
+        elif parts[0] == "steps" and (parts[-1] in STEP_OWN or (len(parts) == 3 and parts[1] != str(last))):
+            raise OptionError("{sets} {key}: fine-tuning trains one step of its own (Adam, lr x{fraction:g} of the "
+                              "last step's, cosine, no weight decay, label smoothing {smoothing:g}) from the recipe's "
+                              "last step ({last}), so this would be ignored; drop it (epochs and batch_size are kept)",
+                              key=assignment, fraction=LR_FRACTION, smoothing=LABEL_SMOOTHING, last=last)
+
+
+def finetune_recipe(recipe: dict, pretrained: Pretrained, *, epochs: int | None = None, sets=()) -> dict:
+    """``recipe`` turned into one fine-tuning step from ``pretrained`` (see the module docstring); ``sets``, the
+    ``--set`` overrides the user gave, are checked to be honoured."""
     if pretrained.model_name and pretrained.model_name.removesuffix("-real") != recipe["model"]:
         raise OptionError("{weights} {path} holds a {theirs} model, not {ours}: give the same model name, or weights "
                           "of {ours}", path=pretrained.path, theirs=pretrained.model_name, ours=recipe["model"])
+    _refuse_what_is_not_honoured(recipe, pretrained, sets)
     out = copy.deepcopy(recipe)
     last = out["steps"][-1]
     step = {**last, "name": "finetune", "binary_weights": pretrained.binary_weights,
@@ -111,6 +148,19 @@ def _width_of(model, name: str) -> float:
     (``channels(c, f / c)`` gives back f for any multiple of 8, so every later stage matches too)."""
     full = archs.build(name, input_shape=(32, 32, 3), num_classes=10)
     return _first_conv_filters(model) / _first_conv_filters(full)
+
+
+def zero_padding_too_small(model) -> list[str]:
+    """Binary convs of ``model`` that LCE 0.16 computes wrong: zero padding ("same", ``pad_values=0``, the official
+    convention) on a feature map smaller than the kernel (the rule convert applies, see
+    ``edgebnn.conversion.lce``; a fine-tuning run checks it before training, not after)."""
+    from edgebnn.archs import stats  # lazy: the architectures load TensorFlow and Larq
+
+    return [f"{layer.name} ({'x'.join(str(d) for d in layer.input_shape[1:3])} input, "
+            f"{'x'.join(str(k) for k in layer.kernel_size)} kernel)"
+            for layer in stats.binary_conv_layers(model)
+            if layer.padding == "same" and float(layer.pad_values) == 0.0
+            and any(int(n) < k for n, k in zip(layer.input_shape[1:3], layer.kernel_size, strict=True))]
 
 
 def provenance(pretrained: Pretrained) -> dict:

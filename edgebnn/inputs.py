@@ -6,6 +6,7 @@ check that an HDF5 file reads nothing outside itself.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import stat
@@ -18,11 +19,19 @@ def regular_file(path: str | os.PathLike, what: str, *, if_folder: str, if_missi
     """``path`` when it is a regular file; else one line, "``what`` PATH is a folder: ``if_folder``" and so on. The
     hints may name a parameter as :class:`edgebnn.errors.OptionError` does (``drop {devices_file}``)."""
     p = Path(path)
-    if p.is_dir():
+    try:
+        mode = os.stat(p).st_mode
+    except OSError as err:  # missing, a dangling link, a loop, or a name over the limit (ENAMETOOLONG)
+        if err.errno == errno.ENAMETOOLONG:
+            raise option_error("{what_} {path_}... has a name longer than the file system allows: " + if_missing,
+                               what_=what, path_=str(p)[:60]) from None
+        if err.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+            raise option_error("{what_} {path_}: cannot read it ({why})", what_=what, path_=p,
+                               why=err.strerror or type(err).__name__) from None
+        raise option_error("{what_} {path_} does not exist: " + if_missing, what_=what, path_=p) from None
+    if stat.S_ISDIR(mode):
         raise option_error("{what_} {path_} is a folder: " + if_folder, what_=what, path_=p)
-    if not p.exists():
-        raise option_error("{what_} {path_} does not exist: " + if_missing, what_=what, path_=p)
-    if not p.is_file():
+    if not stat.S_ISREG(mode):
         raise option_error("{what_} {path_} is not a regular file (a FIFO, socket or device): " + if_other,
                            what_=what, path_=p)
     return p

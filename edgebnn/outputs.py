@@ -29,8 +29,11 @@ from edgebnn.errors import EdgebnnError, option_error
 
 def _existing_ancestor(path: Path) -> Path:
     for candidate in [path, *path.parents]:
-        if candidate.exists():
-            return candidate
+        try:
+            os.stat(candidate)
+        except OSError:  # missing, or a name over the limit (ENAMETOOLONG): look further up
+            continue
+        return candidate
     return Path(".")
 
 

@@ -46,9 +46,9 @@ from __future__ import annotations
 import copy
 import tomllib
 from importlib import resources
-from pathlib import Path
 
 from edgebnn.errors import EdgebnnError, OptionError
+from edgebnn.inputs import regular_file
 
 OPTIMIZERS = ("adam", "sgd", "adamw")
 SCHEDULES = ("linear", "cosine", "constant", "multistep")
@@ -265,9 +265,9 @@ def read(name_or_path: str) -> tuple[dict, str]:
     """The raw TOML table of recipe ``name_or_path`` and where it came from (for error messages)."""
     text, where = None, name_or_path
     if name_or_path.endswith(".toml") or "/" in name_or_path:
-        path = Path(name_or_path)
-        if not path.is_file():
-            raise EdgebnnError(f"recipe file {name_or_path} does not exist")
+        path = regular_file(name_or_path, "recipe file", if_folder="give a recipe .toml (see `edgebnn recipe NAME`)",
+                            if_missing="give a recipe .toml (see `edgebnn recipe NAME`)",
+                            if_other="give a recipe .toml (see `edgebnn recipe NAME`)")
         try:
             text = path.read_text(encoding="utf-8")
         except (UnicodeDecodeError, OSError) as err:

@@ -22,18 +22,21 @@ with how to convert it: tf-keras 2.16 loads both ignoring ``safe_mode``, running
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
+import socket
+import stat
 import tempfile
 import time
 import zipfile
 from pathlib import Path
 
-from edgebnn import archs
+from edgebnn import archs, runlock
 from edgebnn.errors import EdgebnnError, OptionError, option_error, printable
 from edgebnn.inputs import check_hdf5, read_regular
-from edgebnn.outputs import probe_folder, write_atomic
+from edgebnn.outputs import check_name_length, probe_folder, write_atomic
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 RUN_INFO = "run.json"
@@ -87,7 +90,70 @@ def update_info(run_dir: str | os.PathLike, **changes) -> dict:
     return info
 
 
+def write_status_in_place(run_dir: str | os.PathLike, status: str, failure: str | None = None) -> bool:
+    """Overwrite ``run.json``'s bytes with the same run ending in ``status``, no longer than the file is now (the
+    failure cut, the JSON compact, spaces after it): a file rewritten within its own blocks needs no free space, so
+    a run ended by a full disk (where :func:`write_info`'s new file cannot be written) still says how it ended.
+    Not atomic: only for when the atomic write failed. Returns whether it was written."""
+    path = Path(run_dir) / RUN_INFO
+    try:
+        info = read_info(run_dir)
+        size = path.stat().st_size
+    except (EdgebnnError, OSError):
+        return False
+    new = {k: v for k, v in info.items() if k != "failure"}
+    new["status"] = status
+    data = json.dumps(new, default=_jsonable, separators=(",", ":")).encode()
+    cut = len(failure or "")
+    while cut > 0:  # as much of the failure as fits
+        longer = json.dumps({**new, "failure": failure[:cut]}, default=_jsonable, separators=(",", ":")).encode()
+        if len(longer) <= size:
+            data = longer
+            break
+        cut -= len(longer) - size
+    if len(data) > size:
+        return False
+    try:
+        fd = os.open(path, os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return False
+    try:
+        os.pwrite(fd, data + b" " * (size - len(data)), 0)  # JSON allows trailing white space
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def _training_is_gone(run_dir: Path) -> bool:
+    """Whether no process trains ``run_dir`` any more: no ``run.lock``, or one naming a pid of this host that is not
+    running (what :class:`edgebnn.runlock.RunLock` takes over as stale). A lock of another host, or one that cannot
+    be read, cannot tell: False."""
+    lock = run_dir / runlock.LOCK
+    try:
+        if not lock.exists():
+            return True
+        if not lock.is_file():
+            return False
+        held = json.loads(lock.read_bytes()[:4096])
+    except (OSError, ValueError):
+        return False
+    if not isinstance(held, dict) or type(held.get("pid")) is not int:
+        return False
+    return held.get("host") == socket.gethostname() and not runlock.pid_alive(held["pid"])
+
+
 def read_info(run_dir: str | os.PathLike) -> dict:
+    """``run.json`` of ``run_dir``. A run recorded as ``running`` whose training process is gone (its lock free: a
+    kill -9, a power cut, a disk too full to record the end) reads ``interrupted``."""
+    info = _read_info(run_dir)
+    if info.get("status") == "running" and _training_is_gone(Path(run_dir)):
+        info["status"] = "interrupted"
+    return info
+
+
+def _read_info(run_dir: str | os.PathLike) -> dict:
     path = Path(run_dir) / RUN_INFO
     if not path.is_file():
         raise EdgebnnError(f"{run_dir} is not a run folder (no {RUN_INFO}); give a folder that edgebnn train wrote")
@@ -216,6 +282,9 @@ def checkpoint_of(info: dict, checkpoint: str | None = None) -> dict:
     which = checkpoint or ("best" if "best" in saved else "last")
     if which not in CHECKPOINT_CHOICES:
         raise EdgebnnError(f"unknown checkpoint {which!r}; use one of: {', '.join(CHECKPOINT_CHOICES)}")
+    if which not in saved and checkpoint is None:  # none was asked for: the file, not the user, is wrong
+        raise EdgebnnError(f"run {printable(str(info.get('name'))[:80])}: its {RUN_INFO} checkpoints entry names "
+                           f"neither best nor last: the run folder is corrupt")
     if which not in saved:
         raise OptionError("run {name} keeps no {which} model (it predates edgebnn keeping the best epoch); its "
                           "model.keras is the last epoch: use {checkpoint:=last}", name=info.get("name"), which=which)
@@ -227,9 +296,20 @@ def model_file(path: str | os.PathLike, checkpoint: str | None = None) -> Path:
     a ``.keras`` file; a Keras HDF5 model or a SavedModel folder is refused in one line that says how to convert it
     (loading either runs the code of any Lambda layer in it)."""
     path = Path(path)
-    if not path.exists():
-        raise EdgebnnError(f"{path} does not exist; give a run folder (runs/NAME-TIME) or a saved model (.keras)")
-    if path.is_dir():
+    try:
+        mode = os.stat(path).st_mode  # the kind first: a FIFO or device is named, never opened
+    except OSError as err:
+        if err.errno == errno.ENAMETOOLONG:
+            raise EdgebnnError(f"{str(path)[:60]}... has a name longer than the file system allows; give a run "
+                               f"folder (runs/NAME-TIME) or a saved model (.keras)") from None
+        if err.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+            raise EdgebnnError(f"{path}: cannot read it ({err.strerror}); give a run folder or a saved model") from None
+        raise EdgebnnError(f"{path} does not exist; give a run folder (runs/NAME-TIME) or a saved model (.keras)"
+                           ) from None
+    if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+        raise EdgebnnError(f"{path} is not a regular file (a FIFO, socket or device): give a run folder or a saved "
+                           f"model file (.keras)")
+    if stat.S_ISDIR(mode):
         if is_run_dir(path):
             info = read_info(path)
             if not (path / FINAL_MODEL).is_file():
@@ -243,7 +323,8 @@ def model_file(path: str | os.PathLike, checkpoint: str | None = None) -> Path:
         if (path / "saved_model.pb").exists():
             raise EdgebnnError(f"{path} is a SavedModel folder, whose loading runs code from the files (a Lambda "
                                f"layer's): edgebnn loads .keras files only; {CONVERT_HINT}")
-        raise EdgebnnError(f"{path} is neither a run folder nor a .keras file")
+        raise EdgebnnError(f"{path} is a folder, but not a run folder (no {RUN_INFO}): give a run folder that edgebnn "
+                           f"train or import wrote, or a .keras file")
     if checkpoint:
         raise OptionError("{checkpoint} picks a model within a run folder; {path} is a model file", path=path)
     if path.suffix.lower() in LEGACY_SUFFIXES:
@@ -289,6 +370,7 @@ def check_run_folder(path: str | os.PathLike, what: str = "{out}") -> Path:
     ``what`` names the folder in messages, as in :mod:`edgebnn.outputs`."""
 
     p = Path(path).expanduser()
+    check_name_length(p, what)  # before any stat: a name over the limit is ENAMETOOLONG there
     if p.exists() and not p.is_dir():
         raise option_error(what + " {p} is a file; give a folder for the run", p=p)
     if is_run_dir(p):

@@ -373,7 +373,7 @@ def train(name_or_path: str | None = None, *, dataset: str | None = None, epochs
         run_dir = None
         if weights is not None:
             pretrained = finetune.load_pretrained(weights)
-            recipe = finetune.finetune_recipe(recipe, pretrained)
+            recipe = finetune.finetune_recipe(recipe, pretrained, sets=sets)
     check_model_name(recipe["model"])
     trainer = _Trainer(recipe, run_dir=run_dir, out=out, seed=seed, strategy_name=strategy, progress=progress,
                        verbose=verbose, runs_root=runs_root, resuming=resume is not None)
@@ -442,6 +442,14 @@ class _Trainer:
 
         archs.check_size(recipe["model"], self.input_shape, self.num_classes,  # before the run folder is made
                          float(recipe["arch"].get("width") or 1.0))
+        if self.pretrained is not None and recipe["arch"].get("padding") not in (None, "lce"):  # zero padding
+            small = finetune.zero_padding_too_small(build_model(recipe, recipe["steps"][0], self.input_shape,
+                                                                self.num_classes))
+            if small:
+                raise EdgebnnError(f"{len(small)} zero-padded binary convs of the fine-tuned {recipe['model']} would "
+                                   f"see a feature map smaller than their kernel ({small[0]}), which LCE 0.16 "
+                                   f"computes wrong (convert refuses it): use a larger input size (72 px or more "
+                                   f"for the ImageNet layouts); nothing was trained")
 
         if self.run_dir is None:
             name = recipe["model"] + ("-real" if recipe["real"] else "")
@@ -478,8 +486,7 @@ class _Trainer:
         try:
             self._train_steps()
         except Diverged:
-            if self.chief:
-                runs.update_info(self.run_dir, status="diverged")
+            self._record_end("diverged")
             raise
         except (KeyboardInterrupt, SystemExit):  # Ctrl-C, and SIGTERM (the CLI turns it into KeyboardInterrupt)
             self._record_end("interrupted")
@@ -503,8 +510,8 @@ class _Trainer:
             return
         try:
             runs.update_info(self.run_dir, status=status, **({"failure": failure} if failure else {}))
-        except (EdgebnnError, OSError):
-            pass
+        except (EdgebnnError, OSError):  # a full disk: rewritten within the file's own blocks
+            runs.write_status_in_place(self.run_dir, status, failure)
 
     def _resume_point(self) -> tuple[int, int, str | None]:
         return resume_point(self.run_dir)

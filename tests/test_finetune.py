@@ -100,3 +100,37 @@ def test_resume_with_weights_is_refused(tmp_path):
 
 def test_run_json_of_a_fine_tuned_run_is_json(imported):
     json.dumps(finetune.provenance(finetune.load_pretrained(imported)))
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["--set", "arch.width=0.5"], ["--set arch.width=0.5", "width 0.125", "fine-tuning keeps their width"]),
+    (["--set", "arch.padding=lce"], ["--set arch.padding=lce", "official padding convention"]),
+    (["--twin"], ["holds binary weights", "--twin"]),
+    (["--set", "real=true"], ["holds binary weights"]),
+    (["--set", "steps.lr=0.1"], ["--set steps.lr=0.1", "fine-tuning trains one step of its own"]),
+    (["--set", "steps.0.epochs=3"], ["--set steps.0.epochs=3", "last step (1)"]),
+])
+def test_fine_tuning_refuses_an_explicit_choice_it_would_drop(imported, tmp_path, args, needles):
+    result = CliRunner().invoke(main, ["train", "reactnet-18", "--dataset", "digits", "--weights", str(imported),
+                                       "--out", str(tmp_path / "x"), "--set", f"input_size={SIZE}", *args])
+    assert_one_error_line(result, *needles)
+    assert not (tmp_path / "x").exists()
+
+
+def test_fine_tuning_keeps_what_it_can_honour(imported):
+    recipe = finetune.finetune_recipe(
+        __import__("edgebnn.recipe", fromlist=["load"]).load(
+            "reactnet-18", dataset="digits", sets=["arch.width=0.125", "steps.epochs=3", "steps.batch_size=16"]),
+        finetune.load_pretrained(imported), sets=["arch.width=0.125", "steps.epochs=3", "steps.batch_size=16"])
+    step, = recipe["steps"]
+    assert (recipe["arch"]["width"], step["epochs"], step["batch_size"]) == (0.125, 3, 16)
+
+
+def test_an_official_padding_network_too_small_for_lce_is_refused_before_training(imported, tmp_path, monkeypatch):
+    from edgebnn import training
+
+    monkeypatch.setattr(training._Trainer, "_train_steps", lambda self: pytest.fail("trained"))
+    result = CliRunner().invoke(main, ["train", "reactnet-18", "--dataset", "digits", "--weights", str(imported),
+                                       "--out", str(tmp_path / "x"), "--set", "input_size=16"])
+    assert_one_error_line(result, "smaller than their kernel", "LCE 0.16 computes wrong", "nothing was trained")
+    assert not (tmp_path / "x").exists()

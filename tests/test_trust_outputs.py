@@ -72,7 +72,8 @@ def test_run_json_on_a_full_disk_keeps_its_last_whole_state(tmp_path, monkeypatc
     with pytest.raises(EdgebnnError, match="run.json: cannot write .* the disk is full"):
         runs.update_info(tmp_path, epochs_done=4)
     assert [p.name for p in tmp_path.iterdir()] == ["run.json"]
-    assert runs.read_info(tmp_path) == {"status": "running", "epochs_done": 3}
+    assert json.loads((tmp_path / "run.json").read_text()) == {"status": "running", "epochs_done": 3}
+    assert runs.read_info(tmp_path)["status"] == "interrupted"  # no process holds its lock
 
 
 def test_a_name_over_the_limit_is_one_line(tmp_path):

@@ -215,6 +215,15 @@ def ignored_local_file(devices_path) -> str:
 QEMU_DEVICE = "qemu:aarch64"
 
 
+def _config_checked(dev: Device) -> Device:
+    """An ssh device's ``ssh -F`` file must be a regular file: a folder or a missing file is named as such here,
+    not left to ssh (whose failure reads like a host-key problem)."""
+    if dev.kind == "ssh" and dev.ssh_config:
+        hint = "give an ssh -F config file with {ssh_config} (or drop it: ~/.ssh/config applies)"
+        regular_file(dev.ssh_config, "ssh config file", if_folder=hint, if_missing=hint, if_other=hint)
+    return dev
+
+
 def resolve(spec: str, devices_path: str | os.PathLike | None = None, ssh_config: str | None = None) -> Device:
     """``local``, ``ssh://[user@]host[:port]``, ``qemu:aarch64[:CPU]`` or a NAME from the devices file ->
     :class:`Device`."""
@@ -230,13 +239,13 @@ def resolve(spec: str, devices_path: str | os.PathLike | None = None, ssh_config
     if spec.startswith("ssh://"):
 
         t = parse_url(spec)
-        return Device(name=t.url, kind="ssh", ssh=t.url, ssh_config=ssh_config)
+        return _config_checked(Device(name=t.url, kind="ssh", ssh=t.url, ssh_config=ssh_config))
     known = load(devices_path)
     if spec in known:
         dev = known[spec]
         if ssh_config and not dev.ssh_config:
             dev.ssh_config = ssh_config
-        return dev
+        return _config_checked(dev)
     where = devices_file(devices_path) or USER_FILE
     names = ", ".join(sorted(known)) or "none"
     raise EdgebnnError(f"unknown device {spec!r}: use local, ssh://user@host[:port], {QEMU_DEVICE} or a name from "

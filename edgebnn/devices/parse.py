@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 
-from edgebnn.errors import EdgebnnError, OptionError
+from edgebnn.errors import EdgebnnError, OptionError, printable
 
 _PREFIX = re.compile(
     r"^(?:(?:INFO|WARNING|WARN|ERROR|DEBUG|VERBOSE): "
@@ -30,6 +30,7 @@ _NOTE = re.compile(r"^(?:edgebnn runner|Op profiling)[^:]*: .*$")
 _TABLE = re.compile(r"^=+ (Run Order|Top by Computation Time|Top by Memory Use|Summary by node type) =+\s*$")
 _HEADER_COL = re.compile(r"\[([^\]]+)\]")
 _NAME_INDEX = re.compile(r"^(.*):(\d+)$")
+MAX_TIME_US = 1e9  # 1000 s for one inference (or the runner's init): beyond it a figure is no measurement
 
 # Header label -> key; the number columns of the op tables.
 _COLUMNS = {
@@ -174,11 +175,13 @@ def _assign_counts(result: dict, counts: list[dict], text: str) -> None:
                            f"the last: {last!r}; check the runner and model on the board")
     if result["runs"]["count"] <= 0:
         raise OptionError("benchmark output reports count=0 measured runs: pass {runs:=1} or more")
-    times = {**{k: v for k, v in result["runs"].items() if k != "count"}, **result["percentiles_us"]}
-    bad = [f"{k}={v}" for k, v in times.items() if not (math.isfinite(v) and v >= 0)]
+    times = {**{k: v for k, v in result["runs"].items() if k != "count"}, **result["percentiles_us"],
+             **{f"'{k}'": v for k, v in result["timings_us"].items()}}
+    bad = [f"{k}={v}" for k, v in times.items() if not (math.isfinite(v) and 0 <= v <= MAX_TIME_US)]
     if bad:
-        raise EdgebnnError(f"benchmark output reports {bad[0]}, not a time (negative or not finite); nothing is "
-                           "stored: check the runner on the board")
+        raise EdgebnnError(f"benchmark output reports {printable(bad[0][:80])}, not a time (negative, not finite "
+                           f"or over {MAX_TIME_US:.0e} us, {MAX_TIME_US / 1e6:.0f} s); nothing is stored: check the "
+                           "runner on the board")
 
 
 def op_totals(ops: list[dict]) -> list[dict]:

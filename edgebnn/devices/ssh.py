@@ -64,6 +64,8 @@ def parse_url(text: str, config_file: str | None = None) -> SshTarget:
         host = parts.netloc.rsplit("@", 1)[-1].rsplit(":", 1)[0] if port else parts.netloc.rsplit("@", 1)[-1]
     if not host or host.startswith("-") or parts.path not in ("", "/") or not re.fullmatch(r"[\w.\-:%]+", host):
         raise EdgebnnError(f"device {text!r} is not ssh://[user@]host[:port]: give a host name or address")
+    if port == 0:
+        raise EdgebnnError(f"device {_hide_password(text)!r}: port 0 is no SSH port: give 1 to 65535, or none for 22")
     if parts.password is not None:
         raise EdgebnnError(f"device {_hide_password(text)}: a password in the URL is never used (ssh runs with "
                            "BatchMode, keys only): drop it and install a key with `ssh-copy-id`")

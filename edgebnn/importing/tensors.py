@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgebnn import archs
-from edgebnn.errors import EdgebnnError
+from edgebnn.errors import EdgebnnError, printable
 
 SHOWN = 4  # keys named in an error before "and N more"
 
@@ -78,7 +78,12 @@ class Mapper:
         if key in self.taken:
             self.twice.append(key)
         self.taken.add(key)
-        return np.asarray(self.state[key], dtype=np.float32)
+        value = self.state[key]
+        if np.iscomplexobj(value):  # float32 would keep the real part alone, silently
+            raise EdgebnnError(f"checkpoint tensor {printable(key)} holds complex numbers "
+                               f"({np.asarray(value).dtype}); a model's weights are real: this is not a checkpoint "
+                               f"edgebnn can import")
+        return np.asarray(value, dtype=np.float32)
 
     def put(self, layer: str, weight: str, value: np.ndarray | None, source: str) -> None:
         """Keras weight ``layer/weight`` := ``value`` (None: its source was missing, already recorded)."""
