@@ -61,6 +61,8 @@ def test_budget_numbers_out_of_range_are_one_line_before_any_building(monkeypatc
     (["import", "x.pth.tar", "--num-classes", "-1"], "--num-classes must be 1 or more, got -1"),
     (["import", "x.pth.tar", "--width", "nan"], "--width must be a finite number above 0, got nan"),
     (["import", "x.pth.tar", "--width", "-0.5"], "--width must be a finite number above 0, got -0.5"),
+    (["devices", "clean", "local", "--older-than", "nan"], "--older-than must be a number of minutes"),
+    (["devices", "clean", "local", "--older-than", "-1"], "--older-than must be 0 or more"),
 ])
 def test_class_counts_and_widths_out_of_range_are_one_line(args, needle):
     assert_one_error_line(CliRunner().invoke(main, args), needle, only=True)
@@ -245,3 +247,12 @@ def test_a_complex_checkpoint_tensor_is_refused_by_name():
         with pytest.raises(EdgebnnError, match="holds complex numbers") as err:
             m.take(key)
         assert shown in str(err.value) and "\x1b" not in str(err.value)
+
+
+@pytest.mark.parametrize("args", [["convert", LONG], ["data", f"folder:{LONG}"], ["report", "--db", f"{LONG}.db"],
+                                  ["estimate", f"{LONG}.tflite"], ["import", f"{LONG}.pth.tar"]])
+def test_every_name_over_the_limit_is_one_line_whichever_door(tmp_path, monkeypatch, args):
+    """A name over the limit met where no check named it first is still one line (the CLI's last guard)."""
+    monkeypatch.chdir(tmp_path)
+    line = assert_one_error_line(CliRunner().invoke(main, args), "x" * 40)
+    assert "longer than the file system allows" in line or "over the file system's limit" in line
