@@ -36,7 +36,7 @@ def test_profile_from_a_file(tmp_path):
     assert targets.load(str(good)).threads == (2,)
     bad = tmp_path / "bad.toml"
     bad.write_text('name = "x"\n')
-    with pytest.raises(EdgebnnError, match="bad.toml is invalid"):
+    with pytest.raises(EdgebnnError, match="bad.toml has no lce_target"):
         targets.load(str(bad))
     with pytest.raises(EdgebnnError, match="does not exist"):
         targets.load(str(tmp_path / "none.toml"))
