@@ -128,19 +128,24 @@ def train_family(name: str, out: Path, seed: int, *, teacher_run: Path | None) -
     return row
 
 
-def deploy_family(row: dict, out: Path, *, int8: bool) -> None:
-    """Convert the binary run, test the flatbuffer on every test image, estimate it on the Pi 4B; the same for
-    its int8 flatbuffer when ``int8``. Fills ``row`` in place; a failure is noted in the row, not raised."""
+def deploy_family(row: dict, out: Path, *, int8: bool, top1: bool) -> None:
+    """Convert the binary run (and, when ``int8``, to an int8 flatbuffer) and estimate each on the Pi 4B; with
+    ``top1``, also test each flatbuffer on every test image. Fills ``row`` in place; a failure is noted in the row,
+    not raised."""
     run, size = row["binary"]["run"], int(row["binary"]["input_shape"][0])
-    for precision, key in [(None, "tflite")] + ([("int8", "int8")] if int8 else []):
-        if f"{key}_top1" in row:
+    row["int8_available"] = int8
+    for precision, key in ([("int8", "int8")] if int8 else []) + [(None, "tflite")]:
+        if f"{key}_error" in row or (top1 and f"{key}_top1" in row) or (not top1 and key in row):
             continue
         try:
-            log(f"converting {Path(run).name}" + (f" ({precision})" if precision else ""))
-            path = convert(run, precision=precision)
-            row[key] = str(path)
-            row[f"{key}_estimate"] = pi4b_estimate(path, out / "results.db")
-            row[f"{key}_top1"] = flatbuffer_top1(path, DATASET, size)
+            if key not in row:
+                log(f"converting {Path(run).name}" + (f" ({precision})" if precision else ""))
+                path = convert(run, precision=precision)
+                row[f"{key}_estimate"] = pi4b_estimate(path, out / "results.db")
+                row[key] = str(path)
+            if top1:
+                log(f"testing {Path(row[key]).name} of {Path(run).name} on every test image")
+                row[f"{key}_top1"] = flatbuffer_top1(Path(row[key]), DATASET, size)
         except (RuntimeError, ValueError, OSError) as err:
             row[f"{key}_error"] = str(err)
 
@@ -172,8 +177,9 @@ def format_table(results: list[dict], machine: str) -> str:
              "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         b, t = r["binary"], r["twin"]
-        int8 = f"{_pct(r['int8_top1'])}, {_latency(r.get('int8_estimate'))}" if "int8_top1" in r else \
-            "n/a (no `convert --precision int8`)" if "int8" not in r else "-"
+        int8 = f"{_pct(r.get('int8_top1'))}, {_latency(r.get('int8_estimate'))}" if "int8" in r else \
+            "failed (below)" if "int8_error" in r else \
+            "n/a (no `convert --precision int8`)" if r.get("int8_available") is False else "-"
         lines.append(f"| {r['model']} | {_pct(b['val_top1'])} | {_pct(t['val_top1'])} | "
                      f"{100 * r['gap']:+.1f} pts | {b['epochs']} / {t['epochs']} | {_minutes(b['wall_s'])} / "
                      f"{_minutes(t['wall_s'])} | {_pct(r.get('tflite_top1'))} | {_latency(r.get('tflite_estimate'))} | "
@@ -229,10 +235,12 @@ def main(argv=None) -> int:
         save()
         log(f"trained {name}: binary {_pct(row['binary']['val_top1'])}, twin {_pct(row['twin']['val_top1'])}")
     int8 = int8_available()
-    for row in results:
-        deploy_family(row, out, int8=int8)
-        save()
-        log(f"deployed {row['model']}: flatbuffer {_pct(row.get('tflite_top1'))}, int8 {_pct(row.get('int8_top1'))}")
+    for top1 in (False, True):  # every flatbuffer and estimate first (a minute each), then their test passes
+        for row in results:
+            deploy_family(row, out, int8=int8, top1=top1)
+            save()
+            log(f"deployed {row['model']}: flatbuffer {_pct(row.get('tflite_top1'))}, int8 "
+                f"{_pct(row.get('int8_top1'))}")
     print(json.dumps({"machine": machine, "results": results}, indent=1) if args.json
           else format_table(results, machine))
     return 0
