@@ -109,12 +109,19 @@ def typed_ops(flatbuffer: bytes) -> list[dict]:
 
 
 def cost_key(op: dict) -> str:
-    """The key an op's costs are fitted and looked up by: its kernel class, `` int8`` added for a quantised op."""
-    return kernel_of(op) + (INT8 if op.get("dtype") == "int8" else "")
+    """The key an op's costs are fitted and looked up by: its kernel class, `` int8`` added for a quantised op; an
+    int8 elementwise op is keyed by its type too (``elementwise SUB int8``: TFLite's int8 ADD has an optimised
+    kernel, its per-channel SUB and MUL fall to reference ones, 10-20x the instructions per element)."""
+    kind = kernel_of(op)
+    if op.get("dtype") != "int8":
+        return kind
+    return (f"{kind} {op['type']}" if kind == "elementwise" else kind) + INT8
 
 
 def base_kind(key: str) -> str:
-    return key.removesuffix(INT8)
+    """The kernel class (its features) of a cost key."""
+    key = key.removesuffix(INT8)
+    return "elementwise" if key.startswith("elementwise ") else key
 
 
 def delegated(op: dict) -> bool:
