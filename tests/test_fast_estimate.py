@@ -134,6 +134,9 @@ def test_an_int8_conv_is_priced_apart_from_a_float_one():
     models = fast.shipped_model()
     a72, a76 = fast.core_model(models, "cortex-a72"), fast.core_model(models, "cortex-a76")
     assert fast.cost_key(_conv("int8")) == "CONV_2D igemm int8" and fast.cost_key(_conv("float")) == "CONV_2D igemm"
+    sub = {"type": "SUB", "inputs": [("x", [1, 8, 8, 16]), ("c", [16])], "outputs": [("y", [1, 8, 8, 16])]}
+    assert fast.cost_key({**sub, "dtype": "int8"}) == "elementwise SUB int8"  # a reference kernel in int8
+    assert fast.cost_key({**sub, "dtype": "float"}) == "elementwise" == fast.base_kind("elementwise SUB int8")
     for model in (a72, a76):
         assert {"CONV_2D igemm int8", "CONV_2D igemm"} <= set(model["kernels"])
         f, q = (fast.predict([_conv(t)], model)["ops"][0]["instructions"] for t in ("float", "int8"))
