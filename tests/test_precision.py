@@ -28,8 +28,9 @@ def calibration():
 
 
 def _islands(model, x):
+    """Every real conv an island (min_depth 0: at width 1/8 they are shallower than the depth rule)."""
     deploy, _ = deployment_model(model)
-    islands, facts = precision.int8_islands(deploy, x)
+    islands, facts = precision.int8_islands(deploy, x, min_depth=0)
     return conv.lce_flatbuffer(islands, "arm")[0], facts
 
 
@@ -90,10 +91,34 @@ def test_the_official_padding_keeps_its_pad_and_the_real_twin_gets_int8_everywhe
 
 
 # ------------------------------------------------------------------------------------------ convert, end to end
+def test_convs_too_shallow_for_int8_stay_float():
+    """The depth rule: K = kh kw c_in under MIN_INT8_DEPTH stays float (ReActNet-A's 3x3 stem over RGB, K = 27, ran
+    slower in int8 on cortex-a72), the rest become islands, and the facts say which is which."""
+    import tensorflow as tf
+
+    tf.keras.utils.set_random_seed(1)
+    model = archs.build("bireal-18", input_shape=(32, 32, 3), num_classes=10, width=0.5)  # 32, 64, 128, 256 ch.
+    x = np.random.RandomState(0).normal(size=(4, 32, 32, 3)).astype(np.float32)
+    _, facts = precision.int8_islands(model, x)
+    assert precision.MIN_INT8_DEPTH == 64 and facts["min_depth"] == 64
+    assert facts["layers"] == ["stage3_conv1_down_conv", "stage4_conv1_down_conv"]  # 1x1 over 64 and 128 channels
+    assert facts["kept_float"] == ["stem_conv (K = 27)", "stage2_conv1_down_conv (K = 32)"]
+    _, facts = precision.int8_islands(archs.build("reactnet-a", input_shape=(32, 32, 3), num_classes=10,
+                                                  width=0.125), x)
+    assert facts["layers"] == [] and facts["kept_float"] == ["stem_conv (K = 27)"]
+
+
+@pytest.fixture
+def every_depth(monkeypatch):
+    """The tiny models' convs are shallower than the depth rule: make every real conv an island."""
+    monkeypatch.setattr(precision, "MIN_INT8_DEPTH", 0)
+
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """A random bireal-18 (width 1/8, 32 px) saved as a model file and converted with --precision int8 on 100
-    digits samples, no threshold (min_agreement=0: a random BNN's near-tied logits flip under int8)."""
+    digits samples, every real conv an island, no threshold (min_agreement=0: a random BNN's near-tied logits flip
+    under int8)."""
     import tensorflow as tf
 
     folder = tmp_path_factory.mktemp("int8")
@@ -101,8 +126,10 @@ def tiny(tmp_path_factory):
     model = randomise_parameters(archs.build("bireal-18", input_shape=(32, 32, 3), num_classes=10, width=0.125),
                                  seed=3)
     model.save(folder / "bireal.keras")
-    report = conv.convert(folder / "bireal.keras", output=folder / "bireal-int8.tflite", check_samples=100,
-                          precision="int8", min_agreement=0.0)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(precision, "MIN_INT8_DEPTH", 0)
+        report = conv.convert(folder / "bireal.keras", output=folder / "bireal-int8.tflite", check_samples=100,
+                              precision="int8", min_agreement=0.0)
     return folder, model, report
 
 
@@ -119,7 +146,7 @@ def test_precision_in_the_metadata_and_the_report(tiny):
                                          "stem_bn"]
     assert int8["calibration"] == {"images": precision.CALIBRATION_IMAGES, "dataset": "digits", "split": "train"}
     assert int8["int8_ops"] == precision.int8_ops(fb) and int8["int8_ops"]["CONV_2D"] == 4
-    assert int8["min_agreement"] == 0.0 and int8["problems"] == []
+    assert int8["min_agreement"] == 0.0 and int8["problems"] == [] and int8["kept_float"] == []
     assert side["conversion"]["lce_bconv2d"] == 16 and side["conversion"]["binary_fraction"] == 1.0
     assert Conversion.from_dict(report).precision == "int8"
 
@@ -143,7 +170,7 @@ def test_the_int8_proof_is_top1_agreement_with_keras(tiny):
         assert needle in text, needle
 
 
-def test_below_the_threshold_is_one_line_and_the_file_is_kept(tiny, tmp_path):
+def test_below_the_threshold_is_one_line_and_the_file_is_kept(tiny, tmp_path, every_depth):
     """--min-agreement above what the flatbuffer reaches: one error line, exit 2, the flatbuffer and its report
     kept; at or under it the same conversion passes."""
     folder, _, report = tiny
@@ -184,7 +211,7 @@ def test_bad_precision_and_agreement_are_one_line(tmp_path):
 # ------------------------------------------------------------------------------------------ the aarch64 kernels
 @pytest.mark.slow
 @pytest.mark.qemu
-def test_the_int8_proof_on_the_aarch64_kernels_names_where_the_interpreters_differ(tiny, tmp_path):
+def test_the_int8_proof_on_the_aarch64_kernels_names_where_the_interpreters_differ(tiny, tmp_path, every_depth):
     """convert --precision int8 --verify-on qemu:aarch64: the device proof is judged by agreement too, and names
     the samples where LCE's aarch64 kernels and its x86 interpreter give another top-1; verify does the same."""
     if not shutil.which("qemu-aarch64"):

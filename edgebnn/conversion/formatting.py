@@ -48,6 +48,8 @@ def _int8_rows(int8: dict) -> list[tuple[str, str]]:
     rows = [("precision", f"int8 islands: {len(int8['layers'])} real-valued layer(s) int8, the rest as float; "
                           f"ranges from {cal['images']} {cal['dataset']} images ({cal['split']} split)"),
             ("  int8 layers", ", ".join(int8["layers"]) or "none"),
+            *([("  kept float", ", ".join(int8["kept_float"]) + f" (shallower than K = {int8['min_depth']}: "
+                                "slower in int8)")] if int8.get("kept_float") else []),
             ("  int8 ops", ", ".join(f"{k} {v}" for k, v in int8["int8_ops"].items()) or "none")]
     rows += [("  PROBLEM", problem) for problem in int8.get("problems", [])]
     return rows

@@ -7,7 +7,8 @@ them) and nothing else, so the construction is a rewritten copy of the deploymen
 (:func:`int8_islands`, the way :mod:`edgebnn.conversion.fold` rewrites a copy for its folds):
 
 1. Each real-valued conv (a ``Conv2D`` with no kernel quantizer and no sign on its input; a twin's Hardtanh input
-   is applied first) whose only consumer is a BatchNorm takes the BatchNorm into its weights:
+   is applied first) deep enough that int8 is faster (K = kh kw c_in >= :data:`MIN_INT8_DEPTH`) becomes an island;
+   when its only consumer is a BatchNorm, the BatchNorm goes into its weights:
    W'_o = W_o s_o, b'_o = (b_o - m_o) s_o + beta_o, s_o = gamma_o / sqrt(v_o + eps); the BatchNorm becomes an
    identity (which converts to nothing).
 2. The conv computes y = FQ_out(conv(FQ_in(x), FQW(W')) + b'): FQ_in / FQ_out fake-quantize to 8 bits with one
@@ -48,6 +49,11 @@ DEFAULT_MIN_AGREEMENT = 0.99  # the int8 proof: top-1 agreement with Keras over 
 # float FC it replaced, +0.19 M aarch64 instructions per inference on bireal-18 and reactnet-18 at 224 px, 1000
 # classes, both on cortex-a72 and cortex-a76 (LCE 0.16's aarch64 runner under QEMU 1 thread, randomised parameters).
 INT8_CLASSIFIER = False
+# A conv stays float when its reduction depth K = kh kw c_in is under this. Counted on cortex-a72 (LCE 0.16's aarch64
+# runner, 224 px): int8 CONV_2D costs about 0.24 instructions per MAC plus 18.5 per output element (requantizing),
+# float about 0.6 per MAC, so int8 wins from K of about 51 on. ReActNet-A's 3x3 stem over RGB (K = 27) took 9.99 M
+# instructions in int8 against 6.77 M in float; Bi-Real-18's 7x7 one (K = 147) 42.86 M against 68.25 M.
+MIN_INT8_DEPTH = 64
 INT8, FLOAT32 = 9, 0  # TFLite TensorType values
 
 
@@ -67,6 +73,11 @@ def check_min_agreement(value: float) -> float:
 
 
 # ------------------------------------------------------------------------------------------ which layers
+def _depth(layer) -> int:
+    """K = kh kw c_in: the multiply-adds behind each output element."""
+    return int(np.prod(layer.kernel_size)) * int(layer.input_shape[-1])
+
+
 def _is_real_conv(layer) -> bool:
     import tensorflow as tf  # lazy: loads TensorFlow
 
@@ -233,14 +244,18 @@ def _ranges(model, plan: dict, x: np.ndarray) -> dict[str, tuple[tuple[float, fl
     return {name: (widened[2 * k], widened[2 * k + 1]) for k, name in enumerate(names)}
 
 
-def int8_islands(model, x: np.ndarray, classifier: bool = INT8_CLASSIFIER) -> tuple[object, dict]:
+def int8_islands(model, x: np.ndarray, classifier: bool = INT8_CLASSIFIER,
+                 min_depth: int | None = None) -> tuple[object, dict]:
     """A copy of (deployment) ``model`` whose real-valued convs (and the classifier when ``classifier``) are
-    fake-quantized islands calibrated on images ``x`` (module docstring); and the facts for the report:
-    ``{"layers": [...], "batchnorms_folded": [...], "classifier": bool}``."""
+    fake-quantized islands calibrated on images ``x`` (module docstring), those of reduction depth ``min_depth``
+    (default :data:`MIN_INT8_DEPTH`) or more; and the facts for the report: ``{"layers", "batchnorms_folded",
+    "min_depth", "kept_float" (the shallower real convs), "classifier", "ranges"}``."""
     import tensorflow as tf  # lazy: loads TensorFlow
 
     consumers = _consumers(model)
-    plan = {layer.name: _folded_batchnorm(layer, model, consumers) for layer in model.layers if _is_real_conv(layer)}
+    min_depth = MIN_INT8_DEPTH if min_depth is None else min_depth
+    real = [layer for layer in model.layers if _is_real_conv(layer)]
+    plan = {layer.name: _folded_batchnorm(layer, model, consumers) for layer in real if _depth(layer) >= min_depth}
     if classifier:
         plan.update({layer.name: None for layer in model.layers if _is_classifier(layer, model)})
     ranges = _ranges(model, plan, x) if plan else {}
@@ -265,7 +280,8 @@ def int8_islands(model, x: np.ndarray, classifier: bool = INT8_CLASSIFIER) -> tu
             continue
         copy.get_layer(layer.name).set_weights(list(weights[layer.name]) if layer.name in plan
                                                else layer.get_weights())
-    return copy, {"layers": list(plan), "batchnorms_folded": sorted(folded),
+    return copy, {"layers": list(plan), "batchnorms_folded": sorted(folded), "min_depth": min_depth,
+                  "kept_float": [f"{layer.name} (K = {_depth(layer)})" for layer in real if layer.name not in plan],
                   "classifier": any(isinstance(model.get_layer(n), tf.keras.layers.Dense) for n in plan),
                   "ranges": {name: {"input": list(r[0]), "output": list(r[1])} for name, r in ranges.items()}}
 
