@@ -3,12 +3,13 @@ tested on its 10,000 test images, with the Pi 4B latency estimate of each conver
 
 One row per family: binary top-1, twin top-1, gap (twin - binary, in points), epochs, training wall time (the sum
 of the epochs' times, training and test pass; a teacher trained first is counted in the row that needs it), the
-machine, the top-1 of the
-converted LCE flatbuffer on all 10,000 test images (LCE's interpreter on this host), the Pi 4B estimate (``edgebnn
-estimate --fast``: an estimate from op shapes and a calibration, not a measurement on a board), and, where
-``edgebnn convert --precision int8`` exists, the top-1 of the int8 flatbuffer. The published real-valued anchors
-(zalandoresearch/fashion-mnist's README benchmark) are printed beside the table. Every run folder is kept under
-``--out``; a run already complete there is read, not trained again, so an interrupted bench resumes where it was.
+machine, the top-1 of the converted LCE flatbuffer on all 10,000 test images (LCE's interpreter on this host), the
+Pi 4B estimate at 1 thread (``edgebnn estimate``: LCE's aarch64 instructions counted under QEMU when the runner is
+at hand, else predicted from the op shapes with ``--fast``; an estimate, not a measurement on a board), and, where
+``edgebnn convert --precision int8`` exists, the top-1 and estimate of the int8 flatbuffer. The published
+real-valued anchors (zalandoresearch/fashion-mnist's README benchmark) are printed beside the table. Every run
+folder is kept under ``--out``; a run already complete there is read, not trained again, and a flatbuffer, its
+estimate and its test pass are kept too, so an interrupted bench resumes where it was.
 
     nice -n 10 .venv/bin/python bench/accuracy.py [--models bireal-18 ...] [--out runs/accuracy] [--json]
 """
@@ -101,10 +102,21 @@ def flatbuffer_top1(path: Path, dataset: str, size: int) -> float:
 
 
 def pi4b_estimate(path: Path, db: Path) -> dict | None:
-    """``edgebnn estimate --fast``'s Pi 4B row at 1 thread (an estimate, not a measurement)."""
-    rows = _cli_json(["estimate", str(path), "--fast", "--threads", "1", "--db", str(db), "--json"])
-    rows = [r for r in rows if str(r.get("device", "")).startswith(BOARD)]
-    return rows[0] if rows else None
+    """``edgebnn estimate``'s Pi 4B row at 1 thread (an estimate, not a measurement): LCE's aarch64 kernels'
+    instructions counted under QEMU when its runner is at hand ($LCE_RUNNER_AARCH64 or ../shared/lce), else (or when
+    that fails) predicted from the op shapes (``--fast``)."""
+    runner = os.environ.get("LCE_RUNNER_AARCH64") or str(Path("..") / "shared" / "lce" / "lce_benchmark_model_aarch64")
+    tries = ([["--runner", runner]] if Path(runner).is_file() else []) + [["--fast"]]
+    for i, how in enumerate(tries):
+        try:
+            rows = _cli_json(["estimate", str(path), *how, "--threads", "1", "--db", str(db), "--json"])
+        except RuntimeError:
+            if i == len(tries) - 1:
+                raise
+            continue
+        rows = [r for r in rows if str(r.get("device", "")).startswith(BOARD)]
+        return rows[0] if rows else None
+    return None
 
 
 def int8_available() -> bool:
@@ -140,9 +152,11 @@ def deploy_family(row: dict, out: Path, *, int8: bool, top1: bool) -> None:
         try:
             if key not in row:
                 log(f"converting {Path(run).name}" + (f" ({precision})" if precision else ""))
-                path = convert(run, precision=precision)
-                row[f"{key}_estimate"] = pi4b_estimate(path, out / "results.db")
-                row[key] = str(path)
+                row[key] = str(convert(run, precision=precision))
+                try:
+                    row[f"{key}_estimate"] = pi4b_estimate(Path(row[key]), out / "results.db")
+                except RuntimeError as err:
+                    row[f"{key}_estimate_error"] = str(err)
             if top1:
                 log(f"testing {Path(row[key]).name} of {Path(run).name} on every test image")
                 row[f"{key}_top1"] = flatbuffer_top1(Path(row[key]), DATASET, size)
@@ -164,7 +178,8 @@ def _latency(est: dict | None) -> str:
     if not est:
         return "-"
     ms = est.get("median_ms")
-    return f"{float(ms):.2f} ms" if ms is not None else "-"
+    how = "fast" if "fast path" in str(est.get("kernels", "")) else "QEMU count"
+    return f"{float(ms):.2f} ms ({how})" if ms is not None else "-"
 
 
 def _minutes(seconds) -> str:
@@ -193,11 +208,12 @@ def format_table(results: list[dict], machine: str) -> str:
             how = "shared, trained in reactnet-18's run" if r["teacher"].get("shared") else \
                 "trained first, in the binary row's wall time"
             notes.append(f"{r['model']}'s teacher {TEACHER}: {_pct(r['teacher']['val_top1'])} ({how}).")
-        for key in ("tflite_error", "int8_error"):
+        for key in ("tflite_error", "int8_error", "tflite_estimate_error", "int8_estimate_error"):
             if key in r:
                 notes.append(f"{r['model']}: {r[key]}")
-    notes.append("Pi 4B figures are estimates (edgebnn estimate --fast: op shapes and a calibration), not "
-                 "measurements on a board.")
+    notes.append("Pi 4B figures are estimates, not measurements on a board: edgebnn estimate, LCE's aarch64 "
+                 "kernels' instructions counted under QEMU (or predicted from the op shapes: fast) and calibrated on "
+                 "published Larq Zoo latencies.")
     notes.append("Published real-valued anchors (zalandoresearch/fashion-mnist README): "
                  + ", ".join(f"{n} {v}" for n, v in ANCHORS) + ".")
     if results:
