@@ -6,7 +6,9 @@ importing TensorFlow.
 
 from __future__ import annotations
 
+import errno
 import json
+import math
 import shlex
 import signal
 import sys
@@ -30,7 +32,7 @@ from edgebnn.estimate.estimate import format_rows
 from edgebnn.evaluate import evaluate
 from edgebnn.importing import import_checkpoint
 from edgebnn.machine import host_label
-from edgebnn.outputs import probe_folder
+from edgebnn.outputs import check_name_length, probe_folder
 from edgebnn.profiling import ProfileFailed, check_device, profile
 from edgebnn.progress import progress_bar
 from edgebnn.version import __version__
@@ -46,6 +48,13 @@ class _Group(click.Group):
         except EdgebnnError as err:
             click.echo(f"error: {printable(_in_flags(err, ctx.invoked_subcommand))}", err=True)
             ctx.exit(err.exit_code)
+        except OSError as err:  # a name over the file system's limit, met where no check named it first: bad input
+            if err.errno != errno.ENAMETOOLONG:
+                raise
+            name = str(err.filename or "a path")
+            click.echo(f"error: {printable(name[:60])}{'...' if len(name) > 60 else ''}: a name in it is longer than "
+                       f"the file system allows; give a shorter name", err=True)
+            ctx.exit(EdgebnnError.exit_code)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             ctx.exit(130)
@@ -136,6 +145,16 @@ def _at_least(**options) -> None:
             raise EdgebnnError(f"--{name.replace('_', '-')} must be {least} or more, got {value}")
 
 
+def _above_zero(**options) -> None:
+    """Numbers that must be finite and above 0 (a latency budget, a width): 0, negatives, nan and inf are refused
+    before any work starts."""
+    for name, value in options.items():
+        values = value if isinstance(value, (list, tuple)) else [value]
+        for v in values:
+            if v is not None and not (math.isfinite(v) and v > 0):
+                raise EdgebnnError(f"--{name.replace('_', '-')} must be a finite number above 0, got {v}")
+
+
 def _print_json(obj) -> None:
     click.echo(json.dumps(obj, indent=2, sort_keys=False))
 
@@ -178,8 +197,7 @@ def models_command(name, input_size, num_classes, width, twins, counts, as_json)
     """
 
     _at_least(input_size=(input_size, 1), num_classes=(num_classes, 2))
-    if not width > 0:
-        raise EdgebnnError(f"--width must be above 0, got {width}")
+    _above_zero(width=width)
     shape = (input_size, input_size, 3) if input_size else None
     if name:
         archs.get(name)  # an unknown name is one clear line
@@ -270,6 +288,7 @@ def import_command(file, model, width, num_classes, input_size, step, out):
     """
 
     _at_least(num_classes=(num_classes, 1), input_size=(input_size, 1))
+    _above_zero(width=width)
     run_dir = import_checkpoint(file, model=model, out=out, width=width, num_classes=num_classes,
                                 input_size=input_size, step=step, log=lambda line: click.echo(printable(line)))
     click.echo(f"run folder: {run_dir}")
@@ -526,14 +545,17 @@ def budget_command(family, board, budget, threads, widths, sizes, num_classes, e
     estimated (fast path by default: ~5-30 s per candidate, nearly all of it building and converting).
     Exit 1 when none fits."""
 
-    def numbers(text, kind):
+    def numbers(text, kind, flag):
         try:
             return [kind(v) for v in text.split(",") if v.strip()] if text else None
         except ValueError:
-            raise EdgebnnError(f"{text!r} is not a comma-separated list of numbers like 0.5,1") from None
+            raise EdgebnnError(f"{flag} {text!r} is not a comma-separated list of numbers like 0.5,1") from None
 
-    result = budget_mod.answer(family, board, budget, threads, numbers(widths, float) or budget_mod.DEFAULT_WIDTHS,
-                               numbers(sizes, int), num_classes, exact=exact, runner=runner)
+    widths, sizes = numbers(widths, float, "--widths"), numbers(sizes, int, "--sizes")
+    _above_zero(ms=budget, widths=widths)  # before any candidate is built
+    _at_least(threads=(threads, 1), classes=(num_classes, 2), sizes=(min(sizes or [1]), 1))
+    result = budget_mod.answer(family, board, budget, threads, widths or budget_mod.DEFAULT_WIDTHS, sizes,
+                               num_classes, exact=exact, runner=runner)
     for w in result["warnings"]:
         click.echo(f"warning: {printable(w)}", err=True)
     click.echo(json.dumps(result, indent=1) if as_json else printable_lines(budget_mod.format_answer(result)))
@@ -603,6 +625,8 @@ def devices_clean_command(name, older_than, kill_running, devices_file, ssh_conf
     host's SSH control folders whose edgebnn process is gone. A folder whose run is alive is kept."""
 
     _at_least(older_than=(older_than, 0))
+    if math.isnan(older_than):
+        raise EdgebnnError("--older-than must be a number of minutes, 0 or more, got nan")
     dev = devices.resolve(name, devices_file, ssh_config=ssh_config)
     found = cleanup.clean_local()
     if dev.kind == "ssh":
@@ -633,6 +657,7 @@ def _check_report_places(out, run_roots, flag) -> None:
         missing = [r for r in run_roots if not Path(r).is_dir()]
         if missing:
             raise EdgebnnError(f"{flag} {missing[0]} is not a folder: give the folder that holds your run folders")
+    check_name_length(out, "--out")  # before any stat: a name over the limit is ENAMETOOLONG there
     if Path(out).exists() and not Path(out).is_dir():
         raise EdgebnnError(f"--out {out} is a file; give a folder for the report")
     probe_folder(out, "--out")
