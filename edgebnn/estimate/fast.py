@@ -56,7 +56,7 @@ FEATURES = {
     "PRELU": ("out_elems", "pixels", "one") + _XNN,
     "MAX_POOL_2D": ("in_elems", "out_elems", "pixels", "one") + _XNN,
     "AVERAGE_POOL_2D": ("in_elems", "out_elems", "pixels", "one") + _XNN,
-    "MEAN": ("in_elems", "out_elems", "in_pixels", "one") + _XNN,
+    "MEAN": ("in_elems", "out_elems", "in_pixels", "squeezed_elems", "one") + _XNN,
     "CONCATENATION": ("out_elems", "row_copies", "inputs", "one") + _XNN,
     "unary": ("out_elems", "one") + _XNN,
     "shape": ("one",) + _XNN,
@@ -175,6 +175,8 @@ def features(op: dict) -> dict[str, float]:
     elif kind == "FULLY_CONNECTED":
         w = list(ins[1]) if len(ins) > 1 else [1, 1]
         x.update(macs=float(math.ceil(w[0] / 8) * 8 * _n(w[1:])))
+    elif kind == "MEAN":  # a mean that drops the reduced axes (keep_dims false) runs TFLite's slower int8 path
+        x["squeezed_elems"] = x["in_elems"] if len(out) < len(first) else 0.0
     elif kind == "CONCATENATION":  # along channels: one copy per pixel and input
         x["row_copies"] = x["pixels"] * x["inputs"]
     elif kind == "elementwise":
