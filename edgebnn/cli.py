@@ -336,8 +336,8 @@ def eval_command(source, dataset, checkpoint, as_json):
 @click.option("--runner", default=None, help="The runner for --verify-on (a local file is uploaded to a board).")
 @click.option("--ssh-config", default=None, help="An ssh -F config file for --verify-on.")
 @click.option("--precision", default="float", show_default=True, type=click.Choice(["float", "int8"]),
-              help="int8: the real-valued convs (stem, downsample shortcuts) as int8 islands calibrated on 256 "
-              "training images of the data set; binary convs stay LceBconv2d, the rest float.")
+              help="int8: the real-valued convs (stem, downsample shortcuts) with kh*kw*c_in >= 64 as int8 islands "
+              "calibrated on 256 training images of the data set; binary convs stay LceBconv2d, the rest float.")
 @click.option("--min-agreement", "min_agreement", type=float, default=0.99, show_default=True,
               help="An int8 flatbuffer's proof: the top-1 agreement with Keras it must reach on the check samples.")
 @click.option("--json", "as_json", is_flag=True, help="Print the conversion report as JSON.")
