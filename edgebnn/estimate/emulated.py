@@ -61,7 +61,7 @@ def _fast_plan(threads, calibration, warnings: list[str], cpu: str | None) -> di
         fast.core_model(model, cpu)  # one line when the fast path has no cost model for it
     job = {"path": "fast", "runner": "none (fast path)", "sha": model["runner_sha256"], "calibration": cal,
            "pairs": _pairs(cal, threads, cpu), "warnings": warnings, "fast_model": model}
-    job["count_only"] = [b for b in _count_only(cal, cpu) if b.core in fast.cores(model)]
+    job["count_only"] = [b for b in _count_only(cal, cpu) if b.core in fast.cores(model)] if cpu else []
     job["cores"] = _cores(job)
     return job
 
