@@ -33,7 +33,8 @@ from pathlib import Path
 from edgebnn.devices.parse import op_kind
 from edgebnn.errors import EdgebnnError, OptionError
 from edgebnn.outputs import write_atomic
-from edgebnn.tflite.describe import read_metadata
+from edgebnn.tflite import fields
+from edgebnn.tflite.describe import read_metadata, read_ops
 
 SCHEMA_VERSION = 3
 KINDS = ("board", "host", "estimate")
@@ -300,15 +301,33 @@ def exists(conn: sqlite3.Connection, model_sha256: str, device: str, threads: in
 
 def precision_of(model_path) -> str:
     """A flatbuffer's precision: its ``edgebnn`` metadata's ``precision`` (``int8`` or ``float``, which
-    ``edgebnn convert --precision`` writes); ``float`` when absent or the file cannot be read."""
+    ``edgebnn convert --precision`` writes); without it (a flatbuffer made elsewhere), ``int8`` when a
+    CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED reads an int8 tensor (:func:`tensor_precision`), else ``float``;
+    ``float`` when the file cannot be read."""
     if not model_path:
         return "float"
     try:
-        meta = read_metadata(model_path) or {}
+        data = Path(model_path).read_bytes()
+        value = (read_metadata(data) or {}).get("precision")
+        return value if value in PRECISIONS else tensor_precision(data)
     except (OSError, ValueError, EdgebnnError):
         return "float"
-    value = meta.get("precision")
-    return value if value in PRECISIONS else "float"
+
+
+INT8_TENSOR = 9  # TFLite TensorType INT8
+_WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+
+
+def tensor_precision(flatbuffer: bytes) -> str:
+    """``int8`` when any CONV_2D, DEPTHWISE_CONV_2D or FULLY_CONNECTED of the main subgraph takes an int8 input
+    tensor (the flatbuffer's own tensor types, read by :mod:`edgebnn.tflite`), else ``float``."""
+    ops = read_ops(flatbuffer)
+    graph = fields.parse(bytes(flatbuffer)).subgraphs[0]
+    for op, raw in zip(ops, graph.operators, strict=True):
+        if op["type"] in _WEIGHTED_OPS and raw.inputs and raw.inputs[0] >= 0 \
+                and graph.tensors[raw.inputs[0]].type == INT8_TENSOR:
+            return "int8"
+    return "float"
 
 
 def save(conn: sqlite3.Connection, result: dict, ops: list[dict] | None = None) -> int:

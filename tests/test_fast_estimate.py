@@ -215,10 +215,10 @@ def test_budget_on_a_tiny_family_grid(monkeypatch):
     built = {}
     real = budget.build_flatbuffer
 
-    def once(family, width, size, num_classes=None):
-        key = (family, width, size, num_classes)
+    def once(family, width, size, num_classes=None, precision="float"):
+        key = (family, width, size, num_classes, precision)
         if key not in built:
-            built[key] = real(family, width, size, num_classes)
+            built[key] = real(family, width, size, num_classes, precision)
         return built[key]
 
     monkeypatch.setattr(budget, "build_flatbuffer", once)
@@ -241,3 +241,47 @@ def test_budget_on_a_tiny_family_grid(monkeypatch):
                                       "0.25", "--sizes", "32"])
     assert tight.exit_code == 1 and "0 of 1 candidates fit" in tight.output and "too slow" in tight.output
     assert len(built) == 2  # each candidate built once
+
+
+def test_budget_in_both_precisions_and_the_islands_flatbuffer_estimated_on_the_pi4b_core(tmp_path, monkeypatch):
+    """bireal-18 at width 0.25, 32x32, 10 classes in float and int8 on the fast path: one row per precision, the
+    table shows it; the int8 candidate (int8 islands, as convert --precision int8) has an int8 CONV_2D and no
+    edgebnn metadata, so the store reads its precision from its tensor types, and its estimate names cortex-a72
+    for the Pi 4B."""
+    from edgebnn import store
+    from edgebnn.conversion.precision import int8_ops
+
+    built = {}
+    real = budget.build_flatbuffer
+
+    def keep(family, width, size, num_classes=None, precision="float"):
+        built[precision] = real(family, width, size, num_classes, precision)
+        return built[precision]
+
+    monkeypatch.setattr(budget, "build_flatbuffer", keep)
+    res = CliRunner().invoke(main, ["budget", "bireal-18", "--board", "pi4b", "--ms", "1000", "--widths", "0.25",
+                                    "--sizes", "32", "--classes", "10", "--precision", "float,int8", "--json"])
+    assert res.exit_code == 0, res.output
+    answer = json.loads(res.output[res.output.index("{"):])
+    assert answer["precisions"] == ["float", "int8"] and answer["cpu"] == "cortex-a72"
+    assert [(r["width"], r["precision"], r["path"]) for r in answer["rows"]] == [(0.25, "float", "fast"),
+                                                                                 (0.25, "int8", "fast")]
+    assert answer["rows"][0]["instructions"] != answer["rows"][1]["instructions"]
+    text = budget.format_answer(answer)
+    assert " precision " in text and " int8 " in text and "synthetic images" in text
+    assert int8_ops(built["int8"]).get("CONV_2D", 0) >= 1 and not int8_ops(built["float"])
+    path = tmp_path / "islands.tflite"
+    path.write_bytes(built["int8"])
+    assert store.precision_of(path) == "int8"  # no metadata: the tensor types say int8
+    assert store.precision_of(tmp_path / "missing.tflite") == "float"
+    (tmp_path / "float.tflite").write_bytes(built["float"])
+    assert store.precision_of(tmp_path / "float.tflite") == "float"
+    est = CliRunner().invoke(main, ["estimate", str(path), "--fast", "--db", str(tmp_path / "r.db"), "--json"])
+    assert est.exit_code == 0, est.output
+    conn = sqlite3.connect(tmp_path / "r.db")
+    conn.row_factory = sqlite3.Row
+    rows = {r["device"]: dict(r) for r in conn.execute("SELECT * FROM results WHERE threads = 1")}
+    assert rows["pi4b"]["cpu"] == "cortex-a72" and rows["pi4b"]["precision"] == "int8"
+    assert json.loads(rows["pi4b"]["estimate"])["path"] == "fast"
+    bad = CliRunner().invoke(main, ["budget", "bireal-18", "--board", "pi4b", "--ms", "1", "--precision", "fp16"])
+    assert bad.exit_code == 2 and "--precision must be one of float, int8" in bad.output
