@@ -8,9 +8,11 @@ core (``-cpu``: cortex-a72, the Pi 4B's and Pixel 1's; cortex-a76, the Pi 5's; t
 only), one at a time; every count is cached in CACHE/counts/CORE/KEY.json (with the flatbuffer's typed ops), so no
 model is counted twice.
 
-``--fit`` fits one cost model per core on FIT + FIT_INT8 and writes ``edgebnn/estimate/fast_model.json`` with the
-models each was fitted on and its error on TEST + TEST_INT8. The table compares, for every test model (other
-families, widths 0.75, odd and other input sizes, other Larq Zoo models, other int8 twins: none in the fit):
+``--fit`` fits one cost model per core on FIT + FIT_INT8 + FIT_ISLANDS and writes
+``edgebnn/estimate/fast_model.json`` with the models each was fitted on and its error on TEST + TEST_INT8 +
+TEST_ISLANDS (int8 islands: ``convert --precision int8``'s construction, its ranges on synthetic images as
+``budget --precision int8`` takes them). The table compares, for every test model (other families, widths 0.75,
+odd and other input sizes, other Larq Zoo models, other int8 twins, the islands: none in the fit):
 whole-model instructions, the worst op type (summed per op type over the model; types under 1% of its
 instructions left out), the board estimates (fast vs exact ms, the shipped calibration, boards counted on that
 core) and the time the fast path takes (reading the flatbuffer and predicting, one process).
@@ -61,6 +63,15 @@ FIT_INT8 = [("int8", n, s, w) for n, s, w in (
     ("sdbnn-vgg-small", 32, 0.25))]
 TEST_INT8 = [("int8", n, s, w) for n, s, w in (
     ("resnet-18", 40, 0.5), ("bireal-34", 32, 0.25), ("reactnet-18", 48, 0.25), ("sdbnn-resnet18", 32, 0.5))]
+# int8 islands (``edgebnn convert --precision int8``'s construction, via budget.build_flatbuffer: the real-valued
+# convs int8, the rest float). Fitted on the full-int8 twins alone, the fast path priced Bi-Real-18's 224 px int8
+# 7x7 stem at 53.5 M instructions on cortex-a72 against 42.9 M counted (the islands flatbuffer +9.7% whole, +14.7%
+# on cortex-a76; bireal-18 w0.25 at 128 px +39.8%). One islands model in the fit gives its int8 ops (only those:
+# its float ops sit in many XNNPACK partitions the count cannot name, ``fast.measured_ops(partial=True)``).
+FIT_ISLANDS = [("islands", n, s, w) for n, s, w in (
+    ("bireal-18", 128, 0.25), ("reactnet-18", 96, 0.25), ("reactnet-18", 160, 0.5), ("bireal-18", 160, 0.5))]
+TEST_ISLANDS = [("islands", n, s, w) for n, s, w in (
+    ("bireal-18", 64, 0.5), ("bireal-18", 224, 1.0))]
 CORES = ("cortex-a72", "cortex-a76")
 ZOO_CORES = ("cortex-a72",)  # the Larq Zoo models (224 px, costly to count) only on the calibrated boards' core
 
@@ -94,6 +105,10 @@ def convert(spec, folder: Path) -> Path:
         out.write_bytes(int8_twin(name, width, size, 1000 if size >= 128 else 10))
         return out
     from edgebnn.estimate.budget import build_flatbuffer
+
+    if kind == "islands":
+        out.write_bytes(build_flatbuffer(name, width, size, 1000 if size >= 128 else 10, "int8"))
+        return out
 
     out.write_bytes(build_flatbuffer(name, width, size, 1000 if size >= 128 else 10))
     return out
@@ -178,7 +193,8 @@ def holdout(model: dict, test: dict[str, dict]) -> dict:
     rows = {k: compare(model, c) for k, c in test.items()}
     out = {"models": len(rows), **_errors(rows.values()), "rows": rows}
     for part, keys in (("int8", [k for k in rows if k.startswith("int8-")]),
-                       ("float", [k for k in rows if not k.startswith("int8-")])):
+                       ("islands", [k for k in rows if k.startswith("islands-")]),
+                       ("float", [k for k in rows if not k.startswith(("int8-", "islands-"))])):
         if keys:
             out[part] = {"models": len(keys), **_errors([rows[k] for k in keys])}
     return out
@@ -216,8 +232,8 @@ def main() -> int:
     cores = [c.strip() for c in args.cores.split(",") if c.strip()]
     data = {}
     for cpu in cores:  # one core's fit and test sets, then the next core's
-        data[cpu] = [counted(specs_for(FIT + FIT_INT8, cpu), cache, args.runner, can_count, cpu),
-                     counted(specs_for(TEST + TEST_INT8, cpu), cache, args.runner, can_count, cpu)]
+        data[cpu] = [counted(specs_for(FIT + FIT_INT8 + FIT_ISLANDS, cpu), cache, args.runner, can_count, cpu),
+                     counted(specs_for(TEST + TEST_INT8 + TEST_ISLANDS, cpu), cache, args.runner, can_count, cpu)]
     if args.count_only:
         return 0
     from edgebnn.estimate import fast
@@ -261,7 +277,7 @@ def report(model: dict, test: dict, cache: Path) -> None:
                          for b in ("pixel1", "pi4b"))
         print(f"{name:<34} {r['instructions'] / 1e6:14.2f} {r['predicted'] / 1e6:9.2f} {r['whole_pct']:+6.1f}% "
               f"{worst:<32}{boards} {ms:7.0f}")
-    for part in ("float", "int8"):
+    for part in ("float", "int8", "islands"):
         if part in result:
             e = result[part]
             print(f"{part} ({e['models']} models): whole model {e['whole_model_mean_pct']:.2f}% mean, "

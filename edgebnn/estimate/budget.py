@@ -107,8 +107,9 @@ def answer(family: str, board: str, budget_ms: float, threads: int = 1, widths=D
                              "seconds": time.perf_counter() - t0})
                 if progress:
                     progress(rows[-1])
+    warnings = list(job["warnings"])
     return {"family": family, "board": board, "threads": threads, "budget_ms": budget_ms, "path": job["path"],
-            "precisions": precisions, "cpu": cpu, "warnings": job["warnings"], "rows": rows,
+            "precisions": precisions, "cpu": cpu, "warnings": warnings, "rows": rows,
             "seconds": time.perf_counter() - start}
 
 

@@ -280,13 +280,17 @@ def predict_file(path, cpu: str = DEFAULT_CPU) -> dict:
 
 
 # ------------------------------------------------------------------------------------------- fitting
-def measured_ops(counts: dict) -> dict[int, float] | None:
+def measured_ops(counts: dict, partial: bool = False) -> dict[int, float] | None:
     """Counted instructions per flatbuffer op index (a concatenation's copies summed), or None when some row is
-    not named by its flatbuffer op (the exact path could not tell which op an XNNPACK operator ran)."""
+    not named by its flatbuffer op (the exact path could not tell which op an XNNPACK operator ran); with
+    ``partial``, the ops that are named (an int8 islands flatbuffer splits its float ops over many XNNPACK
+    partitions whose operators are not named, while its int8 TFLite ops are)."""
     out: dict[int, float] = {}
     for row in counts["ops"]:
         i = row.get("op_index") if "delegate" in row else row.get("index")
         if i is None:
+            if partial and "delegate" in row:
+                continue
             return None
         out[i] = out.get(i, 0.0) + row["instructions"]
     return out
@@ -307,14 +311,17 @@ def fit_cost_model(samples: dict[str, dict]) -> dict:
     rows: dict[str, list] = {}
     names: dict[str, dict] = {}
     for counts in samples.values():
-        measured = measured_ops(counts)
-        if measured is None:
+        measured = measured_ops(counts, partial=True)
+        named = measured_ops(counts) is not None
+        if not measured:
             continue
         for i, (op, x) in enumerate(zip(counts["flat_ops"], all_features(counts["flat_ops"]), strict=True)):
-            if i in measured:
+            if i in measured and (named or cost_key(op) != kernel_of(op)):  # else: the int8 ops only
                 rows.setdefault(cost_key(op), []).append((x, measured[i]))
         for row in counts["ops"]:
             i = row.get("op_index") if "delegate" in row else row.get("index")
+            if i is None:
+                continue
             op = counts["flat_ops"][i]
             names.setdefault(f"{op['type']}|{cost_key(op)}", {}).setdefault(row["node_type"], 0)
             names[f"{op['type']}|{cost_key(op)}"][row["node_type"]] += 1
