@@ -539,8 +539,11 @@ def estimate_command(models, fast, runner, threads, calibration, db, force, cpu,
 @click.option("--exact", is_flag=True, help="Count each candidate under QEMU (~40 s at 224x224) instead of the "
               "fast path.")
 @click.option("--runner", default=None, help="aarch64 lce_benchmark_model for --exact (default: $LCE_RUNNER_AARCH64).")
+@click.option("--precision", "precisions", default=None, help="float, int8 or float,int8 (default: float): each "
+              "candidate built in each; int8 as convert --precision int8 builds it, its islands' ranges taken on "
+              "synthetic images (latency only).")
 @click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
-def budget_command(family, board, budget, threads, widths, sizes, num_classes, exact, runner, as_json):
+def budget_command(family, board, budget, threads, widths, sizes, num_classes, exact, runner, precisions, as_json):
     """Which widths and input sizes of FAMILY fit BOARD within --ms: each candidate built, converted and
     estimated (fast path by default: ~5-30 s per candidate, nearly all of it building and converting).
     Exit 1 when none fits."""
@@ -554,8 +557,9 @@ def budget_command(family, board, budget, threads, widths, sizes, num_classes, e
     widths, sizes = numbers(widths, float, "--widths"), numbers(sizes, int, "--sizes")
     _above_zero(ms=budget, widths=widths)  # before any candidate is built
     _at_least(threads=(threads, 1), classes=(num_classes, 2), sizes=(min(sizes or [1]), 1))
+    precisions = budget_mod.parse_precisions(precisions)
     result = budget_mod.answer(family, board, budget, threads, widths or budget_mod.DEFAULT_WIDTHS, sizes,
-                               num_classes, exact=exact, runner=runner)
+                               num_classes, exact=exact, runner=runner, precisions=precisions)
     for w in result["warnings"]:
         click.echo(f"warning: {printable(w)}", err=True)
     click.echo(json.dumps(result, indent=1) if as_json else printable_lines(budget_mod.format_answer(result)))
