@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.edgebnn-installed
 PYTEST_ARGS ?=
-# The suite runs on two worker processes, a test file each at a time (pytest-xdist): on 2 cores 15 min 27 s for 703
+# The suite runs on two worker processes, a test file each at a time (pytest-xdist): on 2 cores 17 min 39 s for 844 (d0610f7); 15 min 27 s for 703
 # tests against 28 min 12 s for 681 in one process (README, Tests); each file's module fixtures are built once.
 PYTEST_WORKERS ?= -n 2 --dist loadfile
 
