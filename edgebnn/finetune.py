@@ -150,19 +150,6 @@ def _width_of(model, name: str) -> float:
     return _first_conv_filters(model) / _first_conv_filters(full)
 
 
-def zero_padding_too_small(model) -> list[str]:
-    """Binary convs of ``model`` that LCE 0.16 computes wrong: zero padding ("same", ``pad_values=0``, the official
-    convention) on a feature map smaller than the kernel (the rule convert applies, see
-    ``edgebnn.conversion.lce``; a fine-tuning run checks it before training, not after)."""
-    from edgebnn.archs import stats  # lazy: the architectures load TensorFlow and Larq
-
-    return [f"{layer.name} ({'x'.join(str(d) for d in layer.input_shape[1:3])} input, "
-            f"{'x'.join(str(k) for k in layer.kernel_size)} kernel)"
-            for layer in stats.binary_conv_layers(model)
-            if layer.padding == "same" and float(layer.pad_values) == 0.0
-            and any(int(n) < k for n, k in zip(layer.input_shape[1:3], layer.kernel_size, strict=True))]
-
-
 def provenance(pretrained: Pretrained) -> dict:
     """What ``run.json`` records of the starting weights."""
     return {"path": str(Path(pretrained.path).resolve()), "sha256": pretrained.sha256,

@@ -443,8 +443,10 @@ class _Trainer:
         archs.check_size(recipe["model"], self.input_shape, self.num_classes,  # before the run folder is made
                          float(recipe["arch"].get("width") or 1.0))
         if self.pretrained is not None and recipe["arch"].get("padding") not in (None, "lce"):  # zero padding
-            small = finetune.zero_padding_too_small(build_model(recipe, recipe["steps"][0], self.input_shape,
-                                                                self.num_classes))
+            from edgebnn.archs import stats  # lazy: the architectures load TensorFlow and Larq
+
+            model = build_model(recipe, recipe["steps"][0], self.input_shape, self.num_classes)
+            small = stats.zero_padding_too_small(stats.binary_conv_layers(model))
             if small:
                 raise EdgebnnError(f"{len(small)} zero-padded binary convs of the fine-tuned {recipe['model']} would "
                                    f"see a feature map smaller than their kernel ({small[0]}), which LCE 0.16 "

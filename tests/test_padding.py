@@ -199,7 +199,7 @@ def test_official_models_convert_to_binary_ops_with_the_same_answers(name, size)
 
 
 def test_convert_refuses_zero_padded_binary_convs_on_maps_smaller_than_their_kernel():
-    from edgebnn.conversion.lce import zero_padding_too_small
+    from edgebnn.archs.stats import zero_padding_too_small
 
     small = archs.build("bireal-18", (32, 32, 3), 10, 0.125, padding="official", small=False)
     big = archs.build("bireal-18", (72, 72, 3), 10, 0.125, padding="official")

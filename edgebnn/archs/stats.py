@@ -38,6 +38,18 @@ def binary_conv_layers(model) -> list:
     return [layer for layer in iter_layers(model) if is_binary_conv(layer)]
 
 
+def zero_padding_too_small(layers) -> list[str]:
+    """Binary convs that LCE 0.16 computes wrong: zero padding ("same", ``pad_values=0``, the official convention)
+    on a feature map smaller than the kernel. Its per-position padding correction gave other answers on 1x1 and
+    2x2 maps under a 3x3 kernel (stride 1 and 2), the same ones from 3x3 up (measured through its interpreter);
+    one-padding is not affected."""
+    return [f"{layer.name} ({'x'.join(str(d) for d in layer.input_shape[1:3])} input, "
+            f"{'x'.join(str(k) for k in layer.kernel_size)} kernel)"
+            for layer in layers
+            if layer.padding == "same" and float(layer.pad_values) == 0.0
+            and any(int(n) < k for n, k in zip(layer.input_shape[1:3], layer.kernel_size, strict=True))]
+
+
 def layer_macs(layer) -> int:
     """Multiply-accumulates of one forward pass of ``layer`` for one image."""
     if hasattr(layer, "float_macs"):

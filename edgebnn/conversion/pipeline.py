@@ -10,7 +10,7 @@ from pathlib import Path
 from edgebnn import data, machine, runs, targets
 from edgebnn.conversion.baselines import CALIBRATION_SAMPLES, baseline, parse_baselines, real_twin
 from edgebnn.conversion.fold import deployment_model
-from edgebnn.conversion.lce import float_flatbuffer, lce_flatbuffer, log, zero_padding_too_small
+from edgebnn.conversion.lce import float_flatbuffer, lce_flatbuffer, log
 from edgebnn.conversion.matching import match_binary_convs, other_binary_layers
 from edgebnn.conversion.on_device import prove
 from edgebnn.conversion.precision import (
@@ -232,7 +232,9 @@ def _check_request(target: str, baselines, check_samples: int, verify_on, output
 
 
 def _refuse_what_lce_miscomputes(path: Path, layers) -> None:
-    small = zero_padding_too_small(layers)
+    from edgebnn.archs import stats  # lazy: the architectures load TensorFlow and Larq
+
+    small = stats.zero_padding_too_small(layers)
     if small:
         raise EdgebnnError(f"{path}: {len(small)} zero-padded binary convs see a feature map smaller than their "
                            f"kernel ({small[0]}), which LCE 0.16 computes wrong; use a larger input size (the official "
